@@ -1,0 +1,83 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "historian",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "historian", targets: ["HistorianCLI"]),
+        .library(name: "Historian", targets: ["Historian"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(
+            url: "https://github.com/apple/swift-configuration",
+            from: "1.4.0",
+            traits: [.defaults, "YAML"]
+        ),
+    ],
+    targets: [
+        // C libraries, through Debian's -dev packages.
+        // No pkgConfig here: hiredis.pc adds -D_FILE_OFFSET_BITS=64, which SwiftPM refuses with a
+        // warning on every build; the header is found as <hiredis/hiredis.h> all the same.
+        .systemLibrary(
+            name: "CHiredis",
+            providers: [.apt(["libhiredis-dev"])]
+        ),
+        .systemLibrary(
+            name: "CLibpq",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+
+        // Thin Swift clients; their blocking calls run on threads of their own.
+        .target(
+            name: "RedisClient",
+            dependencies: [
+                "CHiredis",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "PostgresClient",
+            dependencies: [
+                "CLibpq",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        // The daemon: configuration, validation, the ingest pipeline, schema, commands.
+        .target(
+            name: "Historian",
+            dependencies: [
+                "RedisClient",
+                "PostgresClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Configuration", package: "swift-configuration"),
+            ]
+        ),
+        .executableTarget(
+            name: "HistorianCLI",
+            dependencies: [
+                "Historian",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+
+        // Starts throwaway redis-server and PostgreSQL instances for tests and benchmarks.
+        .target(name: "LocalServers"),
+
+        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "LocalServers"]),
+        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "LocalServers"]),
+        .testTarget(name: "HistorianTests", dependencies: ["Historian"]),
+        .testTarget(
+            name: "HistorianIntegrationTests",
+            dependencies: ["Historian", "HistorianCLI", "LocalServers", "RedisClient", "PostgresClient"]
+        ),
+    ]
+)

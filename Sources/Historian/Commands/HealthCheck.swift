@@ -1,0 +1,93 @@
+import Logging
+import PostgresClient
+import RedisClient
+
+/// `historian check`: configuration, connectivity, schema version, stream and group state.
+public struct HealthCheck: Sendable {
+    let configuration: HistorianConfiguration
+    let logger: Logger
+
+    public init(configuration: HistorianConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Reports each finding as a line; returns the problems found (none: healthy).
+    public func run(report: @Sendable (String) -> Void) async -> [String] {
+        var problems: [String] = []
+        func problem(_ text: String) {
+            problems.append(text)
+            report("problem: \(text)")
+        }
+        report("configuration:")
+        for line in configuration.redactedLines { report("  \(line)") }
+
+        let endpoints: ServerEndpoints
+        do {
+            endpoints = try ServerEndpoints(configuration)
+        } catch {
+            problem("redis_url: \(error)")
+            return problems
+        }
+
+        do {
+            let postgres = try await endpoints.connectPostgres(logger: logger, applicationName: "historian-check")
+            defer { postgres.close() }
+            report("ok: PostgreSQL reachable (server version \(postgres.serverVersion))")
+            let version = try await postgres.withSession { try Schema.recordedVersion($0) }
+            switch version {
+            case nil:
+                problem("schema: not created; run `historian migrate`")
+            case let version? where version < Schema.currentVersion:
+                problem("schema: version \(version), this build needs \(Schema.currentVersion); run `historian migrate`")
+            case let version? where version > Schema.currentVersion:
+                problem("schema: version \(version) is newer than this build's \(Schema.currentVersion); upgrade Historian")
+            default:
+                report("ok: schema version \(Schema.currentVersion) (current)")
+            }
+        } catch {
+            problem("PostgreSQL unreachable: \(error)")
+        }
+
+        do {
+            let redis = try await endpoints.connectRedis(logger: logger)
+            defer { redis.close() }
+            _ = try await redis.send("PING")
+            report("ok: Redis reachable at \(endpoints.redis.endpoint)")
+            let stream = configuration.stream
+            let type = try await redis.send("TYPE", RedisArgument(stream))
+            switch type.string {
+            case "stream":
+                let info = DryRun.pairs(try await redis.send("XINFO", "STREAM", RedisArgument(stream)))
+                report("ok: stream \(stream): \(info["length"]?.int ?? 0) entries")
+                let groups = try await redis.send("XINFO", "GROUPS", RedisArgument(stream))
+                let group = (groups.array ?? []).map(DryRun.pairs).first { $0["name"]?.string == configuration.group }
+                if let group {
+                    let lag = group["lag"].flatMap { $0.int.map(String.init) } ?? "unknown"
+                    report(
+                        "ok: group \(configuration.group): \(group["consumers"]?.int ?? 0) consumers, "
+                            + "\(group["pending"]?.int ?? 0) pending, lag \(lag), "
+                            + "last delivered \(group["last-delivered-id"]?.string ?? "-")"
+                    )
+                } else {
+                    report("note: group \(configuration.group) does not exist yet; `historian run` creates it")
+                }
+            case "none":
+                report("note: stream \(stream) does not exist yet; `historian run` creates it")
+            default:
+                problem("stream \(stream) is a \(type.string ?? "?"), not a stream")
+            }
+            let dlqType = try await redis.send("TYPE", RedisArgument(configuration.dlqStream))
+            if dlqType.string == "stream" {
+                let length = try await redis.send("XLEN", RedisArgument(configuration.dlqStream))
+                report("note: dead-letter stream \(configuration.dlqStream): \(length.int ?? 0) entries")
+            } else if dlqType.string != "none" {
+                problem("dead-letter stream \(configuration.dlqStream) is a \(dlqType.string ?? "?"), not a stream")
+            }
+        } catch {
+            problem("Redis unreachable: \(error)")
+        }
+        report(problems.isEmpty ? "healthy" : "\(problems.count) problem(s)")
+        return problems
+    }
+}

@@ -1,0 +1,241 @@
+import Configuration
+import Foundation
+import Logging
+import SystemPackage
+
+/// Everything Historian can be told, resolved from flags, environment, a config file and defaults.
+///
+/// Each key has one name everywhere: `archive_dir` in the file, `HISTORIAN_ARCHIVE_DIR` in the
+/// environment, `--archive-dir` on the command line.
+public struct HistorianConfiguration: Sendable {
+    public var redisURL: String
+    public var postgresURL: String
+    public var redisPassword: String?
+    public var postgresPassword: String?
+    public var stream: String
+    public var group: String
+    public var consumer: String
+    public var workers: Int
+    public var dlqStream: String
+    public var maxContentBytes: Int
+    public var batchSize: Int
+    public var batchLinger: Duration
+    public var maxDeliveries: Int
+    public var claimIdle: Duration
+    public var recentSize: Int
+    public var sessionTTL: Duration
+    public var keyPrefix: String
+    public var archiveDir: String
+    public var archiveAfter: Duration
+    public var archiveEvery: Duration
+    public var shutdownGrace: Duration
+    public var metricsAddress: String
+    public var logLevel: Logger.Level
+
+    /// One configuration key: its name, default and meaning.
+    public struct Key: Sendable {
+        public var name: String
+        public var defaultValue: String
+        public var help: String
+        public var isSecret: Bool = false
+
+        /// `HISTORIAN_ARCHIVE_DIR` for `archive_dir`.
+        public var environmentName: String { "HISTORIAN_" + name.uppercased() }
+        /// `--archive-dir` for `archive_dir`.
+        public var flagName: String { "--" + name.replacingOccurrences(of: "_", with: "-") }
+    }
+
+    /// Every key, in the order `check` prints them.
+    public static let keys: [Key] = [
+        Key(name: "redis_url", defaultValue: "redis://127.0.0.1:6379", help: "Redis server URL", isSecret: true),
+        Key(name: "postgres_url", defaultValue: "", help: "libpq URI or conninfo (empty: libpq defaults)", isSecret: true),
+        Key(name: "stream", defaultValue: "chat:messages", help: "ingest stream key"),
+        Key(name: "group", defaultValue: "historian", help: "consumer group"),
+        Key(name: "consumer", defaultValue: "", help: "consumer name (default: host name, plus -instance)"),
+        Key(name: "instance", defaultValue: "", help: "instance name appended to the default consumer name"),
+        Key(name: "workers", defaultValue: "1", help: "workers in this process"),
+        Key(name: "dlq_stream", defaultValue: "chat:messages:dlq", help: "dead-letter stream key"),
+        Key(name: "max_content_bytes", defaultValue: "1MiB", help: "largest content accepted"),
+        Key(name: "batch_size", defaultValue: "500", help: "most entries in one batch"),
+        Key(name: "batch_linger", defaultValue: "5ms", help: "how long a batch waits to fill up"),
+        Key(name: "max_deliveries", defaultValue: "10", help: "deliveries before an entry is poison"),
+        Key(name: "claim_idle", defaultValue: "60s", help: "idle time after which pending entries are claimed"),
+        Key(name: "recent_size", defaultValue: "10", help: "messages in each recent-history list (0: no cache)"),
+        Key(name: "session_ttl", defaultValue: "30m", help: "TTL of cache and session keys"),
+        Key(name: "key_prefix", defaultValue: "", help: "prefix of every cache key"),
+        Key(name: "archive_dir", defaultValue: "/var/lib/historian/archive", help: "where archives are written"),
+        Key(name: "archive_after", defaultValue: "30d", help: "idle time after which a conversation is archived"),
+        Key(name: "archive_every", defaultValue: "1h", help: "time between archive passes"),
+        Key(name: "shutdown_grace", defaultValue: "10s", help: "time to finish in-flight work on shutdown"),
+        Key(name: "metrics_address", defaultValue: "127.0.0.1:9464", help: "address of the metrics endpoint"),
+        Key(name: "log_level", defaultValue: "info", help: "trace, debug, info, notice, warning, error or critical"),
+    ]
+
+    /// The default config file, read when present and no `--config` is given.
+    public static let defaultConfigFile = "/etc/historian/config.yaml"
+
+    /// Resolves the configuration.
+    /// - Parameters:
+    ///   - flags: values given on the command line, by key name (`archive_dir`).
+    ///   - configFile: `--config`; when `nil`, the default file if it exists.
+    ///   - environment: the process environment (`HISTORIAN_*`, `CREDENTIALS_DIRECTORY`).
+    public static func load(
+        flags: [String: String],
+        configFile: String?,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) async throws -> HistorianConfiguration {
+        var values: [AbsoluteConfigKey: ConfigValue] = [:]
+        for (name, value) in flags {
+            let secret = keys.first { $0.name == name }?.isSecret ?? false
+            values[AbsoluteConfigKey([name])] = ConfigValue(.string(value), isSecret: secret)
+        }
+        var providers: [any ConfigProvider] = [
+            InMemoryProvider(name: "flags", values: values),
+            EnvironmentVariablesProvider(
+                environmentVariables: environment,
+                secretsSpecifier: .specific(["HISTORIAN_REDIS_URL", "HISTORIAN_POSTGRES_URL"])
+            ).prefixKeys(with: "historian"),
+        ]
+        let file = configFile ?? (FileManager.default.fileExists(atPath: defaultConfigFile) ? defaultConfigFile : nil)
+        if let file {
+            do {
+                providers.append(try await FileProvider<YAMLSnapshot>(filePath: FilePath(file)))
+            } catch {
+                throw HistorianError(.invalidConfiguration, "cannot read config file \(file): \(error)")
+            }
+        }
+        let reader = ConfigReader(providers: providers)
+        func value(_ name: String) -> String {
+            let key = keys.first { $0.name == name }!
+            return reader.string(forKey: ConfigKey(name), isSecret: key.isSecret) ?? key.defaultValue
+        }
+        return try HistorianConfiguration(value: value, environment: environment)
+    }
+
+    init(value: (String) -> String, environment: [String: String]) throws {
+        func parsed<T>(_ name: String, _ parse: (String) -> T?, _ expected: String) throws -> T {
+            let raw = value(name)
+            guard let result = parse(raw.trimmingCharacters(in: .whitespaces)) else {
+                throw HistorianError(.invalidConfiguration, "\(name): \"\(raw)\" is not \(expected)")
+            }
+            return result
+        }
+        func count(_ name: String, _ range: ClosedRange<Int>) throws -> Int {
+            try parsed(name, { Int($0).flatMap { range.contains($0) ? $0 : nil } }, "a whole number in \(range)")
+        }
+        func duration(_ name: String) throws -> Duration {
+            try parsed(name, Self.parseDuration, "a duration like 500ms, 30s, 30m, 36h or 30d")
+        }
+        redisURL = value("redis_url")
+        postgresURL = value("postgres_url")
+        stream = value("stream")
+        group = value("group")
+        dlqStream = value("dlq_stream")
+        let instance = value("instance")
+        let consumer = value("consumer")
+        self.consumer = consumer.isEmpty ? Self.hostName() + (instance.isEmpty ? "" : "-" + instance) : consumer
+        workers = try count("workers", 1...64)
+        maxContentBytes = try parsed("max_content_bytes", Self.parseSize, "a size like 1048576, 512KiB or 1MiB")
+        batchSize = try count("batch_size", 1...100_000)
+        batchLinger = try duration("batch_linger")
+        maxDeliveries = try count("max_deliveries", 1...1_000_000)
+        claimIdle = try duration("claim_idle")
+        recentSize = try count("recent_size", 0...10_000)
+        sessionTTL = try duration("session_ttl")
+        keyPrefix = value("key_prefix")
+        archiveDir = value("archive_dir")
+        archiveAfter = try duration("archive_after")
+        archiveEvery = try duration("archive_every")
+        shutdownGrace = try duration("shutdown_grace")
+        metricsAddress = value("metrics_address")
+        logLevel = try parsed("log_level", { Logger.Level(rawValue: $0.lowercased()) }, "a log level")
+        for (name, text) in [("stream", stream), ("group", group), ("dlq_stream", dlqStream), ("consumer", self.consumer)]
+        where text.isEmpty {
+            throw HistorianError(.invalidConfiguration, "\(name) must not be empty")
+        }
+        if sessionTTL < .seconds(1) {
+            throw HistorianError(.invalidConfiguration, "session_ttl must be at least 1s")
+        }
+        redisPassword = Self.credential("redis-password", environment: environment)
+        postgresPassword = Self.credential("postgres-password", environment: environment)
+    }
+
+    /// A secret from systemd's `LoadCredential=` directory, without its trailing newline.
+    static func credential(_ name: String, environment: [String: String]) -> String? {
+        guard let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty,
+            let data = FileManager.default.contents(atPath: directory + "/" + name)
+        else { return nil }
+        let text = String(decoding: data, as: UTF8.self)
+        return text.hasSuffix("\n") ? String(text.dropLast()) : text
+    }
+
+    static func hostName() -> String {
+        ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "historian"
+    }
+
+    /// `500ms`, `30s`, `30m`, `36h`, `30d`, `0s`; `nil` for anything else.
+    public static func parseDuration(_ text: String) -> Duration? {
+        let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
+        for (suffix, milliseconds) in units where text.hasSuffix(suffix) {
+            let number = text.dropLast(suffix.count)
+            // "ms" also ends in "s": only accept a pure number before the suffix.
+            guard !number.isEmpty, number.allSatisfy(\.isNumber), let value = Int64(number) else { continue }
+            let (total, overflow) = value.multipliedReportingOverflow(by: milliseconds)
+            return overflow ? nil : .milliseconds(total)
+        }
+        return nil
+    }
+
+    /// `1048576`, `512KiB`, `1MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of 1024); `nil` otherwise.
+    public static func parseSize(_ text: String) -> Int? {
+        let units: [(String, Int)] = [
+            ("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("KB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30),
+            ("", 1),
+        ]
+        for (suffix, factor) in units where text.hasSuffix(suffix) {
+            let number = text.dropLast(suffix.count)
+            guard !number.isEmpty, number.allSatisfy(\.isNumber), let value = Int(number), value > 0 else { continue }
+            let (total, overflow) = value.multipliedReportingOverflow(by: factor)
+            return overflow ? nil : total
+        }
+        return nil
+    }
+
+    /// The configuration as `key = value` lines, secrets redacted, for `check`.
+    public var redactedLines: [String] {
+        let shown: [(String, String)] = [
+            ("redis_url", Self.redactURL(redisURL)),
+            ("postgres_url", postgresURL.isEmpty ? "(libpq defaults)" : Self.redactURL(postgresURL)),
+            ("stream", stream), ("group", group), ("consumer", consumer), ("workers", String(workers)),
+            ("dlq_stream", dlqStream), ("max_content_bytes", String(maxContentBytes)),
+            ("batch_size", String(batchSize)), ("batch_linger", "\(batchLinger)"),
+            ("max_deliveries", String(maxDeliveries)), ("claim_idle", "\(claimIdle)"),
+            ("recent_size", String(recentSize)), ("session_ttl", "\(sessionTTL)"), ("key_prefix", keyPrefix),
+            ("archive_dir", archiveDir), ("archive_after", "\(archiveAfter)"), ("archive_every", "\(archiveEvery)"),
+            ("shutdown_grace", "\(shutdownGrace)"), ("metrics_address", metricsAddress),
+            ("redis_password", redisPassword == nil ? "(none)" : "(from credentials)"),
+            ("postgres_password", postgresPassword == nil ? "(none)" : "(from credentials)"),
+        ]
+        return shown.map { "\($0.0) = \($0.1)" }
+    }
+
+    /// A URL with any password replaced by `***`; conninfo `password=` values likewise.
+    public static func redactURL(_ url: String) -> String {
+        if let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].firstIndex(of: "@") {
+            let userInfo = url[scheme.upperBound..<at]
+            if let colon = userInfo.firstIndex(of: ":") {
+                return String(url[..<colon]) + ":***" + String(url[at...])
+            }
+        }
+        var words = url.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+        for index in words.indices where words[index].lowercased().hasPrefix("password=") {
+            words[index] = "password=***"
+        }
+        var redacted = words.joined(separator: " ")
+        if let range = redacted.range(of: "password=", options: .caseInsensitive), redacted.contains("?") {
+            let end = redacted[range.upperBound...].firstIndex(of: "&") ?? redacted.endIndex
+            redacted.replaceSubrange(range.upperBound..<end, with: "***")
+        }
+        return redacted
+    }
+}

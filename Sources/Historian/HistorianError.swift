@@ -1,0 +1,32 @@
+/// A failure of Historian itself, with a stable code.
+///
+/// Descriptions name what went wrong and where, never a password or a message body.
+public struct HistorianError: Error, Sendable, Hashable, CustomStringConvertible {
+    public struct Code: Sendable, Hashable, CustomStringConvertible {
+        private enum Base: String, Sendable, Hashable {
+            case invalidConfiguration = "invalid_configuration"
+            case schemaTooNew = "schema_too_new"
+            case schemaNotMigrated = "schema_not_migrated"
+            case unexpectedReply = "unexpected_reply"
+        }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        public static let invalidConfiguration = Code(.invalidConfiguration)
+        public static let schemaTooNew = Code(.schemaTooNew)
+        public static let schemaNotMigrated = Code(.schemaNotMigrated)
+        public static let unexpectedReply = Code(.unexpectedReply)
+
+        public var description: String { base.rawValue }
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}

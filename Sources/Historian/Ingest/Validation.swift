@@ -1,0 +1,257 @@
+import Foundation
+
+/// Why an entry went to the dead-letter stream: the contract's stable codes.
+public enum DeadLetterReason: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    case missingField = "missing_field"
+    case invalidUUID = "invalid_uuid"
+    case invalidRole = "invalid_role"
+    case invalidUTF8 = "invalid_utf8"
+    case nulByte = "nul_byte"
+    case tooLarge = "too_large"
+    case invalidJSON = "invalid_json"
+    case invalidTimestamp = "invalid_timestamp"
+    case invalidNumber = "invalid_number"
+    case conflict
+    case userMismatch = "user_mismatch"
+    case poison
+    case rejectedByDatabase = "rejected_by_database"
+
+    public var description: String { rawValue }
+}
+
+/// An entry that can never be stored, with the reason and a human-readable detail.
+///
+/// The detail names fields and limits, never field values: it is written to logs and reports.
+public struct Rejection: Error, Sendable, Hashable {
+    public var reason: DeadLetterReason
+    public var detail: String
+
+    public init(_ reason: DeadLetterReason, _ detail: String) {
+        self.reason = reason
+        self.detail = detail
+    }
+
+    /// The same `message_id` is stored with another conversation, role or content.
+    public static let conflict = Rejection(
+        .conflict,
+        "message_id is stored already with another conversation, role or content; the stored version is kept"
+    )
+
+    /// The message's user is not its conversation's owner.
+    public static func userMismatch(_ conversation: UUIDText) -> Rejection {
+        Rejection(.userMismatch, "user_id is not the owner of conversation \(conversation)")
+    }
+}
+
+/// A message's role in its conversation.
+public enum Role: String, Sendable, Hashable, CaseIterable {
+    case user, assistant, system, tool
+}
+
+/// A validated message, ready to be stored.
+public struct IncomingMessage: Sendable, Hashable {
+    public var entryID: StreamID
+    public var id: UUIDText
+    public var conversationID: UUIDText
+    public var userID: String
+    public var role: Role
+    public var content: String
+    public var createdAt: Timestamp
+    public var sessionID: String?
+    public var deptID: String?
+    public var title: String?
+    public var tokensUsed: Int32?
+    public var latencyMs: Int32?
+    /// A JSON object, as the producer wrote it (validated, not re-encoded).
+    public var metadata: String?
+    /// A JSON array of `{doc_id, content, score, metadata}`, as the producer wrote it (validated).
+    public var contexts: String?
+
+    /// The title this message would give a new conversation: the explicit title, else derived
+    /// from a user message.
+    public var derivedTitle: String? {
+        role == .user ? Title.derive(from: content) : nil
+    }
+}
+
+/// Limits that validation enforces; the defaults are the contract's.
+public struct ValidationLimits: Sendable, Hashable {
+    public var maxContentBytes: Int = 1 << 20
+    public var maxMetadataBytes: Int = 64 << 10
+    public var maxTitleCharacters: Int = 500
+
+    public init(maxContentBytes: Int = 1 << 20) {
+        self.maxContentBytes = maxContentBytes
+    }
+}
+
+/// Checks every field of an entry against the contract (§1) and turns it into a message.
+public struct EntryValidator: Sendable {
+    public var limits: ValidationLimits
+
+    public init(limits: ValidationLimits = ValidationLimits()) {
+        self.limits = limits
+    }
+
+    public func validate(_ entry: StreamEntry) -> Result<IncomingMessage, Rejection> {
+        Result { try validateOrThrow(entry) }.mapError { $0 as! Rejection }
+    }
+
+    private func validateOrThrow(_ entry: StreamEntry) throws(Rejection) -> IncomingMessage {
+        func required(_ name: String) throws(Rejection) -> [UInt8] {
+            guard let value = entry[name] else { throw Rejection(.missingField, "field \(name) is missing") }
+            return value
+        }
+        func uuid(_ name: String) throws(Rejection) -> UUIDText {
+            let value = try required(name)
+            guard let parsed = UUIDText(value) else { throw Rejection(.invalidUUID, "\(name) is not a UUID") }
+            return parsed
+        }
+        func text(_ bytes: [UInt8], _ name: String) throws(Rejection) -> String {
+            guard let string = String(validating: bytes, as: UTF8.self) else {
+                throw Rejection(.invalidUTF8, "\(name) is not valid UTF-8")
+            }
+            if bytes.contains(0) { throw Rejection(.nulByte, "\(name) contains a NUL byte") }
+            return string
+        }
+        func bounded(_ name: String, _ range: ClosedRange<Int>, required isRequired: Bool) throws(Rejection) -> String? {
+            guard let bytes = isRequired ? try required(name) : entry[name] else { return nil }
+            let value = try text(bytes, name)
+            guard bytes.count >= range.lowerBound else {
+                throw Rejection(.missingField, "\(name) is empty")
+            }
+            guard bytes.count <= range.upperBound else {
+                throw Rejection(.tooLarge, "\(name) is \(bytes.count) bytes, more than \(range.upperBound)")
+            }
+            return value
+        }
+        func count(_ name: String) throws(Rejection) -> Int32? {
+            guard let bytes = entry[name] else { return nil }
+            guard !bytes.isEmpty, bytes.count <= 10, bytes.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+                let value = Int32(String(decoding: bytes, as: UTF8.self))
+            else {
+                throw Rejection(.invalidNumber, "\(name) is not an integer from 0 to \(Int32.max)")
+            }
+            return value
+        }
+
+        // Checked in the order of the contract's table, so the first problem is the one reported.
+        let id = try uuid("message_id")
+        let conversationID = try uuid("conversation_id")
+        let userID = try bounded("user_id", 1...255, required: true)!
+        let roleText = try text(try required("role"), "role")
+        guard let role = Role(rawValue: roleText) else {
+            throw Rejection(.invalidRole, "role must be user, assistant, system or tool")
+        }
+        let contentBytes = try required("content")
+        if contentBytes.count > limits.maxContentBytes {
+            throw Rejection(.tooLarge, "content is \(contentBytes.count) bytes, more than \(limits.maxContentBytes)")
+        }
+        let content = try text(contentBytes, "content")
+
+        var createdAt = Timestamp(milliseconds: Int64(entry.id.milliseconds))
+        if let raw = entry["created_at"] {
+            createdAt = try Self.timestamp(raw)
+        }
+        let sessionID = try bounded("session_id", 1...255, required: false)
+        let deptID = try bounded("dept_id", 1...100, required: false)
+        var title: String?
+        if let raw = entry["title"] {
+            let value = try text(raw, "title")
+            guard value.unicodeScalars.count <= limits.maxTitleCharacters else {
+                throw Rejection(.tooLarge, "title is longer than \(limits.maxTitleCharacters) characters")
+            }
+            title = value.isEmpty ? nil : value
+        }
+        let tokensUsed = try count("tokens_used")
+        let latencyMs = try count("latency_ms")
+        var metadata: String?
+        if let raw = entry["metadata"] {
+            guard raw.count <= limits.maxMetadataBytes else {
+                throw Rejection(.tooLarge, "metadata is \(raw.count) bytes, more than \(limits.maxMetadataBytes)")
+            }
+            let value = try text(raw, "metadata")
+            guard Self.isJSONObject(raw) else { throw Rejection(.invalidJSON, "metadata is not a JSON object") }
+            metadata = value
+        }
+        var contexts: String?
+        if let raw = entry["contexts"] {
+            guard raw.count <= limits.maxContentBytes else {
+                throw Rejection(.tooLarge, "contexts is \(raw.count) bytes, more than \(limits.maxContentBytes)")
+            }
+            let value = try text(raw, "contexts")
+            try Self.checkContexts(raw)
+            contexts = value
+        }
+        return IncomingMessage(
+            entryID: entry.id,
+            id: id,
+            conversationID: conversationID,
+            userID: userID,
+            role: role,
+            content: content,
+            createdAt: createdAt,
+            sessionID: sessionID,
+            deptID: deptID,
+            title: title,
+            tokensUsed: tokensUsed,
+            latencyMs: latencyMs,
+            metadata: metadata,
+            contexts: contexts
+        )
+    }
+
+    /// RFC 3339 with an offset, or integer Unix milliseconds.
+    static func timestamp(_ raw: [UInt8]) throws(Rejection) -> Timestamp {
+        let text = String(decoding: raw, as: UTF8.self)
+        if !raw.isEmpty, raw.count <= 16, raw.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let ms = Int64(text) {
+            let value = Timestamp(milliseconds: ms)
+            if value <= Timestamp.latest { return value }
+        }
+        guard let value = Timestamp(rfc3339: text) else {
+            throw Rejection(
+                .invalidTimestamp,
+                "created_at is neither RFC 3339 with an offset nor Unix milliseconds"
+            )
+        }
+        return value
+    }
+
+    /// PostgreSQL's `jsonb` refuses `\u0000`, so such JSON is invalid here too.
+    private static func parseJSON(_ raw: [UInt8]) -> Any? {
+        let escapedNUL = Array(#"\u0000"#.utf8)
+        if raw.count >= escapedNUL.count, raw.indices.dropLast(escapedNUL.count - 1).contains(where: {
+            raw[$0] == 0x5C && raw[$0..<($0 + escapedNUL.count)].elementsEqual(escapedNUL)
+        }) {
+            return nil
+        }
+        return try? JSONSerialization.jsonObject(with: Data(raw), options: [.fragmentsAllowed])
+    }
+
+    static func isJSONObject(_ raw: [UInt8]) -> Bool {
+        parseJSON(raw) is [String: Any]
+    }
+
+    static func checkContexts(_ raw: [UInt8]) throws(Rejection) {
+        guard let array = parseJSON(raw) as? [Any] else {
+            throw Rejection(.invalidJSON, "contexts is not a JSON array")
+        }
+        for (index, element) in array.enumerated() {
+            guard let object = element as? [String: Any] else {
+                throw Rejection(.invalidJSON, "contexts[\(index)] is not an object")
+            }
+            if let docID = object["doc_id"], !(docID is String || docID is NSNull) {
+                throw Rejection(.invalidJSON, "contexts[\(index)].doc_id is not a string")
+            }
+            if let content = object["content"], !(content is String || content is NSNull) {
+                throw Rejection(.invalidJSON, "contexts[\(index)].content is not a string")
+            }
+            if let score = object["score"], !(score is NSNull), !(score is NSNumber) || score is Bool {
+                throw Rejection(.invalidJSON, "contexts[\(index)].score is not a number")
+            }
+            if let metadata = object["metadata"], !(metadata is [String: Any] || metadata is NSNull) {
+                throw Rejection(.invalidJSON, "contexts[\(index)].metadata is not an object")
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+import PostgresClient
+import RedisClient
+import ServiceLifecycle
+
+/// Settings of the ingest pipeline, taken from the configuration.
+public struct IngestSettings: Sendable {
+    public var stream: IngestStream
+    public var consumer: String
+    public var workers: Int
+    public var batchSize: Int
+    public var batchLinger: Duration
+    public var validator: EntryValidator
+    /// Stop when nothing is waiting instead of waiting for more (`run --once`).
+    public var once: Bool
+    /// How long one read waits for new entries; short, so shutdown is never held up long.
+    public var readBlock: Duration = .milliseconds(500)
+
+    public init(_ configuration: HistorianConfiguration, once: Bool) {
+        stream = IngestStream(stream: configuration.stream, group: configuration.group, dlqStream: configuration.dlqStream)
+        consumer = configuration.consumer
+        workers = configuration.workers
+        batchSize = configuration.batchSize
+        batchLinger = configuration.batchLinger
+        validator = EntryValidator(limits: ValidationLimits(maxContentBytes: configuration.maxContentBytes))
+        self.once = once
+    }
+
+    /// The consumer name of worker `index`: `<consumer>-<index>`, stable across restarts so a
+    /// restarted worker finds its own pending entries.
+    public func consumerName(worker index: Int) -> String {
+        "\(consumer)-\(index)"
+    }
+}
+
+/// One worker: reads batches from the consumer group, stores them, acknowledges them.
+///
+/// Each worker has its own consumer name and its own Redis and PostgreSQL connections, so
+/// workers share nothing but the servers.
+struct IngestWorker {
+    let index: Int
+    let settings: IngestSettings
+    let connections: WorkerConnections
+    let logger: Logger
+
+    init(index: Int, settings: IngestSettings, endpoints: ServerEndpoints, logger: Logger) {
+        self.index = index
+        self.settings = settings
+        var logger = logger
+        logger[metadataKey: "consumer"] = "\(settings.consumerName(worker: index))"
+        self.logger = logger
+        self.connections = WorkerConnections(endpoints: endpoints, logger: logger)
+    }
+
+    func run() async throws {
+        defer { connections.close() }
+        var position = IngestStream.ReadPosition.pending(after: .zero)
+        logger.debug("worker started")
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            let delivery: IngestStream.Delivery
+            do {
+                delivery = try await retrying("reading the stream", logger: logger) {
+                    try await readBatch(&position)
+                }
+            } catch is ShuttingDown {
+                break
+            }
+            if delivery.isEmpty {
+                if settings.once, position == .new { break }
+                continue
+            }
+            do {
+                try await process(delivery)
+            } catch is ShuttingDown {
+                logger.notice("shutting down with a batch unfinished; it stays pending", metadata: ["entries": "\(delivery.count)"])
+                break
+            }
+        }
+        logger.debug("worker stopped")
+    }
+
+    /// Reads up to a batch: this consumer's own pending entries first (left by an earlier run),
+    /// then new entries, waiting up to `batchLinger` for a partial batch to fill.
+    private func readBatch(_ position: inout IngestStream.ReadPosition) async throws -> IngestStream.Delivery {
+        let redis = try await connections.redis()
+        if case .pending(let after) = position {
+            let pending = try await settings.stream.read(
+                redis,
+                consumer: settings.consumerName(worker: index),
+                from: position,
+                count: settings.batchSize,
+                block: nil
+            )
+            if let last = pending.ids.last, last > after {
+                position = .pending(after: last)
+                return pending
+            }
+            position = .new
+        }
+        var delivery = try await settings.stream.read(
+            redis,
+            consumer: settings.consumerName(worker: index),
+            from: .new,
+            count: settings.batchSize,
+            block: settings.once ? nil : settings.readBlock
+        )
+        let partial = !delivery.isEmpty && delivery.count < settings.batchSize
+        guard partial, settings.batchLinger > .zero else {
+            return delivery
+        }
+        let deadline = ContinuousClock.now + settings.batchLinger
+        while delivery.count < settings.batchSize {
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .milliseconds(1) else { break }
+            let more = try await settings.stream.read(
+                redis,
+                consumer: settings.consumerName(worker: index),
+                from: .new,
+                count: settings.batchSize - delivery.count,
+                block: settings.once ? nil : remaining
+            )
+            if more.isEmpty { break }
+            delivery.ids += more.ids
+            delivery.entries += more.entries
+        }
+        return delivery
+    }
+
+    /// Carries a batch through the state machine: store (isolating rows PostgreSQL refuses),
+    /// then acknowledge and dead-letter in one pipeline.
+    private func process(_ delivery: IngestStream.Delivery) async throws {
+        var machine = BatchStateMachine(entries: delivery.entries, ids: delivery.ids, validator: settings.validator)
+        while true {
+            switch machine.nextAction() {
+            case .store(let unit):
+                do {
+                    let results = try await retrying(
+                        "storing a batch",
+                        logger: logger,
+                        rethrowing: { FailureKind($0) == .rejectedData }
+                    ) {
+                        let postgres = try await connections.postgres()
+                        return try await postgres.withSession { try MessageStore.store(unit, in: $0) }
+                    }
+                    machine.unitStored(results)
+                } catch let error as PostgresError {
+                    logger.debug(
+                        "PostgreSQL refused a unit; isolating the row",
+                        metadata: ["unit.size": "\(unit.count)", "sqlstate": "\(error.sqlState ?? "")"]
+                    )
+                    machine.unitRejected(detail: Self.rejectionDetail(error))
+                }
+            case .finish(let acknowledgement):
+                try await retrying("acknowledging a batch", logger: logger) {
+                    let redis = try await connections.redis()
+                    try await settings.stream.finish(redis, acknowledgement, at: Timestamp.now)
+                }
+                for letter in acknowledgement.deadLetters {
+                    logger.warning(
+                        "entry dead-lettered",
+                        metadata: [
+                            "stream.entry": "\(letter.entry.id)",
+                            "dlq.reason": "\(letter.rejection.reason)",
+                            "dlq.detail": "\(letter.rejection.detail)",
+                        ]
+                    )
+                }
+                logger.debug(
+                    "batch done",
+                    metadata: [
+                        "entries": "\(delivery.count)", "stored": "\(acknowledgement.stored.count)",
+                        "dead_letters": "\(acknowledgement.deadLetters.count)",
+                    ]
+                )
+                return
+            }
+        }
+    }
+
+    /// What a dead letter says of a refused row: the SQLSTATE and PostgreSQL's message. The
+    /// message goes to the dead-letter stream (which holds the entry anyway), never to the log.
+    static func rejectionDetail(_ error: PostgresError) -> String {
+        var detail = "PostgreSQL refused the row"
+        if let state = error.sqlState { detail += " (SQLSTATE \(state))" }
+        detail += ": " + error.message
+        if let constraint = error.constraint { detail += " [constraint \(constraint)]" }
+        return detail
+    }
+}
+
+extension Timestamp {
+    /// The current time.
+    public static var now: Timestamp {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Timestamp(microseconds: Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1000)
+    }
+}

@@ -1,0 +1,84 @@
+import Logging
+import PostgresClient
+import RedisClient
+import ServiceLifecycle
+
+/// Capped exponential backoff with full jitter.
+public struct Backoff: Sendable {
+    public var base: Duration = .milliseconds(100)
+    public var cap: Duration = .seconds(5)
+
+    public init(base: Duration = .milliseconds(100), cap: Duration = .seconds(5)) {
+        self.base = base
+        self.cap = cap
+    }
+
+    /// The delay before retry number `attempt` (1-based): uniform in [0, min(cap, base·2^(attempt-1))].
+    public func delay(attempt: Int) -> Duration {
+        let ceiling = min(cap, base * (1 << min(max(attempt - 1, 0), 20)))
+        let nanoseconds = Int64(ceiling.components.seconds) * 1_000_000_000
+            + ceiling.components.attoseconds / 1_000_000_000
+        return .nanoseconds(Int64.random(in: 0...max(nanoseconds, 1)))
+    }
+}
+
+/// How a failure is treated. The one place that decides, for every error Historian meets.
+enum FailureKind {
+    /// Worth retrying as it is: an outage, a timeout, a serialization failure.
+    case transient
+    /// PostgreSQL refused the data itself (SQLSTATE classes 22, 23, 54): retrying the same rows
+    /// cannot succeed, so the rows are isolated and dead-lettered.
+    case rejectedData
+    /// Anything else: a setup problem an operator must fix (missing table, permission, wrong
+    /// key type). Retried with backoff and logged as an error; never turned into dead letters.
+    case needsOperator
+
+    init(_ error: any Error) {
+        switch error {
+        case let error as PostgresError:
+            if error.isTransient {
+                self = .transient
+            } else if let state = error.sqlState, ["22", "23", "54"].contains(String(state.prefix(2))) {
+                self = .rejectedData
+            } else {
+                self = .needsOperator
+            }
+        case let error as RedisError:
+            self = error.isTransient ? .transient : .needsOperator
+        default:
+            self = .needsOperator
+        }
+    }
+}
+
+/// Signals that the work was abandoned because the process is shutting down.
+struct ShuttingDown: Error {}
+
+/// Runs `body` until it succeeds, retrying every failure but those `rethrowing` picks out.
+///
+/// Retries stop when the task is cancelled or, after a failed attempt, when a graceful shutdown
+/// has begun: work that cannot finish now is left unacknowledged for the next run.
+func retrying<T>(
+    _ what: String,
+    logger: Logger,
+    backoff: Backoff = Backoff(),
+    rethrowing: (any Error) -> Bool = { _ in false },
+    _ body: () async throws -> T
+) async throws -> T {
+    var attempt = 0
+    while true {
+        do {
+            return try await body()
+        } catch {
+            if rethrowing(error) { throw error }
+            if error is CancellationError || Task.isCancelled { throw CancellationError() }
+            attempt += 1
+            let kind = FailureKind(error)
+            var metadata: Logger.Metadata = ["attempt": "\(attempt)", "error": "\(error)"]
+            if kind == .needsOperator { metadata["needs"] = "operator" }
+            logger.log(level: kind == .transient ? .warning : .error, "\(what) failed; retrying", metadata: metadata)
+            if Task.isShuttingDownGracefully { throw ShuttingDown() }
+            try await Task.sleep(for: backoff.delay(attempt: attempt))
+        }
+    }
+}

@@ -1,0 +1,160 @@
+import RedisClient
+
+/// The Redis side of ingest: the consumer group, reading, acknowledging and dead-lettering.
+///
+/// Every call is one round trip; a batch's acknowledgements and dead letters go in one pipeline.
+public struct IngestStream: Sendable {
+    public var stream: String
+    public var group: String
+    public var dlqStream: String
+
+    public init(stream: String, group: String, dlqStream: String) {
+        self.stream = stream
+        self.group = group
+        self.dlqStream = dlqStream
+    }
+
+    /// Creates the consumer group at the start of the stream (and the stream) if missing.
+    /// - Returns: whether it was created now.
+    @discardableResult
+    public func ensureGroup(_ redis: RedisConnection) async throws -> Bool {
+        do {
+            _ = try await redis.send(["XGROUP", "CREATE", RedisArgument(stream), RedisArgument(group), "0", "MKSTREAM"])
+            return true
+        } catch let error as RedisError where error.serverErrorPrefix == "BUSYGROUP" {
+            return false
+        }
+    }
+
+    /// Where a read starts: this consumer's own pending entries after an ID, or new entries.
+    public enum ReadPosition: Sendable, Hashable {
+        case pending(after: StreamID)
+        case new
+    }
+
+    /// Entries delivered to `consumer`: the IDs, and the fields (`nil` for an entry deleted while
+    /// pending).
+    public struct Delivery: Sendable {
+        public var ids: [StreamID] = []
+        public var entries: [StreamEntry?] = []
+        public var isEmpty: Bool { ids.isEmpty }
+        public var count: Int { ids.count }
+    }
+
+    /// `XREADGROUP`; `block` is how long to wait for new entries (`nil`: return at once).
+    public func read(
+        _ redis: RedisConnection,
+        consumer: String,
+        from position: ReadPosition,
+        count: Int,
+        block: Duration?
+    ) async throws -> Delivery {
+        var arguments: [RedisArgument] = [
+            "XREADGROUP", "GROUP", RedisArgument(group), RedisArgument(consumer), "COUNT", RedisArgument(count),
+        ]
+        var timeout: Duration?
+        if let block, case .new = position {
+            let milliseconds = max(1, Int(block.components.seconds * 1000 + block.components.attoseconds / 1_000_000_000_000_000))
+            arguments += ["BLOCK", RedisArgument(milliseconds)]
+            timeout = block + .seconds(5)
+        }
+        arguments += ["STREAMS", RedisArgument(stream)]
+        switch position {
+        case .pending(let after): arguments.append(RedisArgument(after.description))
+        case .new: arguments.append(">")
+        }
+        let reply = try await redis.send(arguments, timeout: timeout)
+        return try Self.decodeDelivery(reply)
+    }
+
+    /// Decodes `[[stream, [[id, [field, value, …] | nil], …]]]`.
+    static func decodeDelivery(_ reply: RESPValue) throws -> Delivery {
+        var delivery = Delivery()
+        guard let streams = reply.array else {
+            if reply.isNull { return delivery }
+            throw HistorianError(.unexpectedReply, "XREADGROUP returned an unexpected reply")
+        }
+        for stream in streams {
+            guard let pair = stream.array, pair.count == 2, let items = pair[1].array else {
+                throw HistorianError(.unexpectedReply, "XREADGROUP returned an unexpected stream element")
+            }
+            for item in items {
+                let (id, entry) = try decodeEntry(item)
+                delivery.ids.append(id)
+                delivery.entries.append(entry)
+            }
+        }
+        return delivery
+    }
+
+    /// Decodes one `[id, [field, value, …]]` element of XRANGE/XREADGROUP/XCLAIM replies.
+    static func decodeEntry(_ item: RESPValue) throws -> (StreamID, StreamEntry?) {
+        guard let parts = item.array, parts.count == 2, let idText = parts[0].string, let id = StreamID(idText) else {
+            throw HistorianError(.unexpectedReply, "a stream entry had an unexpected shape")
+        }
+        guard let flat = parts[1].array else { return (id, nil) }
+        var fields: [StreamEntry.Field] = []
+        fields.reserveCapacity(flat.count / 2)
+        var index = 0
+        while index + 1 < flat.count {
+            fields.append(StreamEntry.Field(name: flat[index].bytes ?? [], value: flat[index + 1].bytes ?? []))
+            index += 2
+        }
+        return (id, StreamEntry(id: id, fields: fields))
+    }
+
+    /// Entries from `start` (inclusive) on, without the consumer group; for the dry run.
+    public func range(_ redis: RedisConnection, from start: String, count: Int) async throws -> [StreamEntry] {
+        let reply = try await redis.send(["XRANGE", RedisArgument(stream), RedisArgument(start), "+", "COUNT", RedisArgument(count)])
+        guard let items = reply.array else { return [] }
+        return try items.compactMap { try Self.decodeEntry($0).1 }
+    }
+
+    /// Acknowledges a finished batch: one XACK for the done entries, and for each dead letter a
+    /// MULTI/EXEC that adds it to the dead-letter stream and acknowledges it together.
+    public func finish(_ redis: RedisConnection, _ acknowledgement: Acknowledgement, at time: Timestamp) async throws {
+        var commands: [[RedisArgument]] = []
+        if !acknowledgement.acknowledge.isEmpty {
+            commands.append(
+                ["XACK", RedisArgument(stream), RedisArgument(group)]
+                    + acknowledgement.acknowledge.map { RedisArgument($0.description) }
+            )
+        }
+        for letter in acknowledgement.deadLetters {
+            commands.append(["MULTI"])
+            commands.append(deadLetterCommand(letter, at: time))
+            commands.append(["XACK", RedisArgument(stream), RedisArgument(group), RedisArgument(letter.entry.id.description)])
+            commands.append(["EXEC"])
+        }
+        guard !commands.isEmpty else { return }
+        let replies = try await redis.pipeline(commands)
+        for reply in replies {
+            if case .error(let message) = reply {
+                throw RedisError(code: .server, message: message)
+            }
+            if let inner = reply.array {
+                for case .error(let message) in inner {
+                    throw RedisError(code: .server, message: message)
+                }
+            }
+        }
+    }
+
+    /// `XADD <dlq> * <original fields…> dlq_reason … dlq_at …`.
+    func deadLetterCommand(_ letter: DeadLetter, at time: Timestamp) -> [RedisArgument] {
+        var command: [RedisArgument] = ["XADD", RedisArgument(dlqStream), "*"]
+        let prefix = Array("dlq_".utf8)
+        for field in letter.entry.fields where !field.name.starts(with: prefix) {
+            command.append(RedisArgument(field.name))
+            command.append(RedisArgument(field.value))
+        }
+        command += [
+            "dlq_reason", RedisArgument(letter.rejection.reason.rawValue),
+            "dlq_detail", RedisArgument(letter.rejection.detail),
+            "dlq_source_stream", RedisArgument(stream),
+            "dlq_source_id", RedisArgument(letter.entry.id.description),
+            "dlq_at", RedisArgument(time.rfc3339),
+        ]
+        return command
+    }
+}

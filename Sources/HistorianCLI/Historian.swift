@@ -1,0 +1,132 @@
+import ArgumentParser
+import Historian
+import Logging
+import ServiceLifecycle
+
+@main
+struct HistorianCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "historian",
+        abstract: "Keeps chat history durable: Redis stream in, PostgreSQL out.",
+        subcommands: [Run.self, Migrate.self, Check.self]
+    )
+}
+
+/// The configuration keys as flags; each is optional so environment and file can supply it.
+struct ConfigurationOptions: ParsableArguments {
+    @Option(help: "Config file (default: /etc/historian/config.yaml when present).")
+    var config: String?
+
+    @Option(help: "Redis URL: redis://[user:password@]host:port[/db] or unix:///path.") var redisUrl: String?
+    @Option(help: "PostgreSQL libpq URI or conninfo.") var postgresUrl: String?
+    @Option(help: "Ingest stream key.") var stream: String?
+    @Option(help: "Consumer group.") var group: String?
+    @Option(help: "Consumer name (default: host name, plus -instance).") var consumer: String?
+    @Option(help: "Instance name appended to the default consumer name.") var instance: String?
+    @Option(help: "Workers in this process.") var workers: String?
+    @Option(help: "Dead-letter stream key.") var dlqStream: String?
+    @Option(help: "Largest content accepted (e.g. 1MiB).") var maxContentBytes: String?
+    @Option(help: "Most entries in one batch.") var batchSize: String?
+    @Option(help: "How long a batch waits to fill (e.g. 5ms).") var batchLinger: String?
+    @Option(help: "Deliveries before an entry is poison.") var maxDeliveries: String?
+    @Option(help: "Idle time before pending entries are claimed (e.g. 60s).") var claimIdle: String?
+    @Option(help: "Messages per recent-history list (0: no cache).") var recentSize: String?
+    @Option(help: "TTL of cache and session keys (e.g. 30m).") var sessionTtl: String?
+    @Option(help: "Prefix of every cache key.") var keyPrefix: String?
+    @Option(help: "Archive directory.") var archiveDir: String?
+    @Option(help: "Idle time before a conversation is archived (e.g. 30d).") var archiveAfter: String?
+    @Option(help: "Time between archive passes (e.g. 1h).") var archiveEvery: String?
+    @Option(help: "Time to finish in-flight work on shutdown (e.g. 10s).") var shutdownGrace: String?
+    @Option(help: "Metrics endpoint address.") var metricsAddress: String?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
+
+    var flags: [String: String] {
+        let pairs: [(String, String?)] = [
+            ("redis_url", redisUrl), ("postgres_url", postgresUrl), ("stream", stream), ("group", group),
+            ("consumer", consumer), ("instance", instance), ("workers", workers), ("dlq_stream", dlqStream),
+            ("max_content_bytes", maxContentBytes), ("batch_size", batchSize), ("batch_linger", batchLinger),
+            ("max_deliveries", maxDeliveries), ("claim_idle", claimIdle), ("recent_size", recentSize),
+            ("session_ttl", sessionTtl), ("key_prefix", keyPrefix), ("archive_dir", archiveDir),
+            ("archive_after", archiveAfter), ("archive_every", archiveEvery), ("shutdown_grace", shutdownGrace),
+            ("metrics_address", metricsAddress), ("log_level", logLevel),
+        ]
+        return Dictionary(uniqueKeysWithValues: pairs.compactMap { name, value in value.map { (name, $0) } })
+    }
+
+    /// Loads the configuration and bootstraps logging to standard error at its level.
+    func load() async throws -> (HistorianConfiguration, Logger) {
+        let configuration: HistorianConfiguration
+        do {
+            configuration = try await HistorianConfiguration.load(flags: flags, configFile: config)
+        } catch let error as HistorianError {
+            throw ValidationError(error.message)
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = configuration.logLevel
+            return handler
+        }
+        return (configuration, Logger(label: "historian"))
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the daemon: consume, store, acknowledge.")
+
+    @OptionGroup var options: ConfigurationOptions
+
+    @Flag(help: "Report what would be done with each waiting entry; write and acknowledge nothing.")
+    var dryRun = false
+
+    @Flag(help: "Stop once nothing is waiting instead of waiting for more.")
+    var once = false
+
+    func run() async throws {
+        let (configuration, logger) = try await options.load()
+        if dryRun {
+            try await DryRun(configuration: configuration, logger: logger).run(follow: !once) { print($0) }
+            return
+        }
+        let ingest = try IngestService(configuration: configuration, once: once, logger: logger)
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [.init(service: ingest, successTerminationBehavior: .gracefullyShutdownGroup)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        )
+        // Past the grace period the workers are cancelled; their batch stays pending.
+        groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownGrace
+        try await ServiceGroup(configuration: groupConfiguration).run()
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create or upgrade the PostgreSQL schema.")
+
+    @OptionGroup var options: ConfigurationOptions
+
+    func run() async throws {
+        let (configuration, logger) = try await options.load()
+        let postgres = try await ServerEndpoints(configuration).connectPostgres(logger: logger)
+        defer { postgres.close() }
+        let applied = try await Schema.migrate(postgres, logger: logger)
+        print(
+            applied.isEmpty
+                ? "schema is current (version \(Schema.currentVersion))"
+                : "applied migrations \(applied.map(String.init).joined(separator: ", ")); schema version \(Schema.currentVersion)"
+        )
+    }
+}
+
+struct Check: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check configuration, connectivity, schema, stream and group; exit 1 on a problem."
+    )
+
+    @OptionGroup var options: ConfigurationOptions
+
+    func run() async throws {
+        let (configuration, logger) = try await options.load()
+        let problems = await HealthCheck(configuration: configuration, logger: logger).run { print($0) }
+        if !problems.isEmpty { throw ExitCode(1) }
+    }
+}

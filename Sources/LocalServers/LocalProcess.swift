@@ -1,0 +1,157 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a local server could not be brought up.
+public struct LocalServerError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+
+    init(_ description: String) {
+        self.description = description
+    }
+}
+
+/// Small helpers shared by the server launchers: finding binaries, running commands, ports.
+enum LocalProcess {
+    /// Finds an executable on PATH or in the given extra directories.
+    static func find(_ name: String, extraDirectories: [String] = []) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        let directories = path.split(separator: ":").map(String.init) + extraDirectories
+        for directory in directories {
+            let candidate = directory + "/" + name
+            if FileManager.default.isExecutableFile(atPath: candidate) {
+                return candidate
+            }
+        }
+        return nil
+    }
+
+    /// PostgreSQL's versioned bin directories, newest first (Debian keeps them off PATH).
+    static var postgresBinDirectories: [String] {
+        let root = "/usr/lib/postgresql"
+        let versions = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        return versions.sorted { (Int($0) ?? 0) > (Int($1) ?? 0) }.map { "\(root)/\($0)/bin" }
+    }
+
+    /// Runs a command to completion and returns its combined output; throws on a non-zero exit.
+    ///
+    /// Output goes through a temporary file, not a pipe: a pipe's write end can leak into a
+    /// server started meanwhile on another thread, and the read would then never end.
+    @discardableResult
+    static func run(_ executable: String, _ arguments: [String], asUser user: String? = nil) throws -> String {
+        let outputPath = try makeTemporaryDirectory(prefix: "historian-run") + "/output"
+        defer { try? FileManager.default.removeItem(atPath: (outputPath as NSString).deletingLastPathComponent) }
+        var command = [executable] + arguments
+        if let user {
+            command = [find("runuser", extraDirectories: ["/usr/sbin", "/sbin"]) ?? "/usr/sbin/runuser", "-u", user, "--"]
+                + command
+        }
+        let child = try ChildProcess(
+            executable: command[0],
+            arguments: Array(command.dropFirst()),
+            standardOutput: outputPath,
+            standardError: outputPath
+        )
+        var status: Int32?
+        while status == nil {
+            if !child.isRunning { status = child.exitStatus }
+            usleep(5_000)
+        }
+        let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        guard status == 0 else {
+            let name = (executable as NSString).lastPathComponent
+            throw LocalServerError("\(name) \(arguments.joined(separator: " ")) exited with \(status!): \(text)")
+        }
+        return text
+    }
+
+    /// A loopback TCP port that nothing listens on right now.
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw LocalServerError("socket() failed: errno \(errno)") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard bound == 0 else { throw LocalServerError("bind() failed: errno \(errno)") }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard named == 0 else { throw LocalServerError("getsockname() failed: errno \(errno)") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// Whether something accepts TCP connections on the loopback port.
+    static func isListening(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        return result == 0
+    }
+
+    /// Sends one inline command to a Redis server and returns the first reply line.
+    static func redisInline(port: Int, _ command: String) -> String? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else { return nil }
+        let line = Array((command + "\r\n").utf8)
+        guard write(fd, line, line.count) == line.count else { return nil }
+        var buffer = [UInt8](repeating: 0, count: 512)
+        let count = read(fd, &buffer, buffer.count)
+        guard count > 0 else { return nil }
+        return String(decoding: buffer[0..<count], as: UTF8.self)
+            .split(whereSeparator: \.isNewline).first.map(String.init)
+    }
+
+    /// Makes a fresh temporary directory that other users may enter.
+    static func makeTemporaryDirectory(prefix: String) throws -> String {
+        var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else {
+            throw LocalServerError("mkdtemp failed: errno \(errno)")
+        }
+        let path = String(cString: made)
+        chmod(path, 0o755)
+        return path
+    }
+
+    /// Polls `condition` until it holds or `timeout` passes.
+    static func wait(for timeout: Duration, _ what: String, until condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while !condition() {
+            if ContinuousClock.now > deadline {
+                throw LocalServerError("timed out after \(timeout) waiting for \(what)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+}

@@ -1,0 +1,152 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A throwaway PostgreSQL cluster on a free loopback port, in a temporary directory.
+///
+/// PostgreSQL refuses to run as root, so when the caller is root the cluster runs as the
+/// unprivileged system user `historian-test`, created on first use.
+public final class PostgresServer: Sendable {
+    /// The user the server runs as when the caller is root.
+    public static let serviceUser = "historian-test"
+    /// The superuser of the cluster (trust authentication on loopback).
+    public static let superuser = "historian"
+
+    /// The TCP port it listens on, on 127.0.0.1.
+    public let port: Int
+    /// The directory holding the cluster, its socket and its log.
+    public let directory: String
+
+    private let binDirectory: String
+    private let runAs: String?
+    private let running: Mutex<Bool>
+
+    private var dataDirectory: String { directory + "/data" }
+
+    private init(port: Int, directory: String, binDirectory: String, runAs: String?) {
+        self.port = port
+        self.directory = directory
+        self.binDirectory = binDirectory
+        self.runAs = runAs
+        self.running = Mutex(false)
+    }
+
+    /// A libpq URI for `database` as the cluster's superuser.
+    public func url(database: String = "postgres") -> String {
+        "postgresql://\(Self.superuser)@127.0.0.1:\(port)/\(database)"
+    }
+
+    /// Creates a cluster with `initdb` and starts it; `settings` are extra `-c name=value` options.
+    public static func start(settings: [String: String] = [:]) async throws -> PostgresServer {
+        guard let initdb = LocalProcess.find("initdb", extraDirectories: LocalProcess.postgresBinDirectories)
+        else {
+            throw LocalServerError(
+                "PostgreSQL's initdb is not installed: run `apt-get install -y postgresql` (or scripts/test)"
+            )
+        }
+        let binDirectory = URL(fileURLWithPath: initdb).resolvingSymlinksInPath().deletingLastPathComponent().path
+        let runAs = getuid() == 0 ? try ensureServiceUser() : nil
+        let directory = try LocalProcess.makeTemporaryDirectory(prefix: "historian-pg")
+        if let runAs {
+            try LocalProcess.run(LocalProcess.find("chown") ?? "/bin/chown", [runAs, directory])
+        }
+        try LocalProcess.run(
+            binDirectory + "/initdb",
+            ["-D", directory + "/data", "-A", "trust", "-U", superuser, "-E", "UTF8", "--locale=C", "-N"],
+            asUser: runAs
+        )
+        var options = [
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": directory,
+            "fsync": "off",
+            "full_page_writes": "off",
+            "max_connections": "200",
+        ]
+        options.merge(settings) { _, new in new }
+        let config = options.sorted { $0.key < $1.key }.map { "\($0.key) = '\($0.value)'" }.joined(separator: "\n")
+        let configPath = directory + "/data/postgresql.auto.conf"
+        let existing = (try? String(contentsOfFile: configPath, encoding: .utf8)) ?? ""
+        try (existing + "\n" + config + "\n").write(toFile: configPath, atomically: false, encoding: .utf8)
+
+        var lastError: Error?
+        for _ in 0..<5 {
+            let server = PostgresServer(
+                port: try LocalProcess.freePort(),
+                directory: directory,
+                binDirectory: binDirectory,
+                runAs: runAs
+            )
+            do {
+                try await server.start()
+                return server
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? LocalServerError("PostgreSQL did not start")
+    }
+
+    /// Starts the cluster (again), on the same port and with the same data.
+    public func start() async throws {
+        try LocalProcess.run(
+            binDirectory + "/pg_ctl",
+            ["-D", dataDirectory, "-l", directory + "/postgres.log", "-o", "-p \(port)", "-w", "-t", "60", "start"],
+            asUser: runAs
+        )
+        running.withLock { $0 = true }
+    }
+
+    /// Stops the cluster; `immediate` is `pg_ctl stop -m immediate`, a crash without shutdown.
+    public func stop(immediate: Bool = false) async throws {
+        guard running.withLock({ $0 }) else { return }
+        try LocalProcess.run(
+            binDirectory + "/pg_ctl",
+            ["-D", dataDirectory, "-m", immediate ? "immediate" : "fast", "-w", "-t", "60", "stop"],
+            asUser: runAs
+        )
+        running.withLock { $0 = false }
+    }
+
+    /// Creates a database owned by the superuser.
+    public func createDatabase(_ name: String) async throws {
+        try LocalProcess.run(
+            binDirectory + "/createdb",
+            ["-h", "127.0.0.1", "-p", "\(port)", "-U", Self.superuser, name]
+        )
+    }
+
+    /// Runs SQL through `psql` and returns its unaligned, tuples-only output.
+    @discardableResult
+    public func psql(_ sql: String, database: String = "postgres") async throws -> String {
+        let psql = LocalProcess.find("psql", extraDirectories: [binDirectory]) ?? binDirectory + "/psql"
+        return try LocalProcess.run(
+            psql,
+            ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url(database: database), "-c", sql]
+        )
+    }
+
+    /// Stops the cluster and removes its directory.
+    public func destroy() async throws {
+        try? await stop(immediate: true)
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    private static let userLock = Mutex(false)
+
+    private static func ensureServiceUser() throws -> String {
+        try userLock.withLock { created in
+            if !created, getpwnam(serviceUser) == nil {
+                let useradd = LocalProcess.find("useradd", extraDirectories: ["/usr/sbin", "/sbin"]) ?? "/usr/sbin/useradd"
+                try LocalProcess.run(
+                    useradd,
+                    ["--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", serviceUser]
+                )
+            }
+            created = true
+            return serviceUser
+        }
+    }
+}

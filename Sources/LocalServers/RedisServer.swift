@@ -1,0 +1,118 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A throwaway `redis-server` on a free loopback port, with its data in a temporary directory.
+public final class RedisServer: Sendable {
+    /// The TCP port it listens on, on 127.0.0.1.
+    public let port: Int
+    /// The directory holding its data and log.
+    public let directory: String
+    /// `redis://127.0.0.1:PORT`.
+    public var url: String { "redis://127.0.0.1:\(port)" }
+
+    private let executable: String
+    private let appendOnly: Bool
+    private let process: Mutex<ChildProcess?>
+
+    private init(executable: String, port: Int, directory: String, appendOnly: Bool) {
+        self.executable = executable
+        self.port = port
+        self.directory = directory
+        self.appendOnly = appendOnly
+        self.process = Mutex(nil)
+    }
+
+    /// Starts a new server; `appendOnly` keeps its data across `restart()`.
+    public static func start(appendOnly: Bool = false) async throws -> RedisServer {
+        guard let executable = LocalProcess.find("redis-server") else {
+            throw LocalServerError(
+                "redis-server is not installed: run `apt-get install -y redis-server` (or scripts/test)"
+            )
+        }
+        let directory = try LocalProcess.makeTemporaryDirectory(prefix: "historian-redis")
+        var lastError: Error?
+        for _ in 0..<5 {
+            let server = RedisServer(
+                executable: executable,
+                port: try LocalProcess.freePort(),
+                directory: directory,
+                appendOnly: appendOnly
+            )
+            do {
+                try await server.launch()
+                return server
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? LocalServerError("redis-server did not start")
+    }
+
+    /// Starts the server again after `stop()`, on the same port and with the same data.
+    public func start() async throws {
+        try await launch()
+    }
+
+    /// Stops the server (SIGTERM; it writes its append-only file first) and waits for it to exit.
+    public func stop() async throws {
+        guard let running = process.withLock({ process in defer { process = nil }; return process }) else {
+            return
+        }
+        running.signal(SIGTERM)
+        if try await running.wait(timeout: .seconds(20)) == nil {
+            running.signal(SIGKILL)
+            throw LocalServerError("redis-server on port \(port) did not stop within 20 s; killed")
+        }
+    }
+
+    /// Stops and starts the server, keeping what it had persisted.
+    public func restart() async throws {
+        try await stop()
+        try await launch()
+    }
+
+    /// Stops the server and removes its directory.
+    public func destroy() async throws {
+        try await stop()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    private func launch() async throws {
+        let child = try ChildProcess(
+            executable: executable,
+            arguments: [
+                "--port", "\(port)",
+                "--bind", "127.0.0.1",
+                "--dir", directory,
+                "--save", "",
+                "--appendonly", appendOnly ? "yes" : "no",
+                "--appendfsync", "everysec",
+                "--daemonize", "no",
+                "--logfile", directory + "/redis.log",
+            ]
+        )
+        process.withLock { $0 = child }
+        do {
+            try await LocalProcess.wait(for: .seconds(20), "redis-server on port \(port)") {
+                guard child.isRunning else { return true }
+                return LocalProcess.redisInline(port: port, "PING") == "+PONG"
+            }
+        } catch {
+            child.signal(SIGKILL)
+            throw error
+        }
+        guard child.isRunning else {
+            process.withLock { $0 = nil }
+            let log = (try? String(contentsOfFile: directory + "/redis.log", encoding: .utf8)) ?? ""
+            throw LocalServerError("redis-server exited on start: \(log.suffix(1000))")
+        }
+    }
+
+    deinit {
+        process.withLock { $0?.signal(SIGKILL) }
+    }
+}

@@ -1,0 +1,185 @@
+import Foundation
+import Historian
+import RedisClient
+import Testing
+
+/// The write-behind core against real servers: stream in, PostgreSQL out, exactly once.
+@Suite(.serialized)
+struct IngestTests {
+    /// Every stored message, by ID: conversation, role, content.
+    static func storedMessages(_ environment: TestEnvironment) async throws -> [String: (String, String, String)] {
+        var stored: [String: (String, String, String)] = [:]
+        for row in try await environment.rows("SELECT id::text, conversation_id::text, role, content FROM messages") {
+            stored[row[0]!] = (row[1]!, row[2]!, row[3]!)
+        }
+        return stored
+    }
+
+    /// Checks that PostgreSQL holds exactly `messages`, byte for byte, with the right conversations.
+    static func expectStored(_ messages: [TestMessage], in environment: TestEnvironment) async throws {
+        let stored = try await storedMessages(environment)
+        #expect(stored.count == messages.count)
+        var mismatches = 0
+        for message in messages {
+            guard let (conversation, role, content) = stored[message.id] else {
+                mismatches += 1
+                continue
+            }
+            if conversation != message.conversationID || role != message.role
+                || Array(content.utf8) != Array(message.content.utf8)
+            {
+                mismatches += 1
+            }
+        }
+        #expect(mismatches == 0, "messages missing or different in PostgreSQL")
+
+        let firstByConversation = Dictionary(grouping: messages, by: \.conversationID).mapValues { $0 }
+        let rows = try await environment.rows(
+            """
+            SELECT c.id::text, c.user_id, c.title, count(m.id)
+            FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id
+            GROUP BY c.id, c.user_id, c.title
+            """
+        )
+        #expect(rows.count == firstByConversation.count)
+        var wrongConversations: [String] = []
+        for row in rows {
+            guard let sent = firstByConversation[row[0]!] else {
+                wrongConversations.append(row[0]!)
+                continue
+            }
+            let first = sent[0]
+            let expectedTitle = first.title ?? sent.first { $0.role == "user" }.flatMap { Title.derive(from: $0.content) }
+            if row[1] != first.userID || row[2] != expectedTitle || Int(row[3]!) != sent.count {
+                wrongConversations.append(
+                    "\(row[0]!): owner \(row[1] ?? "-")/\(first.userID), title \(row[2] ?? "-")/\(expectedTitle ?? "-"), "
+                        + "count \(row[3] ?? "-")/\(sent.count)"
+                )
+            }
+        }
+        #expect(wrongConversations.isEmpty, "\(wrongConversations.count) conversations wrong, e.g. \(wrongConversations.prefix(3))")
+    }
+
+    @Test("20,000 messages, 200 conversations, 2 processes × 2 workers: each stored once, byte-identical")
+    func twoProcessesTwoWorkers() async throws {
+        try await TestEnvironment.with { environment in
+            let migrate = try await HistorianProcess.run(["migrate"], environment: environment.historianEnvironment)
+            #expect(migrate.status == 0, "\(migrate.errors)")
+            let messages = Producer.workload(count: 20_000, conversations: 200)
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            try await Producer.append(messages, redis: redis)
+
+            let started = ContinuousClock.now
+            let processes = try ["a", "b"].map { name in
+                try HistorianProcess(
+                    ["run", "--workers", "2", "--consumer", "test-\(name)"],
+                    environment: environment.historianEnvironment
+                )
+            }
+            try await eventually("all 20,000 messages stored and acknowledged", timeout: .seconds(300)) {
+                let stored = try await environment.scalar("SELECT count(*) FROM messages")
+                let pending = try await environment.pendingCount()
+                return stored == messages.count && pending == 0
+            }
+            let elapsed = ContinuousClock.now - started
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            print("ingest: \(messages.count) messages in \(elapsed) (\(Int(Double(messages.count) / seconds)) messages/s)")
+
+            for process in processes { process.signal(SIGTERM) }
+            for process in processes {
+                let status = try await process.wait(timeout: .seconds(30))
+                #expect(status == 0, "\(process.errorOutput)")
+            }
+            try await Self.expectStored(messages, in: environment)
+            #expect(try await environment.pendingCount() == 0)
+            let deadLetters = try await redis.send("XLEN", "chat:messages:dlq")
+            #expect(deadLetters.int == 0)
+            // Both processes did share the work.
+            let consumers = try await redis.send("XINFO", "CONSUMERS", "chat:messages", "historian")
+            #expect((consumers.array ?? []).count == 4)
+        }
+    }
+
+    @Test("the same entries delivered twice: nothing duplicated, nothing changed")
+    func replayedEntries() async throws {
+        try await TestEnvironment.with { environment in
+            let messages = Producer.workload(count: 3_000, conversations: 40, seed: 1)
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            try await Producer.append(messages, redis: redis)
+            let first = try await HistorianProcess.run(["run", "--once"], environment: environment.historianEnvironment)
+            #expect(first.status == 0, "\(first.errors)")
+            let snapshot = """
+                SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM (
+                    SELECT id, conversation_id, role, content, created_at, metadata, arrival FROM messages
+                ) t
+                """
+            let conversationsSnapshot = "SELECT md5(string_agg(c::text, '|' ORDER BY c.id)) FROM conversations c"
+            let contextsSnapshot = "SELECT md5(string_agg(x::text, '|' ORDER BY x.id)) FROM message_contexts x"
+            let before = try await environment.rows(snapshot + ";").first?.first ?? nil
+            let conversationsBefore = try await environment.rows(conversationsSnapshot).first?.first ?? nil
+            let contextsBefore = try await environment.rows(contextsSnapshot).first?.first ?? nil
+
+            // A producer retry: every entry appended again, some in a shuffled order.
+            try await Producer.append(messages.shuffled(), redis: redis)
+            let second = try await HistorianProcess.run(
+                ["run", "--once", "--workers", "2"],
+                environment: environment.historianEnvironment
+            )
+            #expect(second.status == 0, "\(second.errors)")
+
+            #expect(try await environment.scalar("SELECT count(*) FROM messages") == messages.count)
+            #expect(try await environment.rows(snapshot + ";").first?.first ?? nil == before)
+            #expect(try await environment.rows(conversationsSnapshot).first?.first ?? nil == conversationsBefore)
+            #expect(try await environment.rows(contextsSnapshot).first?.first ?? nil == contextsBefore)
+            #expect(try await environment.scalar("SELECT count(*) FROM message_contexts") == messages.filter { $0.contexts != nil }.count)
+            #expect(try await redis.send("XLEN", "chat:messages:dlq").int == 0)
+            #expect(try await environment.pendingCount() == 0)
+            try await Self.expectStored(messages, in: environment)
+        }
+    }
+
+    @Test("two processes starting on an empty database at once: schema created once, version recorded")
+    func concurrentStart() async throws {
+        try await TestEnvironment.with { environment in
+            let processes = try [
+                HistorianProcess(["run", "--once", "--consumer", "a"], environment: environment.historianEnvironment),
+                HistorianProcess(["run", "--once", "--consumer", "b"], environment: environment.historianEnvironment),
+                HistorianProcess(["migrate"], environment: environment.historianEnvironment),
+                HistorianProcess(["migrate"], environment: environment.historianEnvironment),
+            ]
+            for process in processes {
+                let status = try await process.wait(timeout: .seconds(60))
+                #expect(status == 0, "\(process.errorOutput)")
+            }
+            let versions = try await environment.rows("SELECT version FROM historian_schema_migrations ORDER BY version")
+            #expect(versions.map { $0[0] } == Schema.migrations.map { String($0.version) })
+            #expect(try await environment.scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'messages'") == 1)
+            // And the schema works: a message goes through.
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            try await Producer.append(Producer.workload(count: 10, conversations: 2, seed: 2), redis: redis)
+            let run = try await HistorianProcess.run(["run", "--once", "--consumer", "a"], environment: environment.historianEnvironment)
+            #expect(run.status == 0)
+            #expect(try await environment.scalar("SELECT count(*) FROM messages") == 10)
+        }
+    }
+
+    @Test("SIGTERM while idle: exit 0 promptly")
+    func sigtermWhileIdle() async throws {
+        try await TestEnvironment.with { environment in
+            let process = try HistorianProcess(["run"], environment: environment.historianEnvironment)
+            try await eventually("the consumer group to exist", timeout: .seconds(30)) {
+                let redis = try await environment.redis()
+                defer { redis.close() }
+                return (try? await redis.send("XINFO", "GROUPS", "chat:messages"))?.array?.count == 1
+            }
+            let signalled = ContinuousClock.now
+            process.signal(SIGTERM)
+            let status = try await process.wait(timeout: .seconds(15))
+            #expect(status == 0, "\(process.errorOutput)")
+            #expect(ContinuousClock.now - signalled < .seconds(5))
+        }
+    }
+}

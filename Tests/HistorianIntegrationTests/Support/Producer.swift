@@ -1,0 +1,108 @@
+import Foundation
+import RedisClient
+
+/// A message as a test produces it.
+struct TestMessage: Sendable, Hashable {
+    var id: String
+    var conversationID: String
+    var userID: String
+    var role: String
+    var content: String
+    var title: String?
+    var createdAt: String?
+    var sessionID: String?
+    var metadata: String?
+    var contexts: String?
+
+    var fields: [(String, String)] {
+        var fields = [
+            ("message_id", id), ("conversation_id", conversationID), ("user_id", userID), ("role", role),
+            ("content", content),
+        ]
+        if let title { fields.append(("title", title)) }
+        if let createdAt { fields.append(("created_at", createdAt)) }
+        if let sessionID { fields.append(("session_id", sessionID)) }
+        if let metadata { fields.append(("metadata", metadata)) }
+        if let contexts { fields.append(("contexts", contexts)) }
+        return fields
+    }
+}
+
+/// Builds deterministic workloads and appends them to a stream.
+enum Producer {
+    /// A UUID whose tail is `number` and whose first group tells workloads apart.
+    static func uuid(_ kind: UInt8, _ number: Int) -> String {
+        let hex = String(number, radix: 16)
+        let padded = String(repeating: "0", count: 12 - hex.count) + hex
+        return String(format: "0193%02x00-0000-7000-8000-", kind) + padded
+    }
+
+    /// `count` messages spread round-robin over `conversations` conversations; every
+    /// conversation opens with a user message. Contents mix ASCII, non-ASCII and, one in a
+    /// thousand, 100 KiB bodies.
+    static func workload(count: Int, conversations: Int, seed: Int = 0) -> [TestMessage] {
+        let samples = [
+            "How do I request vacation?",
+            "Grüße aus München — naïve café, déjà vu",
+            "日本語のメッセージです。よろしくお願いします。",
+            "Emoji: 🚀🔥👩‍💻 and math ∑∫√",
+            "tabs\tand\nnewlines\r\nand \\backslashes\\ and \"quotes\"",
+        ]
+        var messages: [TestMessage] = []
+        messages.reserveCapacity(count)
+        for index in 0..<count {
+            let conversation = index % conversations
+            let turn = index / conversations
+            var content = "\(samples[(index + seed) % samples.count]) #\(index)"
+            if index % 1000 == 999 {
+                content = String(repeating: "large body ü ", count: 100 * 1024 / 14) + "#\(index)"
+            }
+            messages.append(
+                TestMessage(
+                    id: uuid(0x01, index + seed * 1_000_000),
+                    conversationID: uuid(0x02, conversation + seed * 1_000_000),
+                    userID: "u-\(conversation % 37)",
+                    role: turn % 2 == 0 ? "user" : "assistant",
+                    content: content,
+                    title: conversation % 10 == 3 && turn == 0 ? "Explicit title \(conversation)" : nil,
+                    sessionID: "s-\(conversation % 23)",
+                    metadata: index % 7 == 0 ? #"{"source":"web","n":\#(index)}"# : nil,
+                    contexts: index % 11 == 0
+                        ? #"[{"doc_id":"d-\#(index)","content":"retrieved","score":0.75,"metadata":{"page":3}}]"# : nil
+                )
+            )
+        }
+        return messages
+    }
+
+    /// Appends the messages with pipelined XADDs; returns the entry IDs in order.
+    @discardableResult
+    static func append(_ messages: [TestMessage], to stream: String = "chat:messages", redis: RedisConnection) async throws
+        -> [String]
+    {
+        try await appendRaw(messages.map(\.fields), to: stream, redis: redis)
+    }
+
+    /// Appends entries given as field lists, 500 to a pipeline.
+    @discardableResult
+    static func appendRaw(_ entries: [[(String, String)]], to stream: String = "chat:messages", redis: RedisConnection)
+        async throws -> [String]
+    {
+        var ids: [String] = []
+        var start = 0
+        while start < entries.count {
+            let chunk = entries[start..<min(start + 500, entries.count)]
+            let commands: [[RedisArgument]] = chunk.map { fields in
+                ["XADD", RedisArgument(stream), "*"] + fields.flatMap { [RedisArgument($0.0), RedisArgument($0.1)] }
+            }
+            for reply in try await redis.pipeline(commands) {
+                guard let id = reply.string else { throw ProducerError(reply: "\(reply)") }
+                ids.append(id)
+            }
+            start += 500
+        }
+        return ids
+    }
+
+    struct ProducerError: Error { var reply: String }
+}

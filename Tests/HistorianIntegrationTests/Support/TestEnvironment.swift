@@ -1,0 +1,180 @@
+import Foundation
+import LocalServers
+import Logging
+import PostgresClient
+import RedisClient
+import Testing
+
+/// A real Redis and a real PostgreSQL for one test, started on free loopback ports and removed
+/// at the end, plus helpers to run the `historian` executable against them.
+final class TestEnvironment: Sendable {
+    let redisServer: RedisServer
+    let postgresServer: PostgresServer
+    let database: String
+    let logger = Logger(label: "test")
+
+    var redisURL: String { redisServer.url }
+    var postgresURL: String { postgresServer.url(database: database) }
+
+    private init(redis: RedisServer, postgres: PostgresServer, database: String) {
+        self.redisServer = redis
+        self.postgresServer = postgres
+        self.database = database
+    }
+
+    static func start(redisAppendOnly: Bool = false) async throws -> TestEnvironment {
+        async let redis = RedisServer.start(appendOnly: redisAppendOnly)
+        async let postgres = PostgresServer.start()
+        let environment = TestEnvironment(redis: try await redis, postgres: try await postgres, database: "historian")
+        try await environment.postgresServer.createDatabase(environment.database)
+        return environment
+    }
+
+    /// Runs `body` with a fresh environment and tears it down afterwards, whatever happens.
+    static func with<T>(redisAppendOnly: Bool = false, _ body: (TestEnvironment) async throws -> T) async throws -> T {
+        let environment = try await start(redisAppendOnly: redisAppendOnly)
+        do {
+            let result = try await body(environment)
+            await environment.destroy()
+            return result
+        } catch {
+            await environment.destroy()
+            throw error
+        }
+    }
+
+    func destroy() async {
+        try? await redisServer.destroy()
+        try? await postgresServer.destroy()
+    }
+
+    /// The environment variables that point `historian` at these servers.
+    var historianEnvironment: [String: String] {
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("HISTORIAN_") }
+        environment["HISTORIAN_REDIS_URL"] = redisURL
+        environment["HISTORIAN_POSTGRES_URL"] = postgresURL
+        environment["HISTORIAN_LOG_LEVEL"] = "notice"
+        return environment
+    }
+
+    func redis() async throws -> RedisConnection {
+        try await RedisConnection.connect(RedisConfiguration(url: redisURL), logger: logger)
+    }
+
+    func postgres() async throws -> PostgresConnection {
+        try await PostgresConnection.connect(conninfo: postgresURL, logger: logger)
+    }
+
+    /// The rows of a query, as text.
+    func rows(_ sql: String) async throws -> [[String?]] {
+        let postgres = try await postgres()
+        defer { postgres.close() }
+        return try await postgres.query(sql).rows
+    }
+
+    /// One integer from a query such as `SELECT count(*) …`.
+    func scalar(_ sql: String) async throws -> Int {
+        let rows = try await rows(sql)
+        guard let value = rows.first?.first ?? nil, let number = Int(value) else { return -1 }
+        return number
+    }
+
+    /// How many entries the group has delivered but not acknowledged.
+    func pendingCount(stream: String = "chat:messages", group: String = "historian") async throws -> Int {
+        let redis = try await redis()
+        defer { redis.close() }
+        // -1 until the group exists.
+        let summary = try? await redis.send("XPENDING", RedisArgument(stream), RedisArgument(group))
+        return Int(summary?.array?.first?.int ?? -1)
+    }
+}
+
+/// The `historian` executable built next to the test bundle.
+enum HistorianBinary {
+    static var path: String {
+        if let override = ProcessInfo.processInfo.environment["HISTORIAN_BINARY"] { return override }
+        let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        var directory = bundle.deletingLastPathComponent()
+        // On Linux the test runner is the .xctest executable itself, beside the products.
+        for _ in 0..<4 {
+            let candidate = directory.appendingPathComponent("historian").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            directory = directory.deletingLastPathComponent()
+        }
+        return bundle.deletingLastPathComponent().appendingPathComponent("historian").path
+    }
+}
+
+/// A running `historian` process, its output collected in temporary files.
+final class HistorianProcess: Sendable {
+    let child: ChildProcess
+    let arguments: [String]
+    private let outputPath: String
+    private let errorPath: String
+
+    init(_ arguments: [String], environment: [String: String]) throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("historian-test-\(UUID().uuidString)").path
+        outputPath = base + ".out"
+        errorPath = base + ".err"
+        self.arguments = arguments
+        child = try ChildProcess(
+            executable: HistorianBinary.path,
+            arguments: arguments,
+            environment: environment,
+            standardOutput: outputPath,
+            standardError: errorPath
+        )
+    }
+
+    deinit {
+        child.signal(SIGKILL)
+        try? FileManager.default.removeItem(atPath: outputPath)
+        try? FileManager.default.removeItem(atPath: errorPath)
+    }
+
+    var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+    var errorOutput: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
+    var isRunning: Bool { child.isRunning }
+
+    /// Waits for exit and returns the status; kills the process if it outlives `timeout`.
+    @discardableResult
+    func wait(timeout: Duration = .seconds(120)) async throws -> Int32 {
+        if let status = try await child.wait(timeout: timeout) { return status }
+        Issue.record("historian \(arguments) did not exit within \(timeout)")
+        child.signal(SIGKILL)
+        return try await child.wait(timeout: .seconds(10)) ?? -1
+    }
+
+    func signal(_ signal: Int32) {
+        child.signal(signal)
+    }
+
+    /// Runs to completion and returns status and output.
+    static func run(_ arguments: [String], environment: [String: String], timeout: Duration = .seconds(120)) async throws
+        -> (status: Int32, output: String, errors: String)
+    {
+        let process = try HistorianProcess(arguments, environment: environment)
+        let status = try await process.wait(timeout: timeout)
+        return (status, process.output, process.errorOutput)
+    }
+}
+
+/// Polls `condition` until it holds, failing the test after `timeout`.
+func eventually(
+    _ what: String,
+    timeout: Duration = .seconds(120),
+    _ condition: () async throws -> Bool
+) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while try await !condition() {
+        guard ContinuousClock.now < deadline else {
+            throw TimedOut(what: what)
+        }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+}
+
+struct TimedOut: Error, CustomStringConvertible {
+    var what: String
+    var description: String { "timed out waiting for \(what)" }
+}

@@ -1,0 +1,104 @@
+import Foundation
+import Testing
+
+@testable import Historian
+
+struct ConfigurationTests {
+    @Test(arguments: [
+        ("30m", Duration.seconds(1800)), ("36h", .seconds(129_600)), ("30d", .seconds(2_592_000)), ("0s", .zero),
+        ("500ms", .milliseconds(500)), ("10s", .seconds(10)),
+    ])
+    func parsesDurations(_ text: String, _ duration: Duration) {
+        #expect(HistorianConfiguration.parseDuration(text) == duration)
+    }
+
+    @Test(arguments: ["", "10", "s", "1.5s", "-1s", "10 s", "10w"])
+    func refusesBadDurations(_ text: String) {
+        #expect(HistorianConfiguration.parseDuration(text) == nil)
+    }
+
+    @Test func parsesSizes() {
+        #expect(HistorianConfiguration.parseSize("1MiB") == 1_048_576)
+        #expect(HistorianConfiguration.parseSize("512KiB") == 524_288)
+        #expect(HistorianConfiguration.parseSize("4096") == 4096)
+        #expect(HistorianConfiguration.parseSize("0") == nil)
+        #expect(HistorianConfiguration.parseSize("1TiB") == nil)
+    }
+
+    @Test func defaultsAreTheContracts() async throws {
+        let configuration = try await HistorianConfiguration.load(flags: [:], configFile: nil, environment: [:])
+        #expect(configuration.redisURL == "redis://127.0.0.1:6379")
+        #expect(configuration.postgresURL == "")
+        #expect(configuration.stream == "chat:messages" && configuration.group == "historian")
+        #expect(configuration.dlqStream == "chat:messages:dlq")
+        #expect(configuration.workers == 1 && configuration.maxDeliveries == 10 && configuration.recentSize == 10)
+        #expect(configuration.maxContentBytes == 1 << 20)
+        #expect(configuration.claimIdle == .seconds(60) && configuration.sessionTTL == .seconds(1800))
+        #expect(configuration.archiveDir == "/var/lib/historian/archive")
+        #expect(configuration.archiveAfter == .seconds(30 * 86_400) && configuration.archiveEvery == .seconds(3600))
+        #expect(configuration.shutdownGrace == .seconds(10) && configuration.metricsAddress == "127.0.0.1:9464")
+        #expect(configuration.consumer == HistorianConfiguration.hostName())
+    }
+
+    @Test func flagsBeatEnvironmentBeatsFileBeatsDefaults() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("historian-\(UUID()).yaml").path
+        try """
+        stream: from-file
+        group: from-file
+        workers: 3
+        archive_dir: /from/file
+        """.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let configuration = try await HistorianConfiguration.load(
+            flags: ["stream": "from-flag"],
+            configFile: file,
+            environment: ["HISTORIAN_STREAM": "from-env", "HISTORIAN_GROUP": "from-env", "HISTORIAN_INSTANCE": "7"]
+        )
+        #expect(configuration.stream == "from-flag")
+        #expect(configuration.group == "from-env")
+        #expect(configuration.workers == 3)
+        #expect(configuration.archiveDir == "/from/file")
+        #expect(configuration.batchSize == 500)
+        #expect(configuration.consumer == HistorianConfiguration.hostName() + "-7")
+    }
+
+    @Test func invalidValuesNameTheKey() async {
+        await #expect(throws: HistorianError.self) {
+            try await HistorianConfiguration.load(flags: ["workers": "many"], configFile: nil, environment: [:])
+        }
+        do {
+            _ = try await HistorianConfiguration.load(flags: [:], configFile: nil, environment: ["HISTORIAN_SESSION_TTL": "soon"])
+            Issue.record("accepted a bad duration")
+        } catch let error as HistorianError {
+            #expect(error.message.contains("session_ttl"))
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+
+    @Test func credentialsComeFromTheCredentialsDirectory() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("creds-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "pg-secret\n".write(toFile: directory + "/postgres-password", atomically: true, encoding: .utf8)
+        let configuration = try await HistorianConfiguration.load(
+            flags: [:],
+            configFile: nil,
+            environment: ["CREDENTIALS_DIRECTORY": directory]
+        )
+        #expect(configuration.postgresPassword == "pg-secret")
+        #expect(configuration.redisPassword == nil)
+        #expect(!configuration.redactedLines.joined().contains("pg-secret"))
+    }
+
+    @Test(arguments: [
+        ("redis://user:pw@host:6379/0", "redis://user:***@host:6379/0"),
+        ("postgresql://app:pa55@db/historian", "postgresql://app:***@db/historian"),
+        ("host=db password=pa55 user=app", "host=db password=*** user=app"),
+        ("postgresql://db/historian?user=app&password=pa55", "postgresql://db/historian?user=app&password=***"),
+        ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+    ])
+    func redactsURLs(_ url: String, _ redacted: String) {
+        #expect(HistorianConfiguration.redactURL(url) == redacted)
+    }
+}

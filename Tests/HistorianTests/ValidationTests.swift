@@ -1,0 +1,178 @@
+import Foundation
+import Testing
+
+@testable import Historian
+
+struct ValidationTests {
+    static let good: [(String, String)] = [
+        ("message_id", "0193A1B2-0000-7000-8000-000000000001"),
+        ("conversation_id", "0193a1b2-0000-7000-8000-0000000000c1"),
+        ("user_id", "u-42"),
+        ("role", "user"),
+        ("content", "How do I request vacation?"),
+    ]
+
+    static func entry(_ fields: [(String, String)], replacing: [String: String?] = [:]) -> StreamEntry {
+        var list = fields.filter { replacing[$0.0] == nil }.map { StreamEntry.Field(name: Array($0.0.utf8), value: Array($0.1.utf8)) }
+        for (name, value) in replacing {
+            if let value = value { list.append(StreamEntry.Field(name: Array(name.utf8), value: Array(value.utf8))) }
+        }
+        return StreamEntry(id: StreamID(milliseconds: 1_700_000_000_123, sequence: 0), fields: list)
+    }
+
+    @Test func acceptsAGoodEntryAndCanonicalizesIDs() throws {
+        let message = try EntryValidator().validate(Self.entry(Self.good)).get()
+        #expect(message.id.text == "0193a1b2-0000-7000-8000-000000000001")
+        #expect(message.role == .user)
+        #expect(message.createdAt == Timestamp(milliseconds: 1_700_000_000_123))
+        #expect(message.derivedTitle == "How do I request vacation?")
+        #expect(message.sessionID == nil && message.metadata == nil)
+    }
+
+    @Test(arguments: [
+        (["message_id": nil] as [String: String?], DeadLetterReason.missingField),
+        (["conversation_id": nil], .missingField),
+        (["user_id": nil], .missingField),
+        (["role": nil], .missingField),
+        (["content": nil], .missingField),
+        (["user_id": ""], .missingField),
+        (["message_id": "not-a-uuid"], .invalidUUID),
+        (["message_id": "0193a1b2-0000-7000-8000-00000000000g"], .invalidUUID),
+        (["conversation_id": "{0193a1b2-0000-7000-8000-0000000000c1}"], .invalidUUID),
+        (["role": "admin"], .invalidRole),
+        (["role": "User"], .invalidRole),
+        (["content": "nul\u{0}byte"], .nulByte),
+        (["user_id": String(repeating: "u", count: 256)], .tooLarge),
+        (["session_id": String(repeating: "s", count: 256)], .tooLarge),
+        (["dept_id": String(repeating: "d", count: 101)], .tooLarge),
+        (["title": String(repeating: "t", count: 501)], .tooLarge),
+        (["metadata": "[1,2]"], .invalidJSON),
+        (["metadata": "{\"a\":"], .invalidJSON),
+        (["metadata": #"{"a":"\u0000"}"#], .invalidJSON),
+        (["metadata": "{\"a\":\"" + String(repeating: "x", count: 65_536) + "\"}"], .tooLarge),
+        (["contexts": "{}"], .invalidJSON),
+        (["contexts": #"[{"doc_id":5}]"#], .invalidJSON),
+        (["contexts": #"[{"score":"high"}]"#], .invalidJSON),
+        (["contexts": "[1]"], .invalidJSON),
+        (["created_at": "yesterday"], .invalidTimestamp),
+        (["created_at": "2026-11-21T08:37:07"], .invalidTimestamp),
+        (["created_at": "2026-02-30T08:37:07Z"], .invalidTimestamp),
+        (["tokens_used": "-1"], .invalidNumber),
+        (["tokens_used": "1.5"], .invalidNumber),
+        (["latency_ms": "99999999999"], .invalidNumber),
+        (["latency_ms": ""], .invalidNumber),
+    ])
+    func rejectsWithTheContractsReason(_ replacing: [String: String?], _ reason: DeadLetterReason) {
+        let result = EntryValidator().validate(Self.entry(Self.good, replacing: replacing))
+        guard case .failure(let rejection) = result else {
+            Issue.record("accepted \(replacing)")
+            return
+        }
+        #expect(rejection.reason == reason)
+        #expect(!rejection.detail.isEmpty)
+    }
+
+    @Test func rejectsInvalidUTF8() {
+        var entry = Self.entry(Self.good)
+        entry.fields[4].value = [0x48, 0xC3, 0x28]
+        guard case .failure(let rejection) = EntryValidator().validate(entry) else {
+            Issue.record("accepted invalid UTF-8")
+            return
+        }
+        #expect(rejection.reason == .invalidUTF8)
+    }
+
+    @Test func contentLimitIsConfigurable() {
+        let validator = EntryValidator(limits: ValidationLimits(maxContentBytes: 10))
+        let long = Self.entry(Self.good, replacing: ["content": "01234567890"])
+        let exact = Self.entry(Self.good, replacing: ["content": "0123456789"])
+        #expect((try? validator.validate(long).get()) == nil)
+        #expect((try? validator.validate(exact).get()) != nil)
+    }
+
+    @Test func detailsNeverQuoteTheValue() {
+        let secret = "secret-content-\u{0}"
+        guard case .failure(let rejection) = EntryValidator().validate(Self.entry(Self.good, replacing: ["content": secret])) else {
+            Issue.record("accepted a NUL byte")
+            return
+        }
+        #expect(!rejection.detail.contains("secret-content"))
+    }
+
+    @Test func optionalFieldsAreParsed() throws {
+        let message = try EntryValidator().validate(
+            Self.entry(
+                Self.good,
+                replacing: [
+                    "created_at": "2026-11-21T10:37:07.5+02:00", "tokens_used": "12", "latency_ms": "0",
+                    "metadata": #"{"k":[1,{"x":null}]}"#, "session_id": "s-9", "dept_id": "d-1",
+                    "contexts": #"[{"doc_id":"d","content":"c","score":0.5,"metadata":{"p":1}},{"doc_id":null}]"#,
+                    "title": "Vacation", "unknown_field": "ignored",
+                ]
+            )
+        ).get()
+        #expect(message.createdAt.rfc3339 == "2026-11-21T08:37:07.500000Z")
+        #expect(message.tokensUsed == 12 && message.latencyMs == 0)
+        #expect(message.sessionID == "s-9" && message.deptID == "d-1" && message.title == "Vacation")
+        #expect(message.contexts != nil && message.metadata != nil)
+    }
+
+    @Test func createdAtAcceptsUnixMilliseconds() throws {
+        let message = try EntryValidator().validate(Self.entry(Self.good, replacing: ["created_at": "1700000000000"])).get()
+        #expect(message.createdAt.rfc3339 == "2023-11-14T22:13:20.000000Z")
+    }
+}
+
+struct TimestampTests {
+    @Test(arguments: [
+        ("1970-01-01T00:00:00Z", Int64(0)),
+        ("2026-11-21T08:37:07.123456Z", Int64(1_795_250_227_123_456)),
+        ("2026-11-21T09:37:07.123456+01:00", Int64(1_795_250_227_123_456)),
+        ("2000-02-29T23:59:59.9999999-00:30", Int64(951_870_599_999_999)),
+        ("0001-01-01T00:00:00Z", Int64(-62_135_596_800_000_000)),
+        ("9999-12-31T23:59:59.999999Z", Int64(253_402_300_799_999_999)),
+    ])
+    func parses(_ text: String, _ microseconds: Int64) {
+        #expect(Timestamp(rfc3339: text)?.microseconds == microseconds)
+    }
+
+    @Test(arguments: ["", "2026-11-21", "2026-11-21T08:37:07", "2026-13-01T00:00:00Z", "2026-11-21T24:00:00Z", "2026-11-21T08:37:07.Z", "2026-11-21T08:37:07+0100", "2026-11-21T08:37:07Zjunk"])
+    func refuses(_ text: String) {
+        #expect(Timestamp(rfc3339: text) == nil)
+    }
+
+    @Test func formatRoundTrips() {
+        for microseconds: Int64 in [0, 1, -1, 951_870_599_999_999, 1_795_250_227_123_456, -62_135_596_800_000_000] {
+            let timestamp = Timestamp(microseconds: microseconds)
+            #expect(Timestamp(rfc3339: timestamp.rfc3339) == timestamp)
+        }
+        #expect(Timestamp(microseconds: -1).rfc3339 == "1969-12-31T23:59:59.999999Z")
+    }
+}
+
+struct TitleTests {
+    @Test(arguments: [
+        ("How do I request vacation?", "How do I request vacation?"),
+        ("  first   line\twith  spaces \nsecond line", "first line with spaces"),
+        ("\n\n  \nafter blank lines", "after blank lines"),
+        ("", nil),
+        ("   \n\t ", nil),
+        (String(repeating: "word ", count: 30), String(repeating: "word ", count: 16).trimmingCharacters(in: .whitespaces)),
+        (String(repeating: "x", count: 100), String(repeating: "x", count: 80)),
+        ("Grüße " + String(repeating: "ü", count: 78), "Grüße"),
+    ] as [(String, String?)])
+    func derives(_ content: String, _ title: String?) {
+        let derived = Title.derive(from: content)
+        #expect(derived == title)
+        #expect((derived?.count ?? 0) <= 80)
+    }
+}
+
+struct UUIDTextTests {
+    @Test func canonicalizes() {
+        #expect(UUIDText("0193A1B2-ABCD-7EF0-8000-00000000000F")?.text == "0193a1b2-abcd-7ef0-8000-00000000000f")
+        #expect(UUIDText("0193a1b2abcd7ef0800000000000000f") == nil)
+        #expect(UUIDText("0193a1b2-abcd-7ef0-8000-00000000000") == nil)
+        #expect(UUIDText("0193a1b2-abcd-7ef0-8000_00000000000f") == nil)
+    }
+}
