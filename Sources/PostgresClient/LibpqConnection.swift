@@ -185,7 +185,14 @@ final class LibpqConnection {
             case PGRES_POLLING_READING, PGRES_POLLING_WRITING:
                 let events = status == PGRES_POLLING_READING ? Int16(POLLIN) : Int16(POLLOUT)
                 // The socket can change while libpq tries several hosts or addresses.
-                guard try waitForSocket(events: events, deadline: deadline) != nil else {
+                let readiness: (readable: Bool, writable: Bool)?
+                do {
+                    readiness = try waitForSocket(events: events, deadline: deadline)
+                } catch var error as PostgresError {
+                    error.code = .connectionFailed
+                    throw error
+                }
+                guard readiness != nil else {
                     throw PostgresError(
                         code: .connectionFailed,
                         message: "could not connect within \(deadline.timeout)"

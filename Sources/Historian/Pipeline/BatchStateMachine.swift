@@ -26,6 +26,9 @@ public struct Acknowledgement: Sendable, Hashable {
     public var deadLetters: [DeadLetter]
     /// Messages this batch wrote, for the cache refresh.
     public var stored: [IncomingMessage]
+    /// Messages that were stored before (a redelivery): their cache update may never have
+    /// happened, so the cache is checked against PostgreSQL for their conversations.
+    public var alreadyStored: [IncomingMessage]
 }
 
 /// An entry bound for the dead-letter stream.
@@ -52,6 +55,7 @@ public struct BatchStateMachine: Sendable {
     public private(set) var outcomes: [StreamID: EntryOutcome] = [:]
     private var units: [[IncomingMessage]] = []
     private var stored: [IncomingMessage] = []
+    private var alreadyStored: [IncomingMessage] = []
 
     /// Validates every entry; entries whose fields are `nil` (deleted while pending) vanish.
     public init(entries: [StreamEntry?], ids: [StreamID], validator: EntryValidator) {
@@ -108,7 +112,9 @@ public struct BatchStateMachine: Sendable {
                 deadLetters.append(DeadLetter(entry: entry, rejection: rejection))
             }
         }
-        return .finish(Acknowledgement(acknowledge: acknowledge, deadLetters: deadLetters, stored: stored))
+        return .finish(
+            Acknowledgement(acknowledge: acknowledge, deadLetters: deadLetters, stored: stored, alreadyStored: alreadyStored)
+        )
     }
 
     /// The unit that `nextAction()` returned was committed with these results.
@@ -122,6 +128,7 @@ public struct BatchStateMachine: Sendable {
                 stored.append(message)
             case .alreadyStored:
                 outcome = .alreadyStored
+                alreadyStored.append(message)
             case .conflict:
                 outcome = .deadLetter(.conflict)
             case .userMismatch:

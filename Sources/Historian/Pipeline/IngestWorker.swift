@@ -14,6 +14,7 @@ public struct IngestSettings: Sendable {
     public var batchSize: Int
     public var batchLinger: Duration
     public var validator: EntryValidator
+    public var cache: CacheSettings
     /// Stop when nothing is waiting instead of waiting for more (`run --once`).
     public var once: Bool
     /// How long one read waits for new entries; short, so shutdown is never held up long.
@@ -26,6 +27,11 @@ public struct IngestSettings: Sendable {
         batchSize = configuration.batchSize
         batchLinger = configuration.batchLinger
         validator = EntryValidator(limits: ValidationLimits(maxContentBytes: configuration.maxContentBytes))
+        cache = CacheSettings(
+            recentSize: configuration.recentSize,
+            sessionTTL: configuration.sessionTTL,
+            keyPrefix: configuration.keyPrefix
+        )
         self.once = once
     }
 
@@ -130,9 +136,10 @@ struct IngestWorker {
     }
 
     /// Carries a batch through the state machine: store (isolating rows PostgreSQL refuses),
-    /// then acknowledge and dead-letter in one pipeline.
+    /// refresh the cache, then acknowledge and dead-letter in one pipeline.
     private func process(_ delivery: IngestStream.Delivery) async throws {
         var machine = BatchStateMachine(entries: delivery.entries, ids: delivery.ids, validator: settings.validator)
+        var cacheWrites: [CacheWrite] = []
         while true {
             switch machine.nextAction() {
             case .store(let unit):
@@ -145,7 +152,8 @@ struct IngestWorker {
                         let postgres = try await connections.postgres()
                         return try await postgres.withSession { try MessageStore.store(unit, in: $0) }
                     }
-                    machine.unitStored(results)
+                    machine.unitStored(results.results)
+                    cacheWrites += results.cacheWrites
                 } catch let error as PostgresError {
                     logger.debug(
                         "PostgreSQL refused a unit; isolating the row",
@@ -154,6 +162,9 @@ struct IngestWorker {
                     machine.unitRejected(detail: Self.rejectionDetail(error))
                 }
             case .finish(let acknowledgement):
+                try await retrying("refreshing the cache", logger: logger) {
+                    try await refreshCache(acknowledgement, deltas: cacheWrites)
+                }
                 try await retrying("acknowledging a batch", logger: logger) {
                     let redis = try await connections.redis()
                     try await settings.stream.finish(redis, acknowledgement, at: Timestamp.now)
@@ -178,6 +189,35 @@ struct IngestWorker {
                 return
             }
         }
+    }
+
+    /// Brings the recent lists and sessions up to date with what this batch committed, before
+    /// anything is acknowledged: one script call, plus one snapshot round for conversations
+    /// whose list was missing or behind.
+    private func refreshCache(_ acknowledgement: Acknowledgement, deltas: [CacheWrite]) async throws {
+        let cache = settings.cache
+        let sessions = SessionTouch.latest(of: acknowledgement.stored + acknowledgement.alreadyStored)
+        var writes: [CacheWrite] = []
+        var snapshotNeeded: [String] = []
+        if cache.recentSize > 0 {
+            writes = deltas
+            snapshotNeeded = Array(Set(acknowledgement.alreadyStored.map(\.conversationID.text))).sorted()
+        }
+        if !snapshotNeeded.isEmpty {
+            writes += try await snapshots(snapshotNeeded)
+        }
+        let redis = try await connections.redis()
+        let stale = try await RecentCache.apply(writes, sessions: sessions, settings: cache, redis: redis)
+        if !stale.isEmpty {
+            logger.debug("recent lists behind; rebuilding from PostgreSQL", metadata: ["conversations": "\(stale.count)"])
+            _ = try await RecentCache.apply(try await snapshots(stale), sessions: [], settings: cache, redis: redis)
+        }
+    }
+
+    private func snapshots(_ conversations: [String]) async throws -> [CacheWrite] {
+        let postgres = try await connections.postgres()
+        let size = settings.cache.recentSize
+        return try await postgres.withSession { try RecentCache.snapshots(of: conversations, size: size, in: $0) }
     }
 
     /// What a dead letter says of a refused row: the SQLSTATE and PostgreSQL's message. The

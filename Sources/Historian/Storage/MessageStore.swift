@@ -93,7 +93,7 @@ public enum MessageStore {
             JOIN owners AS o ON o.id = s.conversation_id AND o.user_id = s.user_id
             ORDER BY s.seq
             ON CONFLICT (id) DO NOTHING
-            RETURNING id
+            RETURNING *
         ), contexts AS (
             INSERT INTO message_contexts (id, message_id, position, doc_id, content, score, metadata)
             SELECT md5(s.id::text || '/' || e.position)::uuid, s.id, e.position,
@@ -128,11 +128,15 @@ public enum MessageStore {
                     WHEN t.explicit_title IS NOT NULL THEN NULL
                     WHEN c.title IS NOT NULL AND c.title_derived_from IS NULL THEN NULL
                     WHEN t.derived_at < c.title_derived_from OR c.title IS NULL THEN coalesce(t.derived_at, c.title_derived_from)
-                    ELSE c.title_derived_from END
+                    ELSE c.title_derived_from END,
+                cache_version = c.cache_version + 1
             FROM touched AS t
             WHERE c.id = t.conversation_id
+            RETURNING c.id, c.cache_version
         )
-        SELECT id::text FROM inserted
+        SELECT i.id::text, i.conversation_id::text, u.cache_version::text, \(RecentCache.elementSQL("i"))
+        FROM inserted AS i JOIN updated AS u ON u.id = i.conversation_id
+        ORDER BY i.conversation_id, i.created_at, i.arrival
         """
 
     static let existingMessages = """
@@ -149,28 +153,42 @@ public enum MessageStore {
         try session.execute(createStage)
     }
 
+    /// What one transaction did: each message's result, and the cache changes it made.
+    public struct Report: Sendable {
+        public var results: [UUIDText: StoreResult] = [:]
+        /// One delta per conversation the transaction added messages to.
+        public var cacheWrites: [CacheWrite] = []
+    }
+
     /// Writes one unit in one transaction and reports what became of each message.
     /// The caller has run `prepare` on this connection.
-    public static func store(_ unit: [IncomingMessage], in session: PostgresSession) throws -> [UUIDText: StoreResult] {
+    public static func store(_ unit: [IncomingMessage], in session: PostgresSession) throws -> Report {
         try session.execute("BEGIN")
         do {
             try session.copyIn(copyStage, data: encodeStage(unit))
             try session.execute(insertConversations)
             let inserted = try session.query(insertMessages)
-            var results: [UUIDText: StoreResult] = [:]
+            var report = Report()
             for row in inserted.rows {
-                if let id = row[0].flatMap(UUIDText.init) { results[id] = .stored }
+                guard let id = row[0].flatMap(UUIDText.init), let conversation = row[1],
+                    let version = row[2].flatMap({ Int64($0) }), let element = row[3]
+                else { continue }
+                report.results[id] = .stored
+                if report.cacheWrites.last?.conversationID != conversation {
+                    report.cacheWrites.append(CacheWrite(mode: .delta, conversationID: conversation, version: version, elements: []))
+                }
+                report.cacheWrites[report.cacheWrites.count - 1].elements.append(element)
             }
-            let rest = unit.filter { results[$0.id] == nil }
+            let rest = unit.filter { report.results[$0.id] == nil }
             if !rest.isEmpty {
                 for (id, judged) in try judge(rest, in: session) {
                     // `nil`: new, yet not inserted (its conversation vanished meanwhile); the
                     // state machine retries it rather than guess.
-                    if let judged { results[id] = judged }
+                    if let judged { report.results[id] = judged }
                 }
             }
             try session.execute("COMMIT")
-            return results
+            return report
         } catch {
             _ = try? session.execute("ROLLBACK")
             throw error

@@ -32,7 +32,10 @@ public enum Schema {
                     title_derived_from timestamptz,
                     created_at timestamptz NOT NULL,
                     updated_at timestamptz NOT NULL,
-                    metadata jsonb NOT NULL DEFAULT '{}'
+                    metadata jsonb NOT NULL DEFAULT '{}',
+                    -- Raised by one in every transaction that stores messages here; orders the
+                    -- recent-history cache's updates (see RecentCache).
+                    cache_version bigint NOT NULL DEFAULT 0
                 );
                 CREATE INDEX conversations_user_id_idx ON conversations (user_id, updated_at DESC);
                 CREATE INDEX conversations_updated_at_idx ON conversations (updated_at);

@@ -1,0 +1,291 @@
+import Foundation
+import PostgresClient
+import RedisClient
+
+/// Settings of the Redis cache (contract §3).
+public struct CacheSettings: Sendable {
+    /// Messages kept in each recent-history list; 0 turns the lists off (sessions stay on).
+    public var recentSize: Int
+    public var sessionTTL: Duration
+    public var keyPrefix: String
+
+    public init(recentSize: Int = 10, sessionTTL: Duration = .seconds(1800), keyPrefix: String = "") {
+        self.recentSize = recentSize
+        self.sessionTTL = sessionTTL
+        self.keyPrefix = keyPrefix
+    }
+
+    public func recentKey(_ conversation: String) -> String { "\(keyPrefix)history:\(conversation):recent" }
+    /// The version of the recent list, beside it; readers never need it.
+    public func versionKey(_ conversation: String) -> String { "\(keyPrefix)history:\(conversation):recent:version" }
+    public func sessionKey(_ session: String) -> String { "\(keyPrefix)session:\(session)" }
+    public func userSessionsKey(_ user: String) -> String { "\(keyPrefix)user:\(user):sessions" }
+
+    var ttlMilliseconds: Int64 {
+        sessionTTL.components.seconds * 1000 + sessionTTL.components.attoseconds / 1_000_000_000_000_000
+    }
+}
+
+/// One change to a conversation's recent list.
+///
+/// Every transaction that stores messages of a conversation raises its `cache_version` by one,
+/// while it holds the conversation's row lock; so versions follow commit order. A `delta` holds
+/// the messages version `version` added and applies only on top of exactly `version - 1`; a
+/// `snapshot` holds the whole list as of `version` and applies on top of anything older.
+/// Redis therefore only ever moves to a newer version: the list cannot go backwards, whatever
+/// order workers, processes and redeliveries reach it in.
+public struct CacheWrite: Sendable, Hashable {
+    public enum Mode: String, Sendable, Hashable {
+        case delta = "d"
+        case snapshot = "s"
+    }
+
+    public var mode: Mode
+    public var conversationID: String
+    public var version: Int64
+    /// Elements in the contract's JSON shape, oldest first.
+    public var elements: [String]
+}
+
+/// The latest activity of a session in a batch.
+public struct SessionTouch: Sendable, Hashable {
+    public var sessionID: String
+    public var userID: String
+    public var deptID: String?
+    public var conversationID: String
+    /// The session's latest message time in the batch, RFC 3339 UTC with microseconds, which
+    /// compares correctly as text.
+    public var at: String
+    /// Its earliest message time in the batch.
+    public var first: String
+
+    /// One touch per session: its latest message in the batch, and the earliest time.
+    static func latest(of messages: [IncomingMessage]) -> [SessionTouch] {
+        var latest: [String: IncomingMessage] = [:]
+        var earliest: [String: Timestamp] = [:]
+        for message in messages {
+            guard let session = message.sessionID else { continue }
+            earliest[session] = min(earliest[session] ?? message.createdAt, message.createdAt)
+            if let seen = latest[session], seen.createdAt > message.createdAt { continue }
+            latest[session] = message
+        }
+        return latest.values.sorted { $0.sessionID! < $1.sessionID! }.map {
+            SessionTouch(
+                sessionID: $0.sessionID!,
+                userID: $0.userID,
+                deptID: $0.deptID,
+                conversationID: $0.conversationID.text,
+                at: $0.createdAt.rfc3339,
+                first: earliest[$0.sessionID!]!.rfc3339
+            )
+        }
+    }
+}
+
+/// Keeps `history:{id}:recent`, `session:{id}` and `user:{id}:sessions` fresh: all of a batch's
+/// cache work is one script call, one round trip.
+public enum RecentCache {
+    /// The contract's element, built by PostgreSQL so that deltas and snapshots are the same bytes.
+    /// `created_at` comes right after `role`, before any free text, so the script can find it.
+    static func elementSQL(_ m: String) -> String {
+        """
+        json_build_object('id', \(m).id, 'conversation_id', \(m).conversation_id, 'role', \(m).role,
+            'created_at', to_char(\(m).created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+            'tokens_used', \(m).tokens_used, 'latency_ms', \(m).latency_ms, 'content', \(m).content,
+            'metadata', \(m).metadata)::text
+        """
+    }
+
+    static let snapshotSQL = """
+        SELECT c.id::text, c.cache_version::text, e.element
+        FROM conversations AS c
+        LEFT JOIN LATERAL (
+            SELECT \(elementSQL("m")) AS element, m.created_at, m.arrival
+            FROM messages AS m
+            WHERE m.conversation_id = c.id
+            ORDER BY m.created_at DESC, m.arrival DESC
+            LIMIT $2
+        ) AS e ON true
+        WHERE c.id = ANY($1::uuid[])
+        ORDER BY c.id, e.created_at, e.arrival
+        """
+
+    /// Reads the current recent lists of these conversations, with their versions.
+    static func snapshots(of conversations: [String], size: Int, in session: PostgresSession) throws -> [CacheWrite] {
+        guard !conversations.isEmpty else { return [] }
+        let rows = try session.query(snapshotSQL, ["{" + conversations.joined(separator: ",") + "}", String(size)])
+        var writes: [CacheWrite] = []
+        for row in rows.rows {
+            guard let id = row[0], let version = row[1].flatMap({ Int64($0) }) else { continue }
+            if writes.last?.conversationID != id {
+                writes.append(CacheWrite(mode: .snapshot, conversationID: id, version: version, elements: []))
+            }
+            if let element = row[2] { writes[writes.count - 1].elements.append(element) }
+        }
+        return writes
+    }
+
+    /// Applies the writes and session touches in one call.
+    /// - Returns: conversations whose delta found Redis at an unexpected version (expired,
+    ///   evicted, or behind a commit whose cache update never happened); they need a snapshot.
+    static func apply(
+        _ writes: [CacheWrite],
+        sessions: [SessionTouch],
+        settings: CacheSettings,
+        redis: RedisConnection
+    ) async throws -> [String] {
+        guard !writes.isEmpty || !sessions.isEmpty else { return [] }
+        var keys: [RedisArgument] = []
+        var arguments: [RedisArgument] = [
+            RedisArgument(String(settings.ttlMilliseconds)), RedisArgument(settings.recentSize),
+            RedisArgument(writes.count), RedisArgument(sessions.count),
+        ]
+        for write in writes {
+            keys.append(RedisArgument(settings.recentKey(write.conversationID)))
+            keys.append(RedisArgument(settings.versionKey(write.conversationID)))
+            arguments.append(RedisArgument(write.mode.rawValue))
+            arguments.append(RedisArgument(String(write.version)))
+            arguments.append(RedisArgument(write.elements.count))
+            arguments += write.elements.map { RedisArgument($0) }
+        }
+        for touch in sessions {
+            keys.append(RedisArgument(settings.sessionKey(touch.sessionID)))
+            keys.append(RedisArgument(settings.userSessionsKey(touch.userID)))
+            arguments += [
+                RedisArgument(touch.sessionID), RedisArgument(touch.userID), RedisArgument(touch.deptID ?? ""),
+                RedisArgument(touch.conversationID), RedisArgument(touch.at), RedisArgument(touch.first),
+            ]
+        }
+        let tail: [RedisArgument] = [RedisArgument(keys.count)] + keys + arguments
+        var reply: RESPValue
+        do {
+            reply = try await redis.send(["EVALSHA", RedisArgument(scriptSHA1)] + tail)
+        } catch let error as RedisError where error.serverErrorPrefix == "NOSCRIPT" {
+            reply = try await redis.send(["EVAL", RedisArgument(script)] + tail)
+        }
+        let stale = (reply.array ?? []).compactMap { $0.int }.map { Int($0) }
+        return stale.compactMap { index in writes.indices.contains(index - 1) ? writes[index - 1].conversationID : nil }
+    }
+
+    /// The script behind `apply`. KEYS: per write its list and version keys, then per session
+    /// its hash and its user's set. ARGV: ttl_ms, recent_size, writes, sessions; per write mode,
+    /// version, count, elements; per session id, user, dept, conversation, latest and earliest time.
+    static let script = """
+        local ttl = tonumber(ARGV[1])
+        local size = tonumber(ARGV[2])
+        local writes = tonumber(ARGV[3])
+        local sessions = tonumber(ARGV[4])
+        local a = 5
+        local stale = {}
+        local function created(element)
+          local _, finish = string.find(element, '"created_at" : "', 1, true)
+          if not finish then return '' end
+          return string.sub(element, finish + 1, finish + 27)
+        end
+        local function replace(list, elements)
+          redis.call('DEL', list)
+          for i = 1, #elements, 1000 do
+            redis.call('RPUSH', list, unpack(elements, i, math.min(i + 999, #elements)))
+          end
+        end
+        for w = 1, writes do
+          local list, versionKey = KEYS[2 * w - 1], KEYS[2 * w]
+          local mode, version, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+          local new = {}
+          for i = 1, n do new[i] = ARGV[a + 2 + i] end
+          a = a + 3 + n
+          local current = tonumber(redis.call('GET', versionKey) or '-1')
+          local fresh = true
+          if current >= version then
+            -- Redis already holds this version or a newer one.
+          elseif mode == 's' then
+            replace(list, new)
+            redis.call('SET', versionKey, version)
+          elseif current == version - 1 or (current == -1 and version == 1) then
+            local merged = {}
+            local times = {}
+            if current ~= -1 then
+              merged = redis.call('LRANGE', list, 0, -1)
+              for i, element in ipairs(merged) do times[i] = created(element) end
+            end
+            for _, element in ipairs(new) do
+              local at = created(element)
+              local position = #merged + 1
+              while position > 1 and times[position - 1] > at do position = position - 1 end
+              table.insert(merged, position, element)
+              table.insert(times, position, at)
+            end
+            local kept = {}
+            for i = math.max(1, #merged - size + 1), #merged do kept[#kept + 1] = merged[i] end
+            replace(list, kept)
+            redis.call('SET', versionKey, version)
+          else
+            fresh = false
+            stale[#stale + 1] = w
+          end
+          if fresh then
+            redis.call('PEXPIRE', list, ttl)
+            redis.call('PEXPIRE', versionKey, ttl)
+          end
+        end
+        for s = 1, sessions do
+          local key, users = KEYS[2 * writes + 2 * s - 1], KEYS[2 * writes + 2 * s]
+          local session, user, dept, conversation, at, earliest =
+            ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+          a = a + 6
+          local last = redis.call('HGET', key, 'last_active')
+          if not last or at > last then
+            redis.call('HSET', key, 'user_id', user, 'dept_id', dept, 'conversation_id', conversation, 'last_active', at)
+          end
+          local first = redis.call('HGET', key, 'created_at')
+          if not first or earliest < first then redis.call('HSET', key, 'created_at', earliest) end
+          redis.call('PEXPIRE', key, ttl)
+          redis.call('SADD', users, session)
+          redis.call('PEXPIRE', users, ttl)
+        end
+        return stale
+        """
+
+    static let scriptSHA1 = SHA1.hex(Array(script.utf8))
+}
+
+/// SHA-1, only to name the cache script for EVALSHA (Redis's own choice of digest).
+enum SHA1 {
+    static func hex(_ message: [UInt8]) -> String {
+        var h: [UInt32] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0]
+        var data = message
+        let bitLength = UInt64(message.count) * 8
+        data.append(0x80)
+        while data.count % 64 != 56 { data.append(0) }
+        for shift in stride(from: 56, through: 0, by: -8) { data.append(UInt8(truncatingIfNeeded: bitLength >> UInt64(shift))) }
+        var w = [UInt32](repeating: 0, count: 80)
+        for chunk in stride(from: 0, to: data.count, by: 64) {
+            for i in 0..<16 {
+                w[i] = UInt32(data[chunk + 4 * i]) << 24 | UInt32(data[chunk + 4 * i + 1]) << 16
+                    | UInt32(data[chunk + 4 * i + 2]) << 8 | UInt32(data[chunk + 4 * i + 3])
+            }
+            for i in 16..<80 {
+                let x = w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]
+                w[i] = x << 1 | x >> 31
+            }
+            var (a, b, c, d, e) = (h[0], h[1], h[2], h[3], h[4])
+            for i in 0..<80 {
+                let (f, k): (UInt32, UInt32)
+                switch i {
+                case 0..<20: (f, k) = ((b & c) | (~b & d), 0x5A82_7999)
+                case 20..<40: (f, k) = (b ^ c ^ d, 0x6ED9_EBA1)
+                case 40..<60: (f, k) = ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC)
+                default: (f, k) = (b ^ c ^ d, 0xCA62_C1D6)
+                }
+                let temp = (a << 5 | a >> 27) &+ f &+ e &+ k &+ w[i]
+                (e, d, c, b, a) = (d, c, b << 30 | b >> 2, a, temp)
+            }
+            h[0] &+= a
+            h[1] &+= b
+            h[2] &+= c
+            h[3] &+= d
+            h[4] &+= e
+        }
+        return h.map { String(format: "%08x", $0) }.joined()
+    }
+}

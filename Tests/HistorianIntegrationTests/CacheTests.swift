@@ -1,0 +1,295 @@
+import Foundation
+import Historian
+import RedisClient
+import Testing
+
+/// The recent-history cache and sessions in Redis (contract §3), against real servers.
+@Suite(.serialized)
+struct CacheTests {
+    /// The latest `size` messages of each conversation as PostgreSQL orders them, oldest first,
+    /// as parsed JSON objects in the contract's element shape.
+    static func expectedLists(_ environment: TestEnvironment, size: Int = 10) async throws -> [String: [NSDictionary]] {
+        let rows = try await environment.rows(
+            """
+            SELECT conversation_id::text, json_build_object('id', id, 'conversation_id', conversation_id, 'role', role,
+                'created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                'tokens_used', tokens_used, 'latency_ms', latency_ms, 'content', content, 'metadata', metadata)::text
+            FROM (
+                SELECT m.*, row_number() OVER (PARTITION BY conversation_id ORDER BY created_at DESC, arrival DESC) AS rank
+                FROM messages m
+            ) ranked
+            WHERE rank <= \(size)
+            ORDER BY conversation_id, created_at, arrival
+            """
+        )
+        var lists: [String: [NSDictionary]] = [:]
+        for row in rows {
+            lists[row[0]!, default: []].append(try parse(row[1]!))
+        }
+        return lists
+    }
+
+    static func parse(_ json: String) throws -> NSDictionary {
+        try JSONSerialization.jsonObject(with: Data(json.utf8)) as! NSDictionary
+    }
+
+    static func cachedList(_ redis: RedisConnection, _ conversation: String) async throws -> [NSDictionary] {
+        let reply = try await redis.send("LRANGE", RedisArgument("history:\(conversation):recent"), "0", "-1")
+        return try (reply.array ?? []).map { try parse($0.string ?? "{}") }
+    }
+
+    @Test("20,000 messages, 300 conversations, 3 workers, a third late: every recent list equals PostgreSQL's latest")
+    func recentListsMatchPostgres() async throws {
+        try await TestEnvironment.with { environment in
+            var messages = Producer.workload(count: 20_000, conversations: 300, seed: 10)
+            // created_at in a shuffled order: about a third of the messages come after ones
+            // that are newer than they are.
+            let base = Timestamp(rfc3339: "2026-01-01T00:00:00Z")!.microseconds
+            var times = (0..<messages.count).map { base + Int64($0) * 1000 }
+            for index in stride(from: 0, to: times.count - 3, by: 3) { times.swapAt(index, index + 2) }
+            for index in messages.indices {
+                messages[index].createdAt = Timestamp(microseconds: times[index]).rfc3339
+            }
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            try await Producer.append(messages, redis: redis)
+            let run = try await HistorianProcess.run(
+                ["run", "--once", "--workers", "3", "--batch-size", "200"],
+                environment: environment.historianEnvironment,
+                timeout: .seconds(300)
+            )
+            #expect(run.status == 0, "\(run.errors)")
+            #expect(try await environment.scalar("SELECT count(*) FROM messages") == messages.count)
+
+            let expected = try await Self.expectedLists(environment)
+            #expect(expected.count == 300)
+            var wrong: [String] = []
+            for (conversation, list) in expected {
+                let cached = try await Self.cachedList(redis, conversation)
+                if cached != list { wrong.append(conversation) }
+            }
+            #expect(wrong.isEmpty, "\(wrong.count) recent lists differ from PostgreSQL, e.g. \(wrong.prefix(3))")
+        }
+    }
+
+    @Test("two processes on the same 5 conversations: no recent list ever goes back to an older view")
+    func recentListsNeverGoBackwards() async throws {
+        try await TestEnvironment.with { environment in
+            let conversations = (0..<5).map { Producer.uuid(0x0c, $0) }
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            let migrate = try await HistorianProcess.run(["migrate"], environment: environment.historianEnvironment)
+            #expect(migrate.status == 0)
+            let processes = try ["a", "b"].map {
+                try HistorianProcess(
+                    ["run", "--workers", "2", "--consumer", $0, "--batch-size", "20", "--batch-linger", "0s"],
+                    environment: environment.historianEnvironment
+                )
+            }
+            defer { for process in processes { process.signal(SIGKILL) } }
+
+            // Produce in the background; sample continuously meanwhile.
+            let total = 6_000
+            let producer = Task {
+                let producerRedis = try await environment.redis()
+                defer { producerRedis.close() }
+                let base = Timestamp(rfc3339: "2026-01-01T00:00:00Z")!.microseconds
+                for chunk in stride(from: 0, to: total, by: 200) {
+                    let batch = (chunk..<(chunk + 200)).map { index in
+                        TestMessage(
+                            id: Producer.uuid(0x0d, index),
+                            conversationID: conversations[index % 5],
+                            userID: "u-1",
+                            role: index % 2 == 0 ? "user" : "assistant",
+                            content: "message \(index)",
+                            createdAt: Timestamp(microseconds: base + Int64(index)).rfc3339
+                        )
+                    }
+                    try await Producer.append(batch, redis: producerRedis)
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+            }
+            // The newest created_at seen per conversation, and the elements seen at that time.
+            var newest: [String: String] = [:]
+            var seen: [String: Set<String>] = [:]
+            var samples = 0
+            var regressions: [String] = []
+            var done = false
+            while !done {
+                done = try await environment.scalar("SELECT count(*) FROM messages") == total
+                for conversation in conversations {
+                    let list = try await Self.cachedList(redis, conversation)
+                    guard let last = list.last?["created_at"] as? String else { continue }
+                    samples += 1
+                    let ids = Set(list.compactMap { $0["id"] as? String })
+                    if let previous = newest[conversation] {
+                        if last < previous {
+                            regressions.append("\(conversation): newest \(last) after \(previous)")
+                        }
+                        // Whatever was in the previous view and is still among the latest ten
+                        // must still be there.
+                        let oldestNow = list.first?["created_at"] as? String ?? ""
+                        let dropped = seen[conversation]!.subtracting(ids)
+                        let wrongDrops = dropped.filter { id in
+                            // Dropped elements must be older than the list's oldest element now.
+                            guard let index = Int(id.suffix(12), radix: 16) else { return true }
+                            let at = Timestamp(microseconds: Timestamp(rfc3339: "2026-01-01T00:00:00Z")!.microseconds + Int64(index)).rfc3339
+                            return at >= oldestNow
+                        }
+                        if !wrongDrops.isEmpty { regressions.append("\(conversation): lost \(wrongDrops.count) newer elements") }
+                    }
+                    newest[conversation] = max(newest[conversation] ?? "", last)
+                    seen[conversation] = ids
+                }
+            }
+            try await producer.value
+            try await eventually("all acknowledged") { try await environment.pendingCount() == 0 }
+            #expect(regressions.isEmpty, "\(regressions.prefix(5))")
+            #expect(samples > 50, "sampled only \(samples) times")
+            let expected = try await Self.expectedLists(environment)
+            for conversation in conversations {
+                #expect(try await Self.cachedList(redis, conversation) == expected[conversation] ?? [])
+            }
+        }
+    }
+
+    @Test("every key Historian writes has a TTL, activity refreshes it, idle keys vanish")
+    func everyKeyHasATTL() async throws {
+        try await TestEnvironment.with { environment in
+            var variables = environment.historianEnvironment
+            variables["HISTORIAN_SESSION_TTL"] = "3s"
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            let messages = Producer.workload(count: 300, conversations: 30, seed: 11)
+            try await Producer.append(messages, redis: redis)
+            let first = try await HistorianProcess.run(["run", "--once"], environment: variables)
+            #expect(first.status == 0, "\(first.errors)")
+
+            let streams: Set<String> = ["chat:messages", "chat:messages:dlq"]
+            let keys = try await redis.send("KEYS", "*").array?.compactMap(\.string) ?? []
+            let written = keys.filter { !streams.contains($0) }
+            #expect(written.contains { $0.hasPrefix("history:") } && written.contains { $0.hasPrefix("session:") })
+            #expect(written.contains { $0.hasPrefix("user:") })
+            for key in written {
+                let ttl = try await redis.send("PTTL", RedisArgument(key)).int ?? -1
+                #expect(ttl > 0 && ttl <= 3000, "\(key) has TTL \(ttl)")
+            }
+
+            // Activity in one conversation refreshes its keys; the rest expire.
+            try await Task.sleep(for: .seconds(2))
+            let active = messages[0]
+            var next = active
+            next.id = Producer.uuid(0x0e, 1)
+            next.content = "still here"
+            try await Producer.append([next], redis: redis)
+            let second = try await HistorianProcess.run(["run", "--once"], environment: variables)
+            #expect(second.status == 0)
+            let refreshed = try await redis.send("PTTL", RedisArgument("history:\(active.conversationID):recent")).int ?? -1
+            #expect(refreshed > 2000)
+            try await Task.sleep(for: .seconds(1.5))
+            #expect(try await redis.send("EXISTS", RedisArgument("history:\(active.conversationID):recent")).int == 1)
+            #expect(try await redis.send("EXISTS", RedisArgument("session:\(active.sessionID!)")).int == 1)
+            #expect(try await redis.send("EXISTS", RedisArgument("history:\(messages[1].conversationID):recent")).int == 0)
+            try await Task.sleep(for: .seconds(2))
+            let left = try await redis.send("KEYS", "*").array?.compactMap(\.string).filter { !streams.contains($0) } ?? []
+            #expect(left.isEmpty, "\(left)")
+
+            // A conversation whose list expired is rebuilt from PostgreSQL on its next message.
+            var late = messages[1]
+            late.id = Producer.uuid(0x0e, 2)
+            try await Producer.append([late], redis: redis)
+            let third = try await HistorianProcess.run(["run", "--once"], environment: variables)
+            #expect(third.status == 0)
+            let expected = try await Self.expectedLists(environment)
+            #expect(try await Self.cachedList(redis, late.conversationID) == expected[late.conversationID])
+            #expect(try await Self.cachedList(redis, late.conversationID).count == 10)
+        }
+    }
+
+    @Test("session hashes and users' session sets after a multi-session load")
+    func sessions() async throws {
+        try await TestEnvironment.with { environment in
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            let base = Timestamp(rfc3339: "2026-03-01T12:00:00Z")!.microseconds
+            var messages: [TestMessage] = []
+            for index in 0..<600 {
+                let user = index % 4
+                let session = "s-\(user)-\(index % 3)"
+                var message = TestMessage(
+                    id: Producer.uuid(0x0f, index),
+                    conversationID: Producer.uuid(0x10, user * 10 + index % 3),
+                    userID: "user-\(user)",
+                    role: "user",
+                    content: "hello \(index)",
+                    createdAt: Timestamp(microseconds: base + Int64(index) * 1_000_000).rfc3339,
+                    sessionID: session
+                )
+                message.metadata = nil
+                messages.append(message)
+            }
+            // Arrival order differs from time order.
+            try await Producer.append(messages.shuffled(), redis: redis)
+            let run = try await HistorianProcess.run(["run", "--once", "--workers", "2", "--batch-size", "50"], environment: environment.historianEnvironment)
+            #expect(run.status == 0, "\(run.errors)")
+            for user in 0..<4 {
+                let members = try await redis.send("SMEMBERS", RedisArgument("user:user-\(user):sessions")).array?.compactMap(\.string) ?? []
+                #expect(Set(members) == Set((0..<3).map { "s-\(user)-\($0)" }))
+                for slot in 0..<3 {
+                    let session = "s-\(user)-\(slot)"
+                    let ofSession = messages.filter { $0.sessionID == session }
+                    let reply = try await redis.send("HGETALL", RedisArgument("session:\(session)"))
+                    var fields: [String: String] = [:]
+                    let items = reply.array?.compactMap(\.string) ?? []
+                    for index in stride(from: 0, to: items.count - 1, by: 2) { fields[items[index]] = items[index + 1] }
+                    let latest = ofSession.max { $0.createdAt! < $1.createdAt! }!
+                    #expect(fields["user_id"] == "user-\(user)")
+                    #expect(fields["created_at"] == ofSession.map { $0.createdAt! }.min())
+                    #expect(fields["last_active"] == latest.createdAt)
+                    #expect(fields["conversation_id"] == latest.conversationID)
+                    #expect(fields["dept_id"] == "")
+                }
+            }
+        }
+    }
+
+    @Test("cache work is a constant number of Redis calls per batch, not per message")
+    func roundTripsPerBatch() async throws {
+        try await TestEnvironment.with { environment in
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            func calls() async throws -> [String: Int] {
+                let info = try await redis.send("INFO", "commandstats").string ?? ""
+                var result: [String: Int] = [:]
+                for line in info.split(whereSeparator: \.isNewline) where line.hasPrefix("cmdstat_") {
+                    let name = line.dropFirst(8).prefix { $0 != ":" }
+                    if let range = line.range(of: "calls="), let count = Int(line[range.upperBound...].prefix { $0.isNumber }) {
+                        result[String(name)] = count
+                    }
+                }
+                return result
+            }
+            let migrate = try await HistorianProcess.run(["migrate"], environment: environment.historianEnvironment)
+            #expect(migrate.status == 0)
+            for (messagesCount, conversations) in [(2_000, 2_000), (2_000, 20)] {
+                _ = try await redis.send("FLUSHALL")
+                _ = try await environment.rows("TRUNCATE conversations CASCADE")
+                let messages = Producer.workload(count: messagesCount, conversations: conversations, seed: 12 + conversations)
+                try await Producer.append(messages, redis: redis)
+                _ = try await redis.send("CONFIG", "RESETSTAT")
+                let run = try await HistorianProcess.run(
+                    ["run", "--once", "--batch-size", "250"],
+                    environment: environment.historianEnvironment
+                )
+                #expect(run.status == 0, "\(run.errors)")
+                let counted = try await calls()
+                let batches = counted["xack"] ?? 0
+                let cacheCalls = (counted["evalsha"] ?? 0) + (counted["eval"] ?? 0)
+                print("cache: \(messagesCount) messages in \(conversations) conversations: \(batches) batches, \(cacheCalls) cache calls")
+                #expect(batches >= messagesCount / 250)
+                // One script call per batch, plus at most one NOSCRIPT fallback in the run.
+                #expect(cacheCalls <= batches + 1)
+            }
+        }
+    }
+}
