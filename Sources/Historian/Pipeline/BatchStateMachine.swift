@@ -57,8 +57,15 @@ public struct BatchStateMachine: Sendable {
     private var stored: [IncomingMessage] = []
     private var alreadyStored: [IncomingMessage] = []
 
-    /// Validates every entry; entries whose fields are `nil` (deleted while pending) vanish.
-    public init(entries: [StreamEntry?], ids: [StreamID], validator: EntryValidator) {
+    /// Validates every entry; entries whose fields are `nil` (deleted while pending) vanish, and
+    /// entries delivered more than `maxDeliveries` times are poison.
+    public init(
+        entries: [StreamEntry?],
+        ids: [StreamID],
+        validator: EntryValidator,
+        deliveries: [StreamID: Int] = [:],
+        maxDeliveries: Int = .max
+    ) {
         precondition(entries.count == ids.count)
         var kept: [StreamEntry] = []
         var valid: [IncomingMessage] = []
@@ -68,6 +75,12 @@ public struct BatchStateMachine: Sendable {
                 continue
             }
             kept.append(entry)
+            if let count = deliveries[id], count > maxDeliveries {
+                outcomes[id] = .deadLetter(
+                    Rejection(.poison, "delivered \(count) times without success (max_deliveries is \(maxDeliveries))")
+                )
+                continue
+            }
             switch validator.validate(entry) {
             case .success(let message): valid.append(message)
             case .failure(let rejection): outcomes[id] = .deadLetter(rejection)

@@ -28,13 +28,50 @@ public struct IngestService: Service {
                 "consumer": "\(settings.consumer)", "workers": "\(settings.workers)",
             ]
         )
+        var maintenance = StreamMaintenance(
+            stream: settings.stream,
+            ownConsumers: Set((0..<settings.workers).map(settings.consumerName(worker:))),
+            forgetConsumersAfter: max(.seconds(3600), settings.claimIdle * 10),
+            logger: logger
+        )
+        // Before reading: a gap left while no one was reading is found before it is crossed.
+        try? await maintain(&maintenance)
         try await withThrowingDiscardingTaskGroup { group in
             for index in 0..<settings.workers {
                 let worker = IngestWorker(index: index, settings: settings, endpoints: endpoints, logger: logger)
                 group.addTask { try await worker.run() }
             }
+            if !settings.once {
+                group.addTask { [maintenance] in
+                    // Ends (cancelled) as soon as shutdown begins, without waiting out a sleep.
+                    try? await cancelWhenGracefulShutdown { try await maintainForever(maintenance) }
+                }
+            }
         }
+        if settings.once { try? await maintain(&maintenance) }
         logger.info("ingest stopped")
+    }
+
+    /// How often the stream is trimmed and checked for gaps.
+    static let maintenanceEvery: Duration = .seconds(5)
+
+    private func maintainForever(_ maintenance: StreamMaintenance) async throws {
+        var maintenance = maintenance
+        while true {
+            try await Task.sleep(for: Self.maintenanceEvery)
+            try? await maintain(&maintenance)
+        }
+    }
+
+    private func maintain(_ maintenance: inout StreamMaintenance) async throws {
+        let redis = try await endpoints.connectRedis(logger: logger)
+        defer { redis.close() }
+        do {
+            try await maintenance.run(redis)
+        } catch {
+            logger.warning("stream maintenance failed; will try again", metadata: ["error": "\(error)"])
+            throw error
+        }
     }
 
     /// Waits for both servers, brings the schema up to date and makes sure the group exists.

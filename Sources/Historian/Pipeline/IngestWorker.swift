@@ -15,6 +15,12 @@ public struct IngestSettings: Sendable {
     public var batchLinger: Duration
     public var validator: EntryValidator
     public var cache: CacheSettings
+    public var maxDeliveries: Int
+    public var claimIdle: Duration
+    /// How often a worker looks for entries left pending by dead consumers.
+    public var claimEvery: Duration {
+        max(.milliseconds(500), min(claimIdle / 2, .seconds(30)))
+    }
     /// Stop when nothing is waiting instead of waiting for more (`run --once`).
     public var once: Bool
     /// How long one read waits for new entries; short, so shutdown is never held up long.
@@ -27,6 +33,8 @@ public struct IngestSettings: Sendable {
         batchSize = configuration.batchSize
         batchLinger = configuration.batchLinger
         validator = EntryValidator(limits: ValidationLimits(maxContentBytes: configuration.maxContentBytes))
+        maxDeliveries = configuration.maxDeliveries
+        claimIdle = configuration.claimIdle
         cache = CacheSettings(
             recentSize: configuration.recentSize,
             sessionTTL: configuration.sessionTTL,
@@ -64,12 +72,28 @@ struct IngestWorker {
     func run() async throws {
         defer { connections.close() }
         var position = IngestStream.ReadPosition.pending(after: .zero)
+        var nextClaim = ContinuousClock.now + settings.claimEvery
         logger.debug("worker started")
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
-            let delivery: IngestStream.Delivery
+            var delivery: IngestStream.Delivery
             do {
                 delivery = try await retrying("reading the stream", logger: logger) {
                     try await readBatch(&position)
+                }
+                if ContinuousClock.now >= nextClaim {
+                    nextClaim = ContinuousClock.now + settings.claimEvery
+                    let claimed = try await retrying("claiming idle entries", logger: logger) {
+                        try await settings.stream.claimIdle(
+                            try await connections.redis(),
+                            consumer: settings.consumerName(worker: index),
+                            idle: settings.claimIdle,
+                            count: settings.batchSize
+                        )
+                    }
+                    if !claimed.isEmpty {
+                        logger.notice("claimed entries left pending by another consumer", metadata: ["entries": "\(claimed.count)"])
+                        try await process(claimed)
+                    }
                 }
             } catch is ShuttingDown {
                 break
@@ -100,9 +124,19 @@ struct IngestWorker {
                 count: settings.batchSize,
                 block: nil
             )
-            if let last = pending.ids.last, last > after {
+            if let first = pending.ids.first, let last = pending.ids.last, last > after {
                 position = .pending(after: last)
-                return pending
+                var delivery = pending
+                // Redelivered after a crash: count deliveries, so a batch that kills the
+                // process every time ends as poison instead of looping forever.
+                delivery.deliveries = try await settings.stream.deliveryCounts(
+                    redis,
+                    consumer: settings.consumerName(worker: index),
+                    from: first,
+                    to: last,
+                    count: pending.count
+                )
+                return delivery
             }
             position = .new
         }
@@ -138,7 +172,13 @@ struct IngestWorker {
     /// Carries a batch through the state machine: store (isolating rows PostgreSQL refuses),
     /// refresh the cache, then acknowledge and dead-letter in one pipeline.
     private func process(_ delivery: IngestStream.Delivery) async throws {
-        var machine = BatchStateMachine(entries: delivery.entries, ids: delivery.ids, validator: settings.validator)
+        var machine = BatchStateMachine(
+            entries: delivery.entries,
+            ids: delivery.ids,
+            validator: settings.validator,
+            deliveries: delivery.deliveries,
+            maxDeliveries: settings.maxDeliveries
+        )
         var cacheWrites: [CacheWrite] = []
         while true {
             switch machine.nextAction() {

@@ -37,6 +37,8 @@ public struct IngestStream: Sendable {
     public struct Delivery: Sendable {
         public var ids: [StreamID] = []
         public var entries: [StreamEntry?] = []
+        /// How often each entry has been delivered, where known (pending and claimed entries).
+        public var deliveries: [StreamID: Int] = [:]
         public var isEmpty: Bool { ids.isEmpty }
         public var count: Int { ids.count }
     }
@@ -101,6 +103,67 @@ public struct IngestStream: Sendable {
             index += 2
         }
         return (id, StreamEntry(id: id, fields: fields))
+    }
+
+    /// Delivery counts of a consumer's pending entries between two IDs (inclusive).
+    public func deliveryCounts(
+        _ redis: RedisConnection,
+        consumer: String,
+        from first: StreamID,
+        to last: StreamID,
+        count: Int
+    ) async throws -> [StreamID: Int] {
+        let reply = try await redis.send(
+            [
+                "XPENDING", RedisArgument(stream), RedisArgument(group), RedisArgument(first.description),
+                RedisArgument(last.description), RedisArgument(count), RedisArgument(consumer),
+            ]
+        )
+        return Self.decodePendingCounts(reply)
+    }
+
+    /// `[[id, consumer, idle, deliveries], …]` as deliveries by ID.
+    static func decodePendingCounts(_ reply: RESPValue) -> [StreamID: Int] {
+        var counts: [StreamID: Int] = [:]
+        for item in reply.array ?? [] {
+            guard let fields = item.array, fields.count >= 4, let id = fields[0].string.flatMap({ StreamID($0) }),
+                let count = fields[3].int
+            else { continue }
+            counts[id] = Int(count)
+        }
+        return counts
+    }
+
+    /// Takes over entries that have been pending, with any consumer, for at least `idle`:
+    /// the work of consumers that died. `XPENDING … IDLE` finds them with their delivery counts,
+    /// and `XCLAIM` with the same minimum idle time takes only those still idle, so two
+    /// claimers never both get an entry.
+    public func claimIdle(
+        _ redis: RedisConnection,
+        consumer: String,
+        idle: Duration,
+        count: Int
+    ) async throws -> Delivery {
+        let milliseconds = RedisArgument(String(idle.components.seconds * 1000 + idle.components.attoseconds / 1_000_000_000_000_000))
+        let pending = try await redis.send(
+            ["XPENDING", RedisArgument(stream), RedisArgument(group), "IDLE", milliseconds, "-", "+", RedisArgument(count)]
+        )
+        let counts = Self.decodePendingCounts(pending)
+        guard !counts.isEmpty else { return Delivery() }
+        let ids = counts.keys.sorted()
+        let claimed = try await redis.send(
+            ["XCLAIM", RedisArgument(stream), RedisArgument(group), RedisArgument(consumer), milliseconds]
+                + ids.map { RedisArgument($0.description) }
+        )
+        var delivery = Delivery()
+        for item in claimed.array ?? [] {
+            let (id, entry) = try Self.decodeEntry(item)
+            delivery.ids.append(id)
+            delivery.entries.append(entry)
+            // XCLAIM counted one more delivery.
+            delivery.deliveries[id] = (counts[id] ?? 0) + 1
+        }
+        return delivery
     }
 
     /// Entries from `start` (inclusive) on, without the consumer group; for the dry run.
