@@ -11,8 +11,8 @@ struct StreamMaintenance {
     let forgetConsumersAfter: Duration
     let logger: Logger
 
-    /// The gap reported last, so each gap is logged once.
-    private(set) var reportedGap: StreamID?
+    /// Entries already reported lost, so each gap is logged once.
+    private(set) var reportedLost = 0
     /// Entries trimmed before this group read them, since the process started.
     private(set) var trimmedBeforeDelivery = 0
 
@@ -54,34 +54,42 @@ struct StreamMaintenance {
         try await forgetIdleConsumers(redis)
     }
 
-    /// Entries deleted from the stream beyond this group's last-delivered ID were never read by
-    /// it. When the stream's first entry lies past that ID, everything before it is gone and the
-    /// number lost is `entries-added − length − entries-read`.
+    /// Entries the group never read although they were added: every entry ever added was
+    /// either read by the group (`entries-read`), or is still in the stream after the group's
+    /// last-delivered ID, or was deleted (trimmed) before the group got to it. The count is
+    /// cumulative, so it is compared with what was reported before and each gap is logged once.
     mutating func checkForGap(_ redis: RedisConnection, group: GroupInfo) async throws {
+        guard let read = group.entriesRead else { return }
         let info = DryRun.pairs(try await redis.send("XINFO", "STREAM", RedisArgument(stream.stream)))
-        guard let deleted = info["max-deleted-entry-id"]?.string.flatMap({ StreamID($0) }),
-            deleted > group.lastDelivered
-        else { return }
-        guard reportedGap.map({ deleted > $0 }) ?? true else { return }
-        reportedGap = deleted
         let length = Int(info["length"]?.int ?? 0)
         let added = Int(info["entries-added"]?.int ?? 0)
-        let first = info["first-entry"]?.array?.first?.string.flatMap { StreamID($0) }
-        var lost: Int?
-        if let read = group.entriesRead, first.map({ $0 > group.lastDelivered }) ?? true {
-            lost = added - length - read
-        }
-        if let lost, lost > 0 { trimmedBeforeDelivery += lost }
+        // Entries up to the last-delivered ID still in the stream, counted server-side; past a
+        // limit the check waits for trimming to catch up.
+        let upTo = try await redis.send(
+            "EVAL", RedisArgument(Self.countUpToScript), "1", RedisArgument(stream.stream),
+            RedisArgument(group.lastDelivered.description), RedisArgument(Self.countLimit)
+        )
+        guard let before = upTo.int.map({ Int($0) }), before <= Self.countLimit else { return }
+        let lost = added - read - (length - before)
+        guard lost > reportedLost else { return }
+        let gap = lost - reportedLost
+        reportedLost = lost
+        trimmedBeforeDelivery += gap
         logger.error(
             "entries were deleted from the stream before this group read them",
             metadata: [
                 "stream": "\(stream.stream)", "group": "\(stream.group)",
-                "gap.after": "\(group.lastDelivered)", "gap.through": "\(deleted)",
-                "gap.entries": "\(lost.map(String.init) ?? "unknown")",
+                "gap.after": "\(group.lastDelivered)", "gap.entries": "\(gap)",
                 "trimmed_before_delivery.total": "\(trimmedBeforeDelivery)",
             ]
         )
     }
+
+    static let countLimit = 100_000
+    static let countUpToScript = """
+        if ARGV[1] == '0-0' then return 0 end
+        return #redis.call('XRANGE', KEYS[1], '-', ARGV[1], 'COUNT', tonumber(ARGV[2]) + 1)
+        """
 
     /// Trims entries that every group has acknowledged: below the oldest pending entry of each
     /// group, and never past any group's last-delivered ID.

@@ -166,7 +166,8 @@ func eventually(
     _ condition: () async throws -> Bool
 ) async throws {
     let deadline = ContinuousClock.now + timeout
-    while try await !condition() {
+    // A condition that throws (a table not created yet, a server restarting) is not yet true.
+    while !((try? await condition()) ?? false) {
         guard ContinuousClock.now < deadline else {
             throw TimedOut(what: what)
         }

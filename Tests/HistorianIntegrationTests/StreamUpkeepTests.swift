@@ -1,0 +1,201 @@
+import Foundation
+import Historian
+import RedisClient
+import Testing
+
+/// Dead consumers, poison, trimming, gaps and memory under a backlog, against real servers.
+@Suite(.serialized)
+struct StreamUpkeepTests {
+    /// Appends `count` valid messages server-side (a Lua loop), for backlogs too big to send
+    /// from the test quickly.
+    static func appendInRedis(_ redis: RedisConnection, count: Int, conversations: Int, stream: String = "chat:messages", maxlen: Int? = nil) async throws {
+        let script = """
+            local conversations = tonumber(ARGV[2])
+            local body = string.rep('x', 250)
+            for i = 1, tonumber(ARGV[1]) do
+              local c = i % conversations
+              local args = {KEYS[1]}
+              if ARGV[3] ~= '' then
+                args[#args + 1] = 'MAXLEN'
+                args[#args + 1] = ARGV[3]
+              end
+              args[#args + 1] = '*'
+              for _, v in ipairs({'message_id', string.format('01931100-0000-7000-8000-%012x', i),
+                  'conversation_id', string.format('01931200-0000-7000-8000-%012x', c),
+                  'user_id', 'u-' .. c, 'role', 'user', 'content', 'message ' .. i .. ' ' .. body}) do
+                args[#args + 1] = v
+              end
+              redis.call('XADD', unpack(args))
+            end
+            return 0
+            """
+        var start = 0
+        while start < count {
+            let chunk = min(50_000, count - start)
+            _ = try await redis.send(
+                ["EVAL", RedisArgument(script), "1", RedisArgument(stream), RedisArgument(chunk), RedisArgument(conversations),
+                 RedisArgument(maxlen.map(String.init) ?? "")],
+                timeout: .seconds(120)
+            )
+            start += chunk
+        }
+    }
+
+    @Test("entries pending with a dead consumer are claimed and stored; one delivered too often is poison")
+    func deadConsumersAndPoison() async throws {
+        try await TestEnvironment.with { environment in
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            _ = try await redis.send("XGROUP", "CREATE", "chat:messages", "historian", "0", "MKSTREAM")
+            let orphans = Producer.workload(count: 50, conversations: 5, seed: 20)
+            let poisoned = Producer.workload(count: 1, conversations: 1, seed: 21)
+            let orphanIDs = try await Producer.append(orphans, redis: redis)
+            let poisonIDs = try await Producer.append(poisoned, redis: redis)
+            // A consumer takes everything and dies; the poisoned entry has been handed out ten
+            // times already (say it crashed every consumer that touched it).
+            _ = try await redis.send("XREADGROUP", "GROUP", "historian", "ghost", "COUNT", "100", "STREAMS", "chat:messages", ">")
+            for _ in 0..<9 {
+                _ = try await redis.send("XCLAIM", "chat:messages", "historian", "ghost", "0", RedisArgument(poisonIDs[0]))
+            }
+
+            let process = try HistorianProcess(["run", "--claim-idle", "1s"], environment: environment.historianEnvironment)
+            defer { process.signal(SIGKILL) }
+            try await eventually("the orphans stored and nothing pending", timeout: .seconds(60)) {
+                let stored = try await environment.scalar("SELECT count(*) FROM messages")
+                let pending = try await environment.pendingCount()
+                return stored == orphans.count && pending == 0
+            }
+            process.signal(SIGTERM)
+            #expect(try await process.wait(timeout: .seconds(20)) == 0)
+
+            try await IngestTests.expectStored(orphans, in: environment)
+            let letters = try await redis.send("XRANGE", "chat:messages:dlq", "-", "+").array ?? []
+            #expect(letters.count == 1)
+            let fields = streamFields(letters.first)
+            #expect(fields["dlq_reason"] == "poison")
+            #expect(fields["dlq_source_id"] == poisonIDs[0])
+            #expect(fields["message_id"] == poisoned[0].id)
+            #expect(!orphanIDs.contains(fields["dlq_source_id"] ?? ""))
+        }
+    }
+
+    @Test("trimming never drops what another group still needs, and does trim what all acknowledged")
+    func safeTrimming() async throws {
+        try await TestEnvironment.with { environment in
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            try await Self.appendInRedis(redis, count: 5_000, conversations: 50)
+            // A second, slower group: it has read 2,000 entries and acknowledged 1,000 of them.
+            _ = try await redis.send("XGROUP", "CREATE", "chat:messages", "laggard", "0")
+            let read = try await redis.send("XREADGROUP", "GROUP", "laggard", "l1", "COUNT", "2000", "STREAMS", "chat:messages", ">")
+            let readIDs = (read.array?.first?.array?[1].array ?? []).compactMap { $0.array?.first?.string }
+            #expect(readIDs.count == 2_000)
+            _ = try await redis.send(["XACK", "chat:messages", "laggard"] + readIDs.prefix(1_000).map { RedisArgument($0) })
+            let needed = Array(readIDs.dropFirst(1_000))
+
+            let process = try HistorianProcess(["run"], environment: environment.historianEnvironment)
+            defer { process.signal(SIGKILL) }
+            try await eventually("all stored", timeout: .seconds(120)) {
+                try await environment.scalar("SELECT count(*) FROM messages") == 5_000
+            }
+            // Give maintenance (every 5 s) two chances.
+            try await Task.sleep(for: .seconds(11))
+            let first = try await redis.send("XRANGE", "chat:messages", "-", "+", "COUNT", "1").array?.first?.array?.first?.string
+            #expect(first != nil)
+            let remaining = try await redis.send("XRANGE", "chat:messages", RedisArgument(needed[0]), "+").array?.count ?? 0
+            #expect(remaining == 5_000 - 1_000, "entries the laggard still needs were trimmed")
+            let length = try await redis.send("XLEN", "chat:messages").int ?? 0
+            #expect(length >= 4_000)
+            #expect(length < 5_000 - 500, "nothing was trimmed although 1,000 entries were acknowledged by all")
+
+            // Once the laggard has acknowledged everything, the stream shrinks to almost nothing.
+            let rest = try await redis.send("XREADGROUP", "GROUP", "laggard", "l1", "COUNT", "10000", "STREAMS", "chat:messages", ">")
+            let restIDs = (rest.array?.first?.array?[1].array ?? []).compactMap { $0.array?.first?.string }
+            _ = try await redis.send(["XACK", "chat:messages", "laggard"] + (needed + restIDs).map { RedisArgument($0) })
+            try await eventually("the stream trimmed", timeout: .seconds(20)) {
+                (try await redis.send("XLEN", "chat:messages").int ?? 0) < 200
+            }
+            process.signal(SIGTERM)
+            #expect(try await process.wait(timeout: .seconds(20)) == 0)
+        }
+    }
+
+    @Test("entries trimmed by a producer's MAXLEN before delivery are reported")
+    func trimmedBeforeDelivery() async throws {
+        try await TestEnvironment.with { environment in
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            try await Self.appendInRedis(redis, count: 100, conversations: 10)
+            let first = try await HistorianProcess.run(["run", "--once"], environment: environment.historianEnvironment)
+            #expect(first.status == 0)
+            #expect(!first.errors.contains("before this group read them"))
+            // While no one reads, a producer appends 1,000 more with MAXLEN 100: 900 never reach us.
+            try await Self.appendInRedis(redis, count: 1_000, conversations: 10, maxlen: 100)
+            let second = try await HistorianProcess.run(["run", "--once"], environment: environment.historianEnvironment)
+            #expect(second.status == 0)
+            #expect(second.errors.contains("entries were deleted from the stream before this group read them"))
+            #expect(second.errors.contains("gap.entries=900"))
+            // The hundred that survived are stored.
+            #expect(try await environment.pendingCount() == 0)
+            #expect(try await environment.scalar("SELECT count(*) FROM messages") == 200)
+        }
+    }
+
+    @Test("memory stays bounded while 500,000 entries wait and PostgreSQL is down")
+    func boundedMemoryDuringOutage() async throws {
+        try await TestEnvironment.with { environment in
+            let migrate = try await HistorianProcess.run(["migrate"], environment: environment.historianEnvironment)
+            #expect(migrate.status == 0)
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            let process = try HistorianProcess(["run", "--workers", "2"], environment: environment.historianEnvironment)
+            defer { process.signal(SIGKILL) }
+            try await eventually("the daemon ready", timeout: .seconds(30)) { try await environment.pendingCount() == 0 }
+            try await environment.postgresServer.stop(immediate: true)
+            try await Self.appendInRedis(redis, count: 500_000, conversations: 1_000)
+
+            var peak = 0
+            let end = ContinuousClock.now + .seconds(15)
+            while ContinuousClock.now < end {
+                peak = max(peak, Self.residentKiB(process.child.pid))
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(process.isRunning, "the daemon exited during the outage: \(process.errorOutput.suffix(500))")
+            let pending = try await environment.pendingCount()
+            print("memory: peak RSS \(peak / 1024) MiB with 500,000 entries waiting, PostgreSQL down, \(pending) pending")
+            // Two workers hold at most one batch each; the rest stays in Redis.
+            #expect(pending <= 2 * 500)
+            #expect(peak < Self.memoryBoundKiB, "peak RSS \(peak) KiB")
+            let dead = try await redis.send("XLEN", "chat:messages:dlq").int ?? 0
+            #expect(dead == 0)
+
+            try await environment.postgresServer.start()
+            process.signal(SIGTERM)
+            #expect(try await process.wait(timeout: .seconds(30)) == 0)
+        }
+    }
+
+    /// The bound the memory test holds the daemon to: 64 MiB, for a debug build whose code and
+    /// runtime alone take about 30 MiB (measured peak: 37 MiB).
+    static let memoryBoundKiB = 64 * 1024
+
+    static func residentKiB(_ pid: pid_t) -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? 0
+        }
+        return 0
+    }
+}
+
+/// The fields of an `XRANGE` element as a dictionary of strings.
+func streamFields(_ element: RESPValue?) -> [String: String] {
+    let items = element?.array?.dropFirst().first?.array ?? []
+    var fields: [String: String] = [:]
+    var index = 0
+    while index + 1 < items.count {
+        if let name = items[index].string { fields[name] = items[index + 1].string ?? "" }
+        index += 2
+    }
+    return fields
+}
