@@ -156,25 +156,13 @@ public struct DryRun: Sendable {
         state.streamExists = true
         let groups = try await redis.send("XINFO", "GROUPS", RedisArgument(settings.stream.stream))
         for group in groups.array ?? [] {
-            let info = Self.pairs(group)
+            let info = group.fieldPairs
             if info["name"]?.string == settings.stream.group {
                 state.groupExists = true
                 state.lastDelivered = info["last-delivered-id"]?.string.flatMap { StreamID($0) } ?? .zero
             }
         }
         return state
-    }
-
-    /// A flat `[name, value, …]` reply as a dictionary.
-    static func pairs(_ reply: RESPValue) -> [String: RESPValue] {
-        var result: [String: RESPValue] = [:]
-        let items = reply.array ?? []
-        var index = 0
-        while index + 1 < items.count {
-            if let name = items[index].string { result[name] = items[index + 1] }
-            index += 2
-        }
-        return result
     }
 
     /// What the dry run has decided so far, so that later entries are judged as if earlier ones

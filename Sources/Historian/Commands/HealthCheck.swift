@@ -58,10 +58,10 @@ public struct HealthCheck: Sendable {
             let type = try await redis.send("TYPE", RedisArgument(stream))
             switch type.string {
             case "stream":
-                let info = DryRun.pairs(try await redis.send("XINFO", "STREAM", RedisArgument(stream)))
+                let info = try await redis.send("XINFO", "STREAM", RedisArgument(stream)).fieldPairs
                 report("ok: stream \(stream): \(info["length"]?.int ?? 0) entries")
                 let groups = try await redis.send("XINFO", "GROUPS", RedisArgument(stream))
-                let group = (groups.array ?? []).map(DryRun.pairs).first { $0["name"]?.string == configuration.group }
+                let group = (groups.array ?? []).map(\.fieldPairs).first { $0["name"]?.string == configuration.group }
                 if let group {
                     let lag = group["lag"].flatMap { $0.int.map(String.init) } ?? "unknown"
                     report(

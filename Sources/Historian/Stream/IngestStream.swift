@@ -221,3 +221,17 @@ public struct IngestStream: Sendable {
         return command
     }
 }
+
+extension RESPValue {
+    /// A flat `[name, value, …]` reply (XINFO and friends) as a dictionary.
+    var fieldPairs: [String: RESPValue] {
+        var result: [String: RESPValue] = [:]
+        let items = array ?? []
+        var index = 0
+        while index + 1 < items.count {
+            if let name = items[index].string { result[name] = items[index + 1] }
+            index += 2
+        }
+        return result
+    }
+}

@@ -32,7 +32,7 @@ struct StreamMaintenance {
 
     static func groups(_ redis: RedisConnection, stream: String) async throws -> [GroupInfo] {
         let reply = try await redis.send("XINFO", "GROUPS", RedisArgument(stream))
-        return (reply.array ?? []).map(DryRun.pairs).compactMap { info in
+        return (reply.array ?? []).map(\.fieldPairs).compactMap { info in
             guard let name = info["name"]?.string else { return nil }
             return GroupInfo(
                 name: name,
@@ -60,7 +60,7 @@ struct StreamMaintenance {
     /// cumulative, so it is compared with what was reported before and each gap is logged once.
     mutating func checkForGap(_ redis: RedisConnection, group: GroupInfo) async throws {
         guard let read = group.entriesRead else { return }
-        let info = DryRun.pairs(try await redis.send("XINFO", "STREAM", RedisArgument(stream.stream)))
+        let info = try await redis.send("XINFO", "STREAM", RedisArgument(stream.stream)).fieldPairs
         let length = Int(info["length"]?.int ?? 0)
         let added = Int(info["entries-added"]?.int ?? 0)
         // Entries up to the last-delivered ID still in the stream, counted server-side; past a
@@ -121,7 +121,7 @@ struct StreamMaintenance {
     func forgetIdleConsumers(_ redis: RedisConnection) async throws {
         let reply = try await redis.send("XINFO", "CONSUMERS", RedisArgument(stream.stream), RedisArgument(stream.group))
         let limit = forgetConsumersAfter.components.seconds * 1000
-        for consumer in (reply.array ?? []).map(DryRun.pairs) {
+        for consumer in (reply.array ?? []).map(\.fieldPairs) {
             guard let name = consumer["name"]?.string, !ownConsumers.contains(name),
                 consumer["pending"]?.int == 0, let idle = consumer["idle"]?.int, idle > limit
             else { continue }
