@@ -54,6 +54,8 @@ struct ValidationTests {
         (["contexts": #"[{"doc_id":5}]"#], .invalidJSON),
         (["contexts": #"[{"score":"high"}]"#], .invalidJSON),
         (["contexts": "[1]"], .invalidJSON),
+        (["contexts": #"[{"score":true}]"#], .invalidJSON),
+        (["contexts": #"[{"metadata":[1]}]"#], .invalidJSON),
         (["created_at": "yesterday"], .invalidTimestamp),
         (["created_at": "2026-11-21T08:37:07"], .invalidTimestamp),
         (["created_at": "2026-02-30T08:37:07Z"], .invalidTimestamp),
@@ -115,6 +117,13 @@ struct ValidationTests {
         #expect(message.tokensUsed == 12 && message.latencyMs == 0)
         #expect(message.sessionID == "s-9" && message.deptID == "d-1" && message.title == "Vacation")
         #expect(message.contexts != nil && message.metadata != nil)
+    }
+
+    @Test(arguments: ["0", "1", "1.0", "0.25", "-3", "null", "1e-5"])
+    func contextScoresMayBeAnyNumber(_ score: String) throws {
+        let contexts = #"[{"doc_id":"d","content":"c","score":"# + score + #","metadata":{"p":1}},{}]"#
+        let message = try EntryValidator().validate(Self.entry(Self.good, replacing: ["contexts": contexts])).get()
+        #expect(message.contexts == contexts)
     }
 
     @Test func createdAtAcceptsUnixMilliseconds() throws {

@@ -233,25 +233,42 @@ public struct EntryValidator: Sendable {
     }
 
     static func checkContexts(_ raw: [UInt8]) throws(Rejection) {
-        guard let array = parseJSON(raw) as? [Any] else {
+        guard parseJSON(raw) is [Any] else {
             throw Rejection(.invalidJSON, "contexts is not a JSON array")
         }
-        for (index, element) in array.enumerated() {
-            guard let object = element as? [String: Any] else {
-                throw Rejection(.invalidJSON, "contexts[\(index)] is not an object")
-            }
-            if let docID = object["doc_id"], !(docID is String || docID is NSNull) {
-                throw Rejection(.invalidJSON, "contexts[\(index)].doc_id is not a string")
-            }
-            if let content = object["content"], !(content is String || content is NSNull) {
-                throw Rejection(.invalidJSON, "contexts[\(index)].content is not a string")
-            }
-            if let score = object["score"], !(score is NSNull), !(score is NSNumber) || score is Bool {
-                throw Rejection(.invalidJSON, "contexts[\(index)].score is not a number")
-            }
-            if let metadata = object["metadata"], !(metadata is [String: Any] || metadata is NSNull) {
-                throw Rejection(.invalidJSON, "contexts[\(index)].metadata is not an object")
-            }
+        // Decoded with JSONDecoder, which tells numbers from booleans (Foundation's NSNumber
+        // on Linux does not: 0 and 1 pass as Bool).
+        let items: [ContextShape]
+        do {
+            items = try JSONDecoder().decode([ContextShape].self, from: Data(raw))
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+            let path = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+            throw Rejection(.invalidJSON, "contexts\(path) has the wrong type")
+        } catch {
+            throw Rejection(.invalidJSON, "contexts is not an array of {doc_id, content, score, metadata} objects")
         }
+        _ = items
+    }
+}
+
+/// The shape `contexts` elements must have; values are checked, not kept.
+private struct ContextShape: Decodable {
+    var doc_id: String?
+    var content: String?
+    var score: Double?
+    var metadata: JSONObjectShape?
+}
+
+/// Any JSON object, whatever it holds.
+private struct JSONObjectShape: Decodable {
+    private struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    init(from decoder: any Decoder) throws {
+        _ = try decoder.container(keyedBy: AnyKey.self)
     }
 }
