@@ -74,7 +74,7 @@ public final class PostgresServer: Sendable {
         var lastError: Error?
         for _ in 0..<5 {
             let server = PostgresServer(
-                port: try LocalProcess.freePort(),
+                port: try Loopback.freePort(),
                 directory: directory,
                 binDirectory: binDirectory,
                 runAs: runAs

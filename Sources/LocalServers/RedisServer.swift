@@ -38,7 +38,7 @@ public final class RedisServer: Sendable {
         for _ in 0..<5 {
             let server = RedisServer(
                 executable: executable,
-                port: try LocalProcess.freePort(),
+                port: try Loopback.freePort(),
                 directory: directory,
                 appendOnly: appendOnly
             )

@@ -55,12 +55,12 @@ final class SilentListener {
     private let socketDescriptor: Int32
 
     init() throws {
-        socketDescriptor = try Self.boundSocket()
+        socketDescriptor = try Loopback.boundSocket()
         guard listen(socketDescriptor, 16) == 0 else {
             close(socketDescriptor)
             throw SocketError("listen failed")
         }
-        port = try Self.localPort(socketDescriptor)
+        port = try Loopback.port(of: socketDescriptor)
     }
 
     deinit {
@@ -69,42 +69,7 @@ final class SilentListener {
 
     /// A loopback port that nothing listens on (bound once, then released).
     static func closedPort() throws -> Int {
-        let descriptor = try boundSocket()
-        defer { close(descriptor) }
-        return try localPort(descriptor)
-    }
-
-    private static func boundSocket() throws -> Int32 {
-        #if canImport(Glibc)
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        #else
-        let descriptor = socket(AF_INET, SOCK_STREAM, 0)
-        #endif
-        guard descriptor >= 0 else { throw SocketError("socket failed") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = 0
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard bound == 0 else {
-            close(descriptor)
-            throw SocketError("bind failed")
-        }
-        return descriptor
-    }
-
-    private static func localPort(_ descriptor: Int32) throws -> Int {
-        var address = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let result = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
-        }
-        guard result == 0 else { throw SocketError("getsockname failed") }
-        return Int(UInt16(bigEndian: address.sin_port))
+        try Loopback.freePort()
     }
 }
 
