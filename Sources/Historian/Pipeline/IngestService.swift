@@ -18,7 +18,7 @@ public struct IngestService: Service {
     public func run() async throws {
         do {
             try await prepare()
-        } catch is ShuttingDown {
+        } catch is ShuttingDown, is CancellationError {
             return
         }
         logger.info(
@@ -36,6 +36,17 @@ public struct IngestService: Service {
         )
         // Before reading: a gap left while no one was reading is found before it is crossed.
         try? await maintain(&maintenance)
+        do {
+            try await runWorkers(maintenance)
+        } catch is CancellationError {
+            // The grace period ran out: whatever was in flight stays pending for the next run.
+            logger.notice("shutdown grace period over; unfinished batches stay pending")
+        }
+        logger.info("ingest stopped")
+    }
+
+    private func runWorkers(_ maintenance: StreamMaintenance) async throws {
+        var maintenance = maintenance
         try await withThrowingDiscardingTaskGroup { group in
             for index in 0..<settings.workers {
                 let worker = IngestWorker(index: index, settings: settings, endpoints: endpoints, logger: logger)
@@ -49,7 +60,6 @@ public struct IngestService: Service {
             }
         }
         if settings.once { try? await maintain(&maintenance) }
-        logger.info("ingest stopped")
     }
 
     /// How often the stream is trimmed and checked for gaps.
