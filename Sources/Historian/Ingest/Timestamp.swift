@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A point in time with microsecond precision, as PostgreSQL's `timestamptz` stores it.
 ///
 /// Parsing and formatting are done by hand (civil-from-days arithmetic) because they sit on the
@@ -139,5 +143,14 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         let day = dayOfYear - (153 * mp + 2) / 5 + 1
         let month = mp < 10 ? mp + 3 : mp - 9
         return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
+    }
+}
+
+extension Timestamp {
+    /// The current wall-clock time.
+    public static var now: Timestamp {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Timestamp(microseconds: Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1000)
     }
 }

@@ -1,7 +1,4 @@
 import Logging
-#if canImport(Glibc)
-import Glibc
-#endif
 import PostgresClient
 import RedisClient
 import ServiceLifecycle
@@ -268,14 +265,5 @@ struct IngestWorker {
         detail += ": " + error.message
         if let constraint = error.constraint { detail += " [constraint \(constraint)]" }
         return detail
-    }
-}
-
-extension Timestamp {
-    /// The current time.
-    public static var now: Timestamp {
-        var spec = timespec()
-        clock_gettime(CLOCK_REALTIME, &spec)
-        return Timestamp(microseconds: Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1000)
     }
 }
