@@ -6,7 +6,6 @@ public struct HistorianError: Error, Sendable, Hashable, CustomStringConvertible
         private enum Base: String, Sendable, Hashable {
             case invalidConfiguration = "invalid_configuration"
             case schemaTooNew = "schema_too_new"
-            case schemaNotMigrated = "schema_not_migrated"
             case unexpectedReply = "unexpected_reply"
         }
         private let base: Base
@@ -14,7 +13,6 @@ public struct HistorianError: Error, Sendable, Hashable, CustomStringConvertible
 
         public static let invalidConfiguration = Code(.invalidConfiguration)
         public static let schemaTooNew = Code(.schemaTooNew)
-        public static let schemaNotMigrated = Code(.schemaNotMigrated)
         public static let unexpectedReply = Code(.unexpectedReply)
 
         public var description: String { base.rawValue }

@@ -78,8 +78,7 @@ struct CacheTests {
             let conversations = (0..<5).map { Producer.uuid(0x0c, $0) }
             let redis = try await environment.redis()
             defer { redis.close() }
-            let migrate = try await HistorianProcess.run(["migrate"], environment: environment.historianEnvironment)
-            #expect(migrate.status == 0)
+            try await environment.migrate()
             let processes = try ["a", "b"].map {
                 try HistorianProcess(
                     ["run", "--workers", "2", "--consumer", $0, "--batch-size", "20", "--batch-linger", "0s"],
@@ -269,8 +268,7 @@ struct CacheTests {
                 }
                 return result
             }
-            let migrate = try await HistorianProcess.run(["migrate"], environment: environment.historianEnvironment)
-            #expect(migrate.status == 0)
+            try await environment.migrate()
             for (messagesCount, conversations) in [(2_000, 2_000), (2_000, 20)] {
                 _ = try await redis.send("FLUSHALL")
                 _ = try await environment.rows("TRUNCATE conversations CASCADE")

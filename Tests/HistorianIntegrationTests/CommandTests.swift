@@ -130,8 +130,7 @@ struct CommandTests {
             #expect(unmigrated.status == 1)
             #expect(unmigrated.output.contains("problem: schema: not created"))
 
-            let migrate = try await HistorianProcess.run(["migrate"], environment: environment.historianEnvironment)
-            #expect(migrate.status == 0)
+            try await environment.migrate()
             let redis = try await environment.redis()
             defer { redis.close() }
             try await Producer.append(Producer.workload(count: 5, conversations: 1, seed: 8), redis: redis)

@@ -63,8 +63,7 @@ struct IngestTests {
     @Test("20,000 messages, 200 conversations, 2 processes × 2 workers: each stored once, byte-identical")
     func twoProcessesTwoWorkers() async throws {
         try await TestEnvironment.with { environment in
-            let migrate = try await HistorianProcess.run(["migrate"], environment: environment.historianEnvironment)
-            #expect(migrate.status == 0, "\(migrate.errors)")
+            try await environment.migrate()
             let messages = Producer.workload(count: 20_000, conversations: 200)
             let redis = try await environment.redis()
             defer { redis.close() }

@@ -16,8 +16,7 @@ struct ResilienceTests {
     @Test("PostgreSQL stopped mid-load for 10 s: nothing acknowledged meanwhile, all stored once afterwards")
     func postgresOutage() async throws {
         try await TestEnvironment.with { environment in
-            let migrate = try await HistorianProcess.run(["migrate"], environment: environment.historianEnvironment)
-            #expect(migrate.status == 0, "\(migrate.errors)")
+            try await environment.migrate()
             let messages = Producer.workload(count: 10_000, conversations: 100, seed: 21)
             let chunks = Self.chunks(messages, of: 500)
             let redis = try await environment.redis()
@@ -100,8 +99,7 @@ struct ResilienceTests {
     @Test("Redis restarted mid-load: the daemon reconnects, every entry Redis holds is stored once")
     func redisRestart() async throws {
         try await TestEnvironment.with(redisAppendOnly: true) { environment in
-            let migrate = try await HistorianProcess.run(["migrate"], environment: environment.historianEnvironment)
-            #expect(migrate.status == 0, "\(migrate.errors)")
+            try await environment.migrate()
             let messages = Producer.workload(count: 10_000, conversations: 100, seed: 22)
             let chunks = Self.chunks(messages, of: 500)
             let daemons = Daemons()
@@ -230,8 +228,7 @@ struct ResilienceTests {
     @Test("two processes SIGKILLed again and again under load: nothing lost, nothing duplicated")
     func sigkillCrashes() async throws {
         try await TestEnvironment.with { environment in
-            let migrate = try await HistorianProcess.run(["migrate"], environment: environment.historianEnvironment)
-            #expect(migrate.status == 0, "\(migrate.errors)")
+            try await environment.migrate()
             let messages = Producer.workload(count: 20_000, conversations: 200, seed: 24)
             let redis = try await environment.redis()
             defer { redis.close() }

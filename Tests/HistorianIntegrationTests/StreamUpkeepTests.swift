@@ -144,8 +144,7 @@ struct StreamUpkeepTests {
     @Test("memory stays bounded while 500,000 entries wait and PostgreSQL is down")
     func boundedMemoryDuringOutage() async throws {
         try await TestEnvironment.with { environment in
-            let migrate = try await HistorianProcess.run(["migrate"], environment: environment.historianEnvironment)
-            #expect(migrate.status == 0)
+            try await environment.migrate()
             let redis = try await environment.redis()
             defer { redis.close() }
             let process = try HistorianProcess(["run", "--workers", "2"], environment: environment.historianEnvironment)

@@ -55,6 +55,7 @@ struct ValidationTests {
         (["contexts": #"[{"score":"high"}]"#], .invalidJSON),
         (["contexts": "[1]"], .invalidJSON),
         (["contexts": #"[{"score":true}]"#], .invalidJSON),
+        (["contexts": #"[{"content":"a\u0000b"}]"#], .invalidJSON),
         (["contexts": #"[{"metadata":[1]}]"#], .invalidJSON),
         (["created_at": "yesterday"], .invalidTimestamp),
         (["created_at": "2026-11-21T08:37:07"], .invalidTimestamp),
@@ -124,6 +125,12 @@ struct ValidationTests {
         let contexts = #"[{"doc_id":"d","content":"c","score":"# + score + #","metadata":{"p":1}},{}]"#
         let message = try EntryValidator().validate(Self.entry(Self.good, replacing: ["contexts": contexts])).get()
         #expect(message.contexts == contexts)
+    }
+
+    @Test func anEscapedBackslashBeforeU0000IsNotANULEscape() throws {
+        let metadata = #"{"path":"C:\\u0000"}"#
+        let message = try EntryValidator().validate(Self.entry(Self.good, replacing: ["metadata": metadata])).get()
+        #expect(message.metadata == metadata)
     }
 
     @Test func createdAtAcceptsUnixMilliseconds() throws {

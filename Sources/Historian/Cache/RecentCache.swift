@@ -113,7 +113,7 @@ public enum RecentCache {
     /// Reads the current recent lists of these conversations, with their versions.
     static func snapshots(of conversations: [String], size: Int, in session: PostgresSession) throws -> [CacheWrite] {
         guard !conversations.isEmpty else { return [] }
-        let rows = try session.query(snapshotSQL, ["{" + conversations.joined(separator: ",") + "}", String(size)])
+        let rows = try session.query(snapshotSQL, [MessageStore.arrayLiteral(conversations), String(size)])
         var writes: [CacheWrite] = []
         for row in rows.rows {
             guard let id = row[0], let version = row[1].flatMap({ Int64($0) }) else { continue }

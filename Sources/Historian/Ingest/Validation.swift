@@ -217,37 +217,45 @@ public struct EntryValidator: Sendable {
         return value
     }
 
-    /// PostgreSQL's `jsonb` refuses `\u0000`, so such JSON is invalid here too.
-    private static func parseJSON(_ raw: [UInt8]) -> Any? {
-        let escapedNUL = Array(#"\u0000"#.utf8)
-        if raw.count >= escapedNUL.count, raw.indices.dropLast(escapedNUL.count - 1).contains(where: {
-            raw[$0] == 0x5C && raw[$0..<($0 + escapedNUL.count)].elementsEqual(escapedNUL)
-        }) {
-            return nil
+    /// Whether JSON text holds the escape `\u0000`, which PostgreSQL's `jsonb` refuses, so such
+    /// JSON is invalid here too. Escapes are read in pairs, so `\\u0000` (an escaped backslash,
+    /// then text) is not one.
+    static func containsEscapedNUL(_ raw: [UInt8]) -> Bool {
+        let digits = Array("u0000".utf8)
+        var index = 0
+        while index < raw.count {
+            guard raw[index] == 0x5C else {
+                index += 1
+                continue
+            }
+            if index + digits.count < raw.count, raw[(index + 1)...(index + digits.count)].elementsEqual(digits) {
+                return true
+            }
+            index += 2
         }
-        return try? JSONSerialization.jsonObject(with: Data(raw), options: [.fragmentsAllowed])
+        return false
     }
 
     static func isJSONObject(_ raw: [UInt8]) -> Bool {
-        parseJSON(raw) is [String: Any]
+        guard !containsEscapedNUL(raw) else { return false }
+        return (try? JSONSerialization.jsonObject(with: Data(raw))) is [String: Any]
     }
 
+    /// Decoded with JSONDecoder, which tells numbers from booleans (Foundation's NSNumber on
+    /// Linux does not: 0 and 1 pass as Bool).
     static func checkContexts(_ raw: [UInt8]) throws(Rejection) {
-        guard parseJSON(raw) is [Any] else {
-            throw Rejection(.invalidJSON, "contexts is not a JSON array")
+        guard !containsEscapedNUL(raw) else {
+            throw Rejection(.invalidJSON, "contexts contains \\u0000, which PostgreSQL cannot store")
         }
-        // Decoded with JSONDecoder, which tells numbers from booleans (Foundation's NSNumber
-        // on Linux does not: 0 and 1 pass as Bool).
-        let items: [ContextShape]
         do {
-            items = try JSONDecoder().decode([ContextShape].self, from: Data(raw))
+            _ = try JSONDecoder().decode([ContextShape].self, from: Data(raw))
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+            guard !context.codingPath.isEmpty else { throw Rejection(.invalidJSON, "contexts is not a JSON array") }
             let path = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
             throw Rejection(.invalidJSON, "contexts\(path) has the wrong type")
         } catch {
             throw Rejection(.invalidJSON, "contexts is not an array of {doc_id, content, score, metadata} objects")
         }
-        _ = items
     }
 }
 

@@ -233,7 +233,11 @@ public enum MessageStore {
 
     /// `{a,b,c}`: a PostgreSQL array literal of UUIDs, which need no quoting.
     static func arrayLiteral(_ ids: [UUIDText]) -> String {
-        "{" + ids.map(\.text).joined(separator: ",") + "}"
+        arrayLiteral(ids.map(\.text))
+    }
+
+    static func arrayLiteral(_ ids: [String]) -> String {
+        "{" + ids.joined(separator: ",") + "}"
     }
 
     /// The unit in `COPY … FROM STDIN` text format.

@@ -57,6 +57,12 @@ final class TestEnvironment: Sendable {
         return environment
     }
 
+    /// Runs `historian migrate` against these servers and expects it to succeed.
+    func migrate() async throws {
+        let result = try await HistorianProcess.run(["migrate"], environment: historianEnvironment)
+        #expect(result.status == 0, "\(result.errors)")
+    }
+
     func redis() async throws -> RedisConnection {
         try await RedisConnection.connect(RedisConfiguration(url: redisURL), logger: logger)
     }
