@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "historian", targets: ["HistorianCLI"]),
+        .executable(name: "historian-benchmark", targets: ["HistorianBenchmark"]),
         .library(name: "Historian", targets: ["Historian"]),
     ],
     dependencies: [
@@ -66,6 +67,16 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+
+        // Measures drain, latency and memory against a COPY ceiling (see README, "Benchmark").
+        .executableTarget(
+            name: "HistorianBenchmark",
+            dependencies: [
+                "Historian", "LocalServers", "RedisClient", "PostgresClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
 

@@ -14,6 +14,7 @@ public final class ChildProcess: Sendable {
     /// The child's process ID.
     public let pid: pid_t
     private let status: Mutex<Int32?>
+    private let usage: Mutex<ResourceUsage?>
 
     /// Starts `executable` with `arguments`; output goes to the given files (or /dev/null).
     public init(
@@ -57,6 +58,7 @@ public final class ChildProcess: Sendable {
         }
         self.pid = child
         self.status = Mutex(nil)
+        self.usage = Mutex(nil)
     }
 
     /// Sends a signal to the child.
@@ -69,9 +71,11 @@ public final class ChildProcess: Sendable {
         status.withLock { status in
             if status != nil { return false }
             var raw: Int32 = 0
-            let reaped = waitpid(pid, &raw, WNOHANG)
+            var usage = rusage()
+            let reaped = wait4(pid, &raw, WNOHANG, &usage)
             if reaped == pid {
                 status = Self.decode(raw)
+                self.usage.withLock { $0 = ResourceUsage(usage) }
                 return false
             }
             if reaped < 0 {
@@ -88,6 +92,12 @@ public final class ChildProcess: Sendable {
         return status.withLock { $0 }
     }
 
+    /// What the child used, as the kernel reports it when it exits; `nil` while it runs.
+    public var resourceUsage: ResourceUsage? {
+        _ = isRunning
+        return usage.withLock { $0 }
+    }
+
     /// Waits up to `timeout` for the child to exit; returns its status, or `nil` if it still runs.
     @discardableResult
     public func wait(timeout: Duration) async throws -> Int32? {
@@ -102,5 +112,19 @@ public final class ChildProcess: Sendable {
     private static func decode(_ raw: Int32) -> Int32 {
         let signal = raw & 0x7F
         return signal == 0 ? (raw >> 8) & 0xFF : 128 + signal
+    }
+}
+
+/// What an exited child used: its peak resident memory and CPU time.
+public struct ResourceUsage: Sendable {
+    /// The most memory it ever had resident, in bytes (`ru_maxrss`).
+    public var peakResidentBytes: Int
+    public var userSeconds: Double
+    public var systemSeconds: Double
+
+    init(_ usage: rusage) {
+        peakResidentBytes = usage.ru_maxrss * 1024
+        userSeconds = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
+        systemSeconds = Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
     }
 }

@@ -283,12 +283,21 @@ public enum MessageStore {
 }
 
 /// PostgreSQL's COPY text format: tab-separated, `\N` for NULL, backslash escapes.
-enum CopyText {
+public enum CopyText {
+    /// Appends one row: the fields tab-separated, then a newline.
+    public static func appendRow(_ fields: [String?], to out: inout [UInt8]) {
+        for (index, field) in fields.enumerated() {
+            if index > 0 { tab(&out) }
+            append(field, to: &out)
+        }
+        out.append(0x0A)
+    }
+
     static func tab(_ out: inout [UInt8]) {
         out.append(0x09)
     }
 
-    static func append(_ value: String?, to out: inout [UInt8]) {
+    public static func append(_ value: String?, to out: inout [UInt8]) {
         guard let value else {
             out.append(0x5C)
             out.append(0x4E)

@@ -224,7 +224,7 @@ public struct IngestStream: Sendable {
 
 extension RESPValue {
     /// A flat `[name, value, …]` reply (XINFO and friends) as a dictionary.
-    var fieldPairs: [String: RESPValue] {
+    public var fieldPairs: [String: RESPValue] {
         var result: [String: RESPValue] = [:]
         let items = array ?? []
         var index = 0

@@ -1,0 +1,223 @@
+import ArgumentParser
+import Foundation
+import Historian
+import LocalServers
+import Logging
+import PostgresClient
+import RedisClient
+
+/// Measures Historian against the physical limit of the machine it runs on.
+///
+/// One run starts its own redis-server and PostgreSQL (durable settings: fsync on, synchronous
+/// commit), generates a realistic workload, and measures, in order:
+/// 1. the ceiling: `COPY` of the same rows straight into the same tables;
+/// 2. the drain: a prefilled stream consumed by the release `historian run --once`;
+/// 3. latency: a producer at a fixed rate against a running `historian run`;
+/// and the daemon's peak RSS. It prints a table and writes the figures as JSON.
+@main
+struct HistorianBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "historian-benchmark",
+        abstract: "Measure Historian's drain, latency and memory against a COPY ceiling."
+    )
+
+    @Flag(help: "100,000 messages and a 20 s latency run instead of 1,000,000 and 60 s.")
+    var quick = false
+
+    @Option(help: "Messages in the prefilled stream (default 1,000,000; 100,000 with --quick).")
+    var messages: Int?
+
+    @Option(help: "Conversations the messages spread over.")
+    var conversations = 10_000
+
+    @Option(help: "Producer rate of the latency run, messages per second.")
+    var rate = 5_000
+
+    @Option(help: "Length of the latency run in seconds (default 60; 20 with --quick).")
+    var latencySeconds: Int?
+
+    @Option(help: "Workers of the historian process.")
+    var workers = 2
+
+    @Option(help: "Extra historian option, e.g. --daemon-option=--batch-size=1000 (repeatable).")
+    var daemonOption: [String] = []
+
+    @Option(help: "Phases to run, comma-separated: ceiling, drain, latency.")
+    var phases = "ceiling,drain,latency"
+
+    @Option(help: "Where the figures go as JSON.")
+    var json = "benchmark-results.json"
+
+    @Option(help: "The historian executable (default: the one beside this program).")
+    var historian: String?
+
+    @Option(help: "Workload seed.")
+    var seed: UInt64 = 1
+
+    mutating func run() async throws {
+        let messageCount = messages ?? (quick ? 100_000 : 1_000_000)
+        let latencyDuration = latencySeconds ?? (quick ? 20 : 60)
+        let selected = Set(phases.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        let executable = try historianExecutable()
+
+        var results = BenchmarkResults(
+            machine: MachineDescription.current(),
+            messages: messageCount,
+            conversations: conversations,
+            workers: workers,
+            daemonOptions: daemonOption
+        )
+        let servers = try await BenchmarkServers.start()
+        do {
+            report("servers: redis-server \(servers.redisVersion), PostgreSQL \(servers.postgresVersion)")
+            results.machine.redis = servers.redisVersion
+            results.machine.postgres = servers.postgresVersion
+            report("generating \(messageCount) messages over \(conversations) conversations")
+            var workload = Workload(
+                conversations: conversations,
+                seed: seed,
+                startMilliseconds: Int64(Date().timeIntervalSince1970 * 1000) - 3_600_000
+            )
+            let batch = (0..<messageCount).map { _ in workload.next() }
+            results.averageContentBytes = batch.reduce(0) { $0 + $1.content.utf8.count } / max(1, batch.count)
+
+            if selected.contains("ceiling") {
+                results.ceiling = try await CeilingPhase(servers: servers, workload: workload, messages: batch).run()
+            }
+            if selected.contains("drain") {
+                let phase = DrainPhase(
+                    servers: servers,
+                    workload: workload,
+                    messages: batch,
+                    executable: executable,
+                    arguments: daemonArguments
+                )
+                results.drain = try await phase.run()
+            }
+            if selected.contains("latency") {
+                var later = Workload(
+                    conversations: conversations,
+                    seed: seed,
+                    stream: 1,
+                    startMilliseconds: Int64(Date().timeIntervalSince1970 * 1000)
+                )
+                let phase = LatencyPhase(
+                    servers: servers,
+                    messages: (0..<(rate * latencyDuration)).map { _ in later.fields(of: later.next()) },
+                    rate: rate,
+                    executable: executable,
+                    arguments: daemonArguments,
+                    migrate: !selected.contains("drain")
+                )
+                results.latency = try await phase.run()
+            }
+        } catch {
+            try? await servers.destroy()
+            throw error
+        }
+        try await servers.destroy()
+
+        print(results.table())
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(results).write(to: URL(fileURLWithPath: json))
+        print("figures written to \(json)")
+    }
+
+    private var daemonArguments: [String] {
+        ["--workers", String(workers), "--log-level", "warning"] + daemonOption
+    }
+
+    private func historianExecutable() throws -> String {
+        if let historian { return historian }
+        let here = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        let beside = here.appendingPathComponent("historian").path
+        guard FileManager.default.isExecutableFile(atPath: beside) else {
+            throw ValidationError("no historian executable beside this program; build it or pass --historian")
+        }
+        return beside
+    }
+}
+
+/// Progress goes to standard error, so standard output holds only the table.
+func report(_ line: String) {
+    FileHandle.standardError.write(Data(("• " + line + "\n").utf8))
+}
+
+/// Nanoseconds on the monotonic clock.
+func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}
+
+/// The servers of one run: a redis-server and a PostgreSQL cluster of their own, on loopback.
+struct BenchmarkServers {
+    let redis: RedisServer
+    let postgres: PostgresServer
+    let redisVersion: String
+    let postgresVersion: String
+    let logger: Logger
+
+    /// PostgreSQL as it would run in production: every commit flushed to disk.
+    static let postgresSettings = [
+        "fsync": "on",
+        "full_page_writes": "on",
+        "synchronous_commit": "on",
+        "shared_buffers": "512MB",
+        "max_wal_size": "8GB",
+        "checkpoint_timeout": "30min",
+    ]
+
+    static func start() async throws -> BenchmarkServers {
+        let redis = try await RedisServer.start()
+        let postgres: PostgresServer
+        do {
+            postgres = try await PostgresServer.start(settings: postgresSettings)
+        } catch {
+            try? await redis.destroy()
+            throw error
+        }
+        var logger = Logger(label: "historian-benchmark")
+        logger.logLevel = .warning
+        let connection = try await RedisConnection.connect(try RedisConfiguration(url: redis.url), logger: logger)
+        defer { connection.close() }
+        let info = try await connection.send("INFO", "server").string ?? ""
+        let redisVersion =
+            info.split(separator: "\r\n").first { $0.hasPrefix("redis_version:") }.map { String($0.dropFirst(14)) } ?? "?"
+        let postgresVersion = try await postgres.psql("SHOW server_version").trimmingCharacters(in: .whitespacesAndNewlines)
+        return BenchmarkServers(
+            redis: redis,
+            postgres: postgres,
+            redisVersion: redisVersion,
+            postgresVersion: postgresVersion,
+            logger: logger
+        )
+    }
+
+    func redisConnection() async throws -> RedisConnection {
+        try await RedisConnection.connect(try RedisConfiguration(url: redis.url), logger: logger)
+    }
+
+    /// A new database, migrated to Historian's schema.
+    func freshDatabase(_ name: String) async throws -> PostgresConnection {
+        try await postgres.createDatabase(name)
+        let connection = try await postgresConnection(name)
+        try await Schema.migrate(connection, logger: logger)
+        return connection
+    }
+
+    func postgresConnection(_ database: String) async throws -> PostgresConnection {
+        try await PostgresConnection.connect(
+            conninfo: postgres.url(database: database),
+            applicationName: "historian-benchmark",
+            queryTimeout: .seconds(3600),
+            logger: logger
+        )
+    }
+
+    func destroy() async throws {
+        try await redis.destroy()
+        try await postgres.destroy()
+    }
+}

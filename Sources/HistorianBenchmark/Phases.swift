@@ -1,0 +1,507 @@
+import Foundation
+import Historian
+import LocalServers
+import PostgresClient
+import RedisClient
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// MARK: - Ceiling
+
+/// `COPY` of the workload's rows straight into Historian's tables, with their indexes and
+/// constraints: the fastest way to get the same data into PostgreSQL, and the yardstick the
+/// drain is held against. Measured with one connection and with two in parallel; the better
+/// of the two is the ceiling.
+struct CeilingPhase {
+    let servers: BenchmarkServers
+    let workload: Workload
+    let messages: [WorkloadMessage]
+
+    /// Rows per COPY statement (and transaction).
+    static let chunkRows = 20_000
+
+    func run() async throws -> CeilingResult {
+        report("ceiling: encoding rows for COPY")
+        let conversationRows = encodeConversations()
+        let chunks = stride(from: 0, to: messages.count, by: Self.chunkRows).map { start in
+            encodeChunk(start..<min(start + Self.chunkRows, messages.count))
+        }
+        var result = CeilingResult()
+        for streams in [1, 2] {
+            let database = "ceiling_\(streams)"
+            let connections = try await (0..<streams).asyncMap { index in
+                index == 0 ? try await servers.freshDatabase(database) : try await servers.postgresConnection(database)
+            }
+            defer { connections.forEach { $0.close() } }
+            _ = try await connections[0].execute("CHECKPOINT")
+            let start = monotonicNanoseconds()
+            try await connections[0].withSession { session in
+                _ = try session.copyIn(
+                    "COPY conversations (id, user_id, dept_id, title, title_derived_from, created_at, updated_at) FROM STDIN",
+                    data: conversationRows
+                )
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (index, connection) in connections.enumerated() {
+                    let mine = stride(from: index, to: chunks.count, by: streams).map { chunks[$0] }
+                    group.addTask {
+                        for chunk in mine {
+                            try await Self.copy(chunk, into: connection)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let seconds = Double(monotonicNanoseconds() - start) / 1e9
+            let rate = Double(messages.count) / seconds
+            report("ceiling, \(streams) connection(s): \(Int(rate)) messages/s (\(String(format: "%.2f", seconds)) s)")
+            if streams == 1 {
+                result.oneConnection = rate
+                try await verifyCount(connections[0])
+            } else {
+                result.twoConnections = rate
+            }
+        }
+        return result
+    }
+
+    private func verifyCount(_ connection: PostgresConnection) async throws {
+        let rows = try await connection.query("SELECT count(*) AS count FROM messages")
+        guard rows[0, "count"] == String(messages.count) else {
+            throw BenchmarkError("ceiling: expected \(messages.count) messages, found \(rows[0, "count"] ?? "none")")
+        }
+    }
+
+    private static func copy(_ chunk: EncodedChunk, into connection: PostgresConnection) async throws {
+        try await connection.withSession { session in
+            try session.execute("BEGIN")
+            _ = try session.copyIn(
+                """
+                COPY messages (id, conversation_id, role, content, tokens_used, latency_ms, created_at, metadata,
+                    session_id, stream_entry) FROM STDIN
+                """,
+                data: chunk.messages
+            )
+            if !chunk.contexts.isEmpty {
+                _ = try session.copyIn(
+                    "COPY message_contexts (id, message_id, position, doc_id, content, score, metadata) FROM STDIN",
+                    data: chunk.contexts
+                )
+            }
+            try session.execute("COMMIT")
+        }
+    }
+
+    struct EncodedChunk: Sendable {
+        var messages: [UInt8] = []
+        var contexts: [UInt8] = []
+    }
+
+    /// Each conversation as Historian would store it: owner, department, and the explicit title
+    /// or the one derived from its first user message.
+    private func encodeConversations() -> [UInt8] {
+        var first: [Int: WorkloadMessage] = [:]
+        var firstUser: [Int: WorkloadMessage] = [:]
+        for message in messages {
+            if first[message.conversation] == nil { first[message.conversation] = message }
+            if message.role == "user", firstUser[message.conversation] == nil { firstUser[message.conversation] = message }
+        }
+        let now = Timestamp.now.rfc3339
+        var out: [UInt8] = []
+        for (index, conversation) in workload.conversations.enumerated() {
+            guard let opening = first[index] else { continue }
+            let derived = conversation.title == nil ? firstUser[index] : nil
+            CopyText.appendRow(
+                [
+                    conversation.id, conversation.userID, conversation.deptID,
+                    conversation.title ?? derived.flatMap { Title.derive(from: $0.content) },
+                    derived.map { Timestamp(milliseconds: $0.createdAt).rfc3339 },
+                    Timestamp(milliseconds: opening.createdAt).rfc3339, now,
+                ],
+                to: &out
+            )
+        }
+        return out
+    }
+
+    private func encodeChunk(_ range: Range<Int>) -> EncodedChunk {
+        var chunk = EncodedChunk()
+        for index in range {
+            let message = messages[index]
+            CopyText.appendRow(
+                [
+                    message.id, workload.conversations[message.conversation].id, message.role, message.content,
+                    message.tokensUsed.map(String.init), message.latencyMS.map(String.init),
+                    Timestamp(milliseconds: message.createdAt).rfc3339, message.metadata,
+                    workload.conversations[message.conversation].sessionID, "\(message.createdAt)-\(index)",
+                ],
+                to: &chunk.messages
+            )
+            for (position, context) in message.contexts.enumerated() {
+                let number = String(index * 4 + position, radix: 16)
+                CopyText.appendRow(
+                    [
+                        "00000000-0000-4000-8000-" + String(repeating: "0", count: 12 - number.count) + number,
+                        message.id, String(position + 1), context.docID, context.content, String(context.score),
+                        #"{"page":\#(context.page)}"#,
+                    ],
+                    to: &chunk.contexts
+                )
+            }
+        }
+        return chunk
+    }
+}
+
+struct CeilingResult: Codable {
+    var oneConnection = 0.0
+    var twoConnections = 0.0
+    /// The better of the two: what PostgreSQL can take on this machine.
+    var messagesPerSecond: Double { max(oneConnection, twoConnections) }
+
+    enum CodingKeys: String, CodingKey {
+        case oneConnection = "one_connection_messages_per_second"
+        case twoConnections = "two_connections_messages_per_second"
+    }
+}
+
+// MARK: - Drain
+
+/// A stream prefilled with the whole workload, drained by `historian run --once` with the cache
+/// on; timed from the process's start to its exit, and checked afterwards.
+struct DrainPhase {
+    let servers: BenchmarkServers
+    let workload: Workload
+    let messages: [WorkloadMessage]
+    let executable: String
+    let arguments: [String]
+
+    func run() async throws -> DrainResult {
+        let database = try await servers.freshDatabase("drain")
+        defer { database.close() }
+        let redis = try await servers.redisConnection()
+        defer { redis.close() }
+
+        report("drain: prefilling the stream with \(messages.count) entries")
+        let fillStart = monotonicNanoseconds()
+        var start = 0
+        while start < messages.count {
+            let commands: [[RedisArgument]] = messages[start..<min(start + 1000, messages.count)].map { message in
+                ["XADD", "chat:messages", "*"]
+                    + workload.fields(of: message).flatMap { [RedisArgument($0.0), RedisArgument($0.1)] }
+            }
+            for reply in try await redis.pipeline(commands) where reply.string == nil {
+                throw BenchmarkError("XADD failed: \(reply)")
+            }
+            start += 1000
+        }
+        let fillSeconds = Double(monotonicNanoseconds() - fillStart) / 1e9
+        report("drain: prefilled at \(Int(Double(messages.count) / fillSeconds)) entries/s")
+        _ = try await database.execute("CHECKPOINT")
+
+        report("drain: historian run --once \(arguments.joined(separator: " "))")
+        let log = try temporaryFile("historian-drain")
+        let timeStart = monotonicNanoseconds()
+        let daemon = try ChildProcess(
+            executable: executable,
+            arguments: ["run", "--once", "--redis-url", servers.redis.url, "--postgres-url", servers.postgres.url(database: "drain")]
+                + arguments,
+            standardError: log
+        )
+        guard let status = try await daemon.wait(timeout: .seconds(Int64(messages.count / 500 + 600))) else {
+            daemon.signal(SIGKILL)
+            throw BenchmarkError("drain: historian did not finish; its log is \(log)")
+        }
+        let seconds = Double(monotonicNanoseconds() - timeStart) / 1e9
+        guard status == 0 else {
+            throw BenchmarkError("drain: historian exited with status \(status); its log is \(log)")
+        }
+        let stored = try await database.query("SELECT count(*) AS count FROM messages")[0, "count"].flatMap { Int($0) } ?? -1
+        let deadLetters = try await redis.send("XLEN", "chat:messages:dlq").int ?? -1
+        guard stored == messages.count, deadLetters == 0 else {
+            throw BenchmarkError("drain: \(stored) of \(messages.count) messages stored, \(deadLetters) dead letters")
+        }
+        let usage = daemon.resourceUsage
+        let result = DrainResult(
+            messagesPerSecond: Double(messages.count) / seconds,
+            seconds: seconds,
+            peakRSSBytes: usage?.peakResidentBytes ?? 0,
+            cpuSeconds: (usage?.userSeconds ?? 0) + (usage?.systemSeconds ?? 0)
+        )
+        report(
+            "drain: \(Int(result.messagesPerSecond)) messages/s, peak RSS \(result.peakRSSBytes / 1_048_576) MiB, "
+                + "historian CPU \(String(format: "%.1f", result.cpuSeconds)) s"
+        )
+        return result
+    }
+}
+
+struct DrainResult: Codable {
+    var messagesPerSecond: Double
+    var seconds: Double
+    var peakRSSBytes: Int
+    /// The historian process's own CPU time, user plus system.
+    var cpuSeconds: Double
+
+    enum CodingKeys: String, CodingKey {
+        case messagesPerSecond = "messages_per_second"
+        case seconds
+        case peakRSSBytes = "peak_rss_bytes"
+        case cpuSeconds = "historian_cpu_seconds"
+    }
+}
+
+// MARK: - Latency
+
+/// A producer appends at a fixed rate to a stream a running `historian run` consumes; a second
+/// connection watches the consumer group and notes when each entry is acknowledged. Historian
+/// acknowledges an entry only after its message is committed and the cache refreshed, so the
+/// time from XADD to acknowledgement is the time to committed-and-cached.
+struct LatencyPhase {
+    let servers: BenchmarkServers
+    let messages: [[(String, String)]]
+    let rate: Int
+    let executable: String
+    let arguments: [String]
+    /// Whether the database still needs the schema (when the drain did not run first).
+    let migrate: Bool
+
+    static let stream = "bench:latency"
+    static let group = "historian"
+
+    func run() async throws -> LatencyResult {
+        if migrate {
+            try await servers.freshDatabase("drain").close()
+        }
+        let log = try temporaryFile("historian-latency")
+        let daemon = try ChildProcess(
+            executable: executable,
+            arguments: [
+                "run", "--redis-url", servers.redis.url, "--postgres-url", servers.postgres.url(database: "drain"),
+                "--stream", Self.stream, "--dlq-stream", Self.stream + ":dlq",
+            ] + arguments,
+            standardError: log
+        )
+        defer { daemon.signal(SIGKILL) }
+        let producer = try await servers.redisConnection()
+        let watcher = try await servers.redisConnection()
+        defer {
+            producer.close()
+            watcher.close()
+        }
+        try await waitUntilReading(watcher, daemon: daemon, log: log)
+
+        report("latency: \(rate) messages/s for \(messages.count / max(1, rate)) s")
+        let sent = SentLog(capacity: messages.count)
+        let latencies = try await withThrowingTaskGroup(of: [UInt64]?.self) { group in
+            group.addTask {
+                try await produce(producer, into: sent)
+                return nil
+            }
+            group.addTask {
+                try await watch(watcher, sent: sent)
+            }
+            var latencies: [UInt64] = []
+            for try await result in group {
+                if let result { latencies = result }
+            }
+            return latencies
+        }
+        daemon.signal(SIGTERM)
+        guard try await daemon.wait(timeout: .seconds(30)) == 0 else {
+            throw BenchmarkError("latency: historian did not exit cleanly; its log is \(log)")
+        }
+        let result = LatencyResult(rate: rate, sorted: latencies.sorted(), achievedRate: sent.achievedRate)
+        report(
+            "latency: p50 \(format(result.p50)) ms, p99 \(format(result.p99)) ms, max \(format(result.max)) ms "
+                + "over \(result.count) messages"
+        )
+        return result
+    }
+
+    private func waitUntilReading(_ redis: RedisConnection, daemon: ChildProcess, log: String) async throws {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            guard daemon.isRunning else { throw BenchmarkError("latency: historian exited early; its log is \(log)") }
+            let reply = try? await redis.send("XINFO", "CONSUMERS", RedisArgument(Self.stream), RedisArgument(Self.group))
+            if let consumers = reply?.array, !consumers.isEmpty { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw BenchmarkError("latency: historian did not start reading within 30 s; its log is \(log)")
+    }
+
+    /// Appends the messages on schedule: each round sends what is due by now, in one pipeline.
+    private func produce(_ redis: RedisConnection, into sent: SentLog) async throws {
+        let start = monotonicNanoseconds()
+        var next = 0
+        while next < messages.count {
+            let elapsed = monotonicNanoseconds() - start
+            let due = min(messages.count, Int(Double(elapsed) * Double(rate) / 1e9) + 1)
+            if due > next {
+                let commands: [[RedisArgument]] = messages[next..<due].map { fields in
+                    ["XADD", RedisArgument(Self.stream), "*"] + fields.flatMap { [RedisArgument($0.0), RedisArgument($0.1)] }
+                }
+                let time = monotonicNanoseconds()
+                let replies = try await redis.pipeline(commands)
+                var ids: [StreamID] = []
+                for reply in replies {
+                    guard let id = reply.string.flatMap(StreamID.init) else { throw BenchmarkError("XADD failed: \(reply)") }
+                    ids.append(id)
+                }
+                sent.append(ids, at: time)
+                next = due
+            }
+            try await Task.sleep(for: .microseconds(200))
+        }
+        sent.finish(elapsed: monotonicNanoseconds() - start)
+    }
+
+    /// Polls the group every millisecond: an entry at or below the group's last-delivered ID
+    /// that is no longer pending has been acknowledged.
+    private func watch(_ redis: RedisConnection, sent: SentLog) async throws -> [UInt64] {
+        var latencies: [UInt64] = []
+        latencies.reserveCapacity(messages.count)
+        var cursor = 0
+        var waiting: [(id: StreamID, sent: UInt64)] = []
+        var lastProgress = ContinuousClock.now
+        while true {
+            let replies = try await redis.pipeline([
+                ["XINFO", "GROUPS", RedisArgument(Self.stream)],
+                ["XPENDING", RedisArgument(Self.stream), RedisArgument(Self.group), "-", "+", "10000"],
+            ])
+            let now = monotonicNanoseconds()
+            let groupInfo = (replies[0].array ?? []).map(\.fieldPairs).first { $0["name"]?.string == Self.group }
+            guard let delivered = groupInfo?["last-delivered-id"]?.string.flatMap(StreamID.init) else {
+                throw BenchmarkError("latency: the consumer group is gone")
+            }
+            let pendingList = (replies[1].array ?? []).compactMap { $0.array?.first?.string.flatMap(StreamID.init) }
+            let pending = Set(pendingList)
+            // With 10,000 listed, entries past the last listed one may be pending too.
+            let knownUpTo = pendingList.count >= 10_000 ? pendingList.last! : delivered
+
+            let (entries, finished) = sent.snapshot(from: cursor)
+            for entry in entries {
+                guard entry.id <= delivered else { break }
+                waiting.append(entry)
+                cursor += 1
+            }
+            let before = latencies.count
+            waiting.removeAll { entry in
+                guard entry.id <= knownUpTo, !pending.contains(entry.id) else { return false }
+                latencies.append(now - entry.sent)
+                return true
+            }
+            if latencies.count > before { lastProgress = .now }
+            if finished, latencies.count == sent.count { return latencies }
+            if ContinuousClock.now - lastProgress > .seconds(30) {
+                throw BenchmarkError("latency: no acknowledgement for 30 s (\(latencies.count) of \(sent.count))")
+            }
+            try await Task.sleep(for: .milliseconds(1))
+        }
+    }
+}
+
+/// The entries the producer appended and when, shared with the watcher.
+final class SentLog: Sendable {
+    private struct State {
+        var entries: [(id: StreamID, sent: UInt64)] = []
+        var finished = false
+        var elapsed: UInt64 = 0
+    }
+    private let state: Mutex<State>
+
+    init(capacity: Int) {
+        var state = State()
+        state.entries.reserveCapacity(capacity)
+        self.state = Mutex(state)
+    }
+
+    func append(_ ids: [StreamID], at time: UInt64) {
+        state.withLock { state in
+            for id in ids { state.entries.append((id, time)) }
+        }
+    }
+
+    func finish(elapsed: UInt64) {
+        state.withLock {
+            $0.finished = true
+            $0.elapsed = elapsed
+        }
+    }
+
+    func snapshot(from index: Int) -> (entries: ArraySlice<(id: StreamID, sent: UInt64)>, finished: Bool) {
+        state.withLock { state in (state.entries[min(index, state.entries.count)...], state.finished) }
+    }
+
+    var count: Int { state.withLock { $0.entries.count } }
+
+    var achievedRate: Double {
+        state.withLock { state in Double(state.entries.count) / max(1e-9, Double(state.elapsed) / 1e9) }
+    }
+}
+
+struct LatencyResult: Codable {
+    var rate: Int
+    var achievedRate: Double
+    var count: Int
+    var p50: Double
+    var p99: Double
+    var p999: Double
+    var max: Double
+
+    /// From latencies in nanoseconds, sorted; the figures are in milliseconds.
+    init(rate: Int, sorted: [UInt64], achievedRate: Double) {
+        func percentile(_ fraction: Double) -> Double {
+            guard !sorted.isEmpty else { return 0 }
+            let index = Swift.min(sorted.count - 1, Int((Double(sorted.count) * fraction).rounded(.up)) - 1)
+            return Double(sorted[Swift.max(0, index)]) / 1e6
+        }
+        self.rate = rate
+        self.achievedRate = achievedRate
+        count = sorted.count
+        p50 = percentile(0.50)
+        p99 = percentile(0.99)
+        p999 = percentile(0.999)
+        max = Double(sorted.last ?? 0) / 1e6
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case rate = "target_rate"
+        case achievedRate = "achieved_rate"
+        case count = "messages"
+        case p50 = "p50_ms"
+        case p99 = "p99_ms"
+        case p999 = "p999_ms"
+        case max = "max_ms"
+    }
+}
+
+// MARK: - Support
+
+struct BenchmarkError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+func format(_ milliseconds: Double) -> String {
+    String(format: "%.1f", milliseconds)
+}
+
+func temporaryFile(_ prefix: String) throws -> String {
+    var template = Array((NSTemporaryDirectory() + "/\(prefix)-XXXXXX.log").utf8CString)
+    let descriptor = template.withUnsafeMutableBufferPointer { mkstemps($0.baseAddress!, 4) }
+    guard descriptor >= 0 else { throw BenchmarkError("cannot create a temporary file") }
+    close(descriptor)
+    return String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+extension Sequence {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async throws -> [T] {
+        var results: [T] = []
+        for element in self { results.append(try await transform(element)) }
+        return results
+    }
+}

@@ -1,0 +1,124 @@
+import Foundation
+
+/// Where the figures came from.
+struct MachineDescription: Codable {
+    var cpu: String
+    var cores: Int
+    var memoryGiB: Int
+    var kernel: String
+    var redis = ""
+    var postgres = ""
+    var date: String
+
+    static func current() -> MachineDescription {
+        let cpuInfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let model = cpuInfo.split(separator: "\n").first { $0.hasPrefix("model name") }
+            .map { $0.split(separator: ":", maxSplits: 1).last!.trimmingCharacters(in: .whitespaces) } ?? "unknown"
+        var name = utsname()
+        uname(&name)
+        let release = withUnsafeBytes(of: &name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return MachineDescription(
+            cpu: model,
+            cores: ProcessInfo.processInfo.activeProcessorCount,
+            memoryGiB: Int((Double(ProcessInfo.processInfo.physicalMemory) / 1_073_741_824).rounded()),
+            kernel: release,
+            date: ISO8601DateFormatter().string(from: Date())
+        )
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case cpu, cores, kernel, redis, postgres, date
+        case memoryGiB = "memory_gib"
+    }
+}
+
+/// Everything one run measured.
+struct BenchmarkResults: Encodable {
+    var machine: MachineDescription
+    var messages: Int
+    var conversations: Int
+    var workers: Int
+    var daemonOptions: [String]
+    var averageContentBytes = 0
+    var ceiling: CeilingResult?
+    var drain: DrainResult?
+    var latency: LatencyResult?
+
+    /// The targets of the benchmark, checked against this run's figures.
+    var targets: [Target] {
+        var targets: [Target] = []
+        if let drain, let ceiling {
+            let ratio = drain.messagesPerSecond / ceiling.messagesPerSecond
+            targets.append(Target(name: "drain ≥ 70% of ceiling", value: String(format: "%.0f%%", ratio * 100), met: ratio >= 0.70))
+        }
+        if let latency {
+            targets.append(Target(name: "p99 latency < 25 ms", value: format(latency.p99) + " ms", met: latency.p99 < 25))
+        }
+        if let drain {
+            let mebibytes = Double(drain.peakRSSBytes) / 1_048_576
+            targets.append(Target(name: "peak RSS < 64 MiB", value: String(format: "%.1f MiB", mebibytes), met: mebibytes < 64))
+        }
+        return targets
+    }
+
+    struct Target: Codable {
+        var name: String
+        var value: String
+        var met: Bool
+    }
+
+    func table() -> String {
+        var rows: [(String, String)] = [
+            ("machine", "\(machine.cores) cores, \(machine.memoryGiB) GiB, \(machine.cpu)"),
+            ("servers", "Redis \(machine.redis), PostgreSQL \(machine.postgres) (fsync on)"),
+            ("workload", "\(messages) messages, \(conversations) conversations, content \(averageContentBytes) B on average"),
+            ("historian", (["--workers", String(workers)] + daemonOptions).joined(separator: " ")),
+        ]
+        if let ceiling {
+            rows.append(("ceiling: COPY, 1 connection", rate(ceiling.oneConnection)))
+            rows.append(("ceiling: COPY, 2 connections", rate(ceiling.twoConnections)))
+        }
+        if let drain {
+            var line = rate(drain.messagesPerSecond) + String(format: " (%.1f s)", drain.seconds)
+            if let ceiling {
+                line += String(format: ", %.0f%% of ceiling", drain.messagesPerSecond / ceiling.messagesPerSecond * 100)
+            }
+            rows.append(("drain, cache on", line))
+            rows.append(("historian CPU during drain", String(format: "%.1f s (%.1f µs per message)", drain.cpuSeconds, drain.cpuSeconds / Double(messages) * 1e6)))
+            rows.append(("peak RSS during drain", String(format: "%.1f MiB", Double(drain.peakRSSBytes) / 1_048_576)))
+        }
+        if let latency {
+            rows.append(("latency: rate", String(format: "%d messages/s target, %.0f achieved, %d messages", latency.rate, latency.achievedRate, latency.count)))
+            rows.append(("latency: p50 / p99 / p99.9 / max", "\(format(latency.p50)) / \(format(latency.p99)) / \(format(latency.p999)) / \(format(latency.max)) ms"))
+        }
+        for target in targets {
+            rows.append(("target: " + target.name, target.value + (target.met ? "  met" : "  MISSED")))
+        }
+        let width = rows.map(\.0.count).max() ?? 0
+        return rows.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + $0.1 }.joined(separator: "\n")
+    }
+
+    private func rate(_ value: Double) -> String {
+        "\(Int(value.rounded()).formatted()) messages/s"
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case machine, messages, conversations, workers, ceiling, drain, latency, targets
+        case daemonOptions = "historian_options"
+        case averageContentBytes = "average_content_bytes"
+    }
+
+    func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(machine, forKey: .machine)
+        try container.encode(messages, forKey: .messages)
+        try container.encode(conversations, forKey: .conversations)
+        try container.encode(workers, forKey: .workers)
+        try container.encode(daemonOptions, forKey: .daemonOptions)
+        try container.encode(averageContentBytes, forKey: .averageContentBytes)
+        try container.encodeIfPresent(ceiling, forKey: .ceiling)
+        try container.encodeIfPresent(drain, forKey: .drain)
+        try container.encodeIfPresent(latency, forKey: .latency)
+        try container.encode(targets, forKey: .targets)
+    }
+}
