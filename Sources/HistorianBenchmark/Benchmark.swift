@@ -54,6 +54,9 @@ struct HistorianBenchmark: AsyncParsableCommand {
     @Option(help: "Workload seed.")
     var seed: UInt64 = 1
 
+    @Flag(help: "Keep the servers running after the run, for a closer look, until interrupted.")
+    var keepServers = false
+
     mutating func run() async throws {
         let messageCount = messages ?? (quick ? 100_000 : 1_000_000)
         let latencyDuration = latencySeconds ?? (quick ? 20 : 60)
@@ -115,13 +118,16 @@ struct HistorianBenchmark: AsyncParsableCommand {
             try? await servers.destroy()
             throw error
         }
-        try await servers.destroy()
-
         print(results.table())
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(results).write(to: URL(fileURLWithPath: json))
         print("figures written to \(json)")
+        if keepServers {
+            report("servers kept until interrupted: redis \(servers.redis.url), postgres \(servers.postgres.url(database: "drain"))")
+            while true { try await Task.sleep(for: .seconds(3600)) }
+        }
+        try await servers.destroy()
     }
 
     private var daemonArguments: [String] {

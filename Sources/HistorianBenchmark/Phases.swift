@@ -211,10 +211,19 @@ struct DrainPhase {
                 + arguments,
             standardError: log
         )
-        guard let status = try await daemon.wait(timeout: .seconds(Int64(messages.count / 500 + 600))) else {
-            daemon.signal(SIGKILL)
-            throw BenchmarkError("drain: historian did not finish; its log is \(log)")
+        // VmHWM only grows; the last reading before the exit is the peak, give or take the
+        // last 20 ms.
+        var peakRSS = 0
+        let deadline = ContinuousClock.now + .seconds(Int64(messages.count / 500 + 600))
+        while daemon.isRunning {
+            peakRSS = max(peakRSS, daemon.peakResidentBytes ?? 0)
+            if ContinuousClock.now > deadline {
+                daemon.signal(SIGKILL)
+                throw BenchmarkError("drain: historian did not finish; its log is \(log)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
         }
+        let status = daemon.exitStatus ?? -1
         let seconds = Double(monotonicNanoseconds() - timeStart) / 1e9
         guard status == 0 else {
             throw BenchmarkError("drain: historian exited with status \(status); its log is \(log)")
@@ -228,7 +237,7 @@ struct DrainPhase {
         let result = DrainResult(
             messagesPerSecond: Double(messages.count) / seconds,
             seconds: seconds,
-            peakRSSBytes: usage?.peakResidentBytes ?? 0,
+            peakRSSBytes: peakRSS,
             cpuSeconds: (usage?.userSeconds ?? 0) + (usage?.systemSeconds ?? 0)
         )
         report(

@@ -98,6 +98,16 @@ public final class ChildProcess: Sendable {
         return usage.withLock { $0 }
     }
 
+    /// The most memory the running child has had resident so far, in bytes (`VmHWM` in
+    /// /proc); `nil` once it exited.
+    public var peakResidentBytes: Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+            let kibibytes = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+        else { return nil }
+        return kibibytes * 1024
+    }
+
     /// Waits up to `timeout` for the child to exit; returns its status, or `nil` if it still runs.
     @discardableResult
     public func wait(timeout: Duration) async throws -> Int32? {
@@ -115,15 +125,15 @@ public final class ChildProcess: Sendable {
     }
 }
 
-/// What an exited child used: its peak resident memory and CPU time.
+/// The CPU time an exited child used.
+///
+/// Not its peak memory: `ru_maxrss` of a child started with `posix_spawn` includes the parent's
+/// resident set, shared until `exec`. Read `VmHWM` (``ChildProcess/peakResidentBytes``) instead.
 public struct ResourceUsage: Sendable {
-    /// The most memory it ever had resident, in bytes (`ru_maxrss`).
-    public var peakResidentBytes: Int
     public var userSeconds: Double
     public var systemSeconds: Double
 
     init(_ usage: rusage) {
-        peakResidentBytes = usage.ru_maxrss * 1024
         userSeconds = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
         systemSeconds = Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
     }

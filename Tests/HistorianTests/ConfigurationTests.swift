@@ -102,3 +102,21 @@ struct ConfigurationTests {
         #expect(HistorianConfiguration.redactURL(url) == redacted)
     }
 }
+
+struct ServiceDescriptionTests {
+    /// ServiceLifecycle logs every service's description at debug level.
+    @Test func serviceDescriptionHidesSecrets() async throws {
+        let configuration = try await HistorianConfiguration.load(
+            flags: [
+                "redis_url": "redis://app:redis-secret@127.0.0.1:6379",
+                "postgres_url": "postgresql://historian:pg-secret@127.0.0.1/chat",
+            ],
+            configFile: nil,
+            environment: [:]
+        )
+        let service = try IngestService(configuration: configuration, once: false, logger: .init(label: "test"))
+        let text = "\(service)" + String(reflecting: service)
+        #expect(!text.contains("redis-secret") && !text.contains("pg-secret"))
+        #expect(text.contains("chat:messages"))
+    }
+}

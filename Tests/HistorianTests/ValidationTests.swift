@@ -182,6 +182,36 @@ struct TitleTests {
         #expect(derived == title)
         #expect((derived?.count ?? 0) <= 80)
     }
+
+    /// The title reader stops early; it must agree with the plain definition (split the first
+    /// non-blank line into words, take whole words up to 80 characters) on any input.
+    @Test func derivationAgreesWithTheDefinition() {
+        func definition(_ content: String) -> String? {
+            let firstLine = content.split(omittingEmptySubsequences: true, whereSeparator: \.isNewline)
+                .first { !$0.allSatisfy(\.isWhitespace) } ?? ""
+            var title = ""
+            for word in firstLine.split(whereSeparator: \.isWhitespace) {
+                let separator = title.isEmpty ? 0 : 1
+                if title.count + separator + word.count > Title.maximumLength {
+                    if title.isEmpty { title = String(word.prefix(Title.maximumLength)) }
+                    break
+                }
+                if separator == 1 { title += " " }
+                title += word
+            }
+            return title.isEmpty ? nil : title
+        }
+        let pieces = ["a", "word", "Grüße", "日本語", "👩‍💻", " ", "  ", "\t", "\n", "\r\n", "\u{2028}", String(repeating: "x", count: 79), String(repeating: "y", count: 85)]
+        var state: UInt64 = 42
+        for _ in 0..<3000 {
+            var content = ""
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            for step in 0..<Int(state >> 59) + 1 {
+                content += pieces[Int((state >> UInt64(step % 50)) % UInt64(pieces.count))]
+            }
+            #expect(Title.derive(from: content) == definition(content), "\(content.debugDescription)")
+        }
+    }
 }
 
 struct UUIDTextTests {

@@ -202,6 +202,26 @@ public enum RecentCache {
             replace(list, new)
             redis.call('SET', versionKey, version)
           elseif current == version - 1 or (current == -1 and version == 1) then
+            -- Usually every new element sorts after the list's last one: append and trim.
+            local last = ''
+            if current ~= -1 then
+              local tail = redis.call('LINDEX', list, -1)
+              if tail then last = created(tail) end
+            end
+            local inOrder = true
+            for _, element in ipairs(new) do
+              local at = created(element)
+              if at < last then inOrder = false break end
+              last = at
+            end
+            if inOrder then
+              if current == -1 then redis.call('DEL', list) end
+              for i = 1, #new, 1000 do
+                redis.call('RPUSH', list, unpack(new, i, math.min(i + 999, #new)))
+              end
+              redis.call('LTRIM', list, -size, -1)
+              redis.call('SET', versionKey, version)
+            else
             local merged = {}
             local times = {}
             if current ~= -1 then
@@ -219,6 +239,7 @@ public enum RecentCache {
             for i = math.max(1, #merged - size + 1), #merged do kept[#kept + 1] = merged[i] end
             replace(list, kept)
             redis.call('SET', versionKey, version)
+            end
           else
             fresh = false
             stale[#stale + 1] = w
@@ -233,11 +254,11 @@ public enum RecentCache {
           local session, user, dept, conversation, at, earliest =
             ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
           a = a + 6
-          local last = redis.call('HGET', key, 'last_active')
+          local known = redis.call('HMGET', key, 'last_active', 'created_at')
+          local last, first = known[1], known[2]
           if not last or at > last then
             redis.call('HSET', key, 'user_id', user, 'dept_id', dept, 'conversation_id', conversation, 'last_active', at)
           end
-          local first = redis.call('HGET', key, 'created_at')
           if not first or earliest < first then redis.call('HSET', key, 'created_at', earliest) end
           redis.call('PEXPIRE', key, ttl)
           redis.call('SADD', users, session)

@@ -68,3 +68,11 @@ final class WorkerConnections {
         postgresConnection = nil
     }
 }
+
+// ServiceLifecycle logs its services at debug level; these descriptions keep secrets out.
+extension ServerEndpoints: CustomStringConvertible {
+    public var description: String {
+        "ServerEndpoints(redis: \(redis), postgres: \(HistorianConfiguration.redactURL(postgresURL)), "
+            + "postgres_password: \(postgresPassword == nil ? "none" : "***"))"
+    }
+}

@@ -4,7 +4,7 @@ import RedisClient
 import ServiceLifecycle
 
 /// The daemon's ingest: prepares the schema and the consumer group, then runs the workers.
-public struct IngestService: Service {
+public struct IngestService: Service, CustomStringConvertible {
     let settings: IngestSettings
     let endpoints: ServerEndpoints
     let logger: Logger
@@ -13,6 +13,12 @@ public struct IngestService: Service {
         self.settings = IngestSettings(configuration, once: once)
         self.endpoints = try ServerEndpoints(configuration)
         self.logger = logger
+    }
+
+    /// What ServiceLifecycle logs for this service: names, never URLs or passwords.
+    public var description: String {
+        "IngestService(stream: \(settings.stream.stream), group: \(settings.stream.group), "
+            + "consumer: \(settings.consumer), workers: \(settings.workers), endpoints: \(endpoints))"
     }
 
     public func run() async throws {

@@ -177,6 +177,9 @@ struct IngestWorker {
             maxDeliveries: settings.maxDeliveries
         )
         var cacheWrites: [CacheWrite] = []
+        let clock = ContinuousClock()
+        let started = clock.now
+        var stored = started
         while true {
             switch machine.nextAction() {
             case .store(let unit):
@@ -199,9 +202,11 @@ struct IngestWorker {
                     machine.unitRejected(detail: Self.rejectionDetail(error))
                 }
             case .finish(let acknowledgement):
+                stored = clock.now
                 try await retrying("refreshing the cache", logger: logger) {
                     try await refreshCache(acknowledgement, deltas: cacheWrites)
                 }
+                let cached = clock.now
                 try await retrying("acknowledging a batch", logger: logger) {
                     let redis = try await connections.redis()
                     try await settings.stream.finish(redis, acknowledgement, at: Timestamp.now)
@@ -221,6 +226,9 @@ struct IngestWorker {
                     metadata: [
                         "entries": "\(delivery.count)", "stored": "\(acknowledgement.stored.count)",
                         "dead_letters": "\(acknowledgement.deadLetters.count)",
+                        "store_ms": "\(Self.milliseconds(stored - started))",
+                        "cache_ms": "\(Self.milliseconds(cached - stored))",
+                        "ack_ms": "\(Self.milliseconds(clock.now - cached))",
                     ]
                 )
                 return
@@ -255,6 +263,12 @@ struct IngestWorker {
         let postgres = try await connections.postgres()
         let size = settings.cache.recentSize
         return try await postgres.withSession { try RecentCache.snapshots(of: conversations, size: size, in: $0) }
+    }
+
+    static func milliseconds(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        let tenths = seconds * 10_000 + attoseconds / 100_000_000_000_000
+        return "\(tenths / 10).\(tenths % 10)"
     }
 
     /// What a dead letter says of a refused row: the SQLSTATE and PostgreSQL's message. The

@@ -75,13 +75,16 @@ public enum MessageStore {
         ON CONFLICT (id) DO NOTHING
         """
 
-    /// Locks the unit's conversations in ID order, inserts the messages whose user owns their
-    /// conversation, their contexts, and updates the conversations they touched. Returns the
-    /// IDs it inserted.
+    /// Locks the unit's conversations (`$1`, an array) in ID order, inserts the messages whose
+    /// user owns their conversation, their contexts, and updates the conversations they touched.
+    /// Returns the IDs it inserted.
+    ///
+    /// The conversations come as an array rather than from the staging table, which has no
+    /// statistics: PostgreSQL then plans index lookups, not a scan of every conversation.
     static let insertMessages = """
         WITH owners AS (
             SELECT c.id, c.user_id FROM conversations AS c
-            WHERE c.id IN (SELECT conversation_id FROM historian_stage)
+            WHERE c.id = ANY($1::uuid[])
             ORDER BY c.id
             FOR NO KEY UPDATE
         ), inserted AS (
@@ -167,7 +170,8 @@ public enum MessageStore {
         do {
             try session.copyIn(copyStage, data: encodeStage(unit))
             try session.execute(insertConversations)
-            let inserted = try session.query(insertMessages)
+            let conversations = Array(Set(unit.map(\.conversationID)))
+            let inserted = try session.query(insertMessages, [arrayLiteral(conversations)])
             var report = Report()
             for row in inserted.rows {
                 guard let id = row[0].flatMap(UUIDText.init), let conversation = row[1],
@@ -298,19 +302,29 @@ public enum CopyText {
     }
 
     public static func append(_ value: String?, to out: inout [UInt8]) {
-        guard let value else {
+        guard var value else {
             out.append(0x5C)
             out.append(0x4E)
             return
         }
-        for byte in value.utf8 {
-            switch byte {
-            case 0x5C: out.append(0x5C); out.append(0x5C)
-            case 0x09: out.append(0x5C); out.append(0x74)
-            case 0x0A: out.append(0x5C); out.append(0x6E)
-            case 0x0D: out.append(0x5C); out.append(0x72)
-            default: out.append(byte)
+        value.withUTF8 { bytes in
+            // Copy runs of plain bytes whole; only the four special bytes are escaped one by one.
+            var runStart = 0
+            for index in bytes.indices {
+                let escaped: UInt8
+                switch bytes[index] {
+                case 0x5C: escaped = 0x5C
+                case 0x09: escaped = 0x74
+                case 0x0A: escaped = 0x6E
+                case 0x0D: escaped = 0x72
+                default: continue
+                }
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
+                out.append(0x5C)
+                out.append(escaped)
+                runStart = index + 1
             }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart...]))
         }
     }
 }
