@@ -58,19 +58,21 @@ struct StreamMaintenance {
     /// either read by the group (`entries-read`), or is still in the stream after the group's
     /// last-delivered ID, or was deleted (trimmed) before the group got to it. The count is
     /// cumulative, so it is compared with what was reported before and each gap is logged once.
+    ///
+    /// Counting the entries after the last-delivered ID makes Redis walk them, so the check
+    /// waits while the group is more than `countLimit` entries behind; being cumulative, it
+    /// finds any gap once the group has caught up.
     mutating func checkForGap(_ redis: RedisConnection, group: GroupInfo) async throws {
         guard let read = group.entriesRead else { return }
         let info = try await redis.send("XINFO", "STREAM", RedisArgument(stream.stream)).fieldPairs
-        let length = Int(info["length"]?.int ?? 0)
         let added = Int(info["entries-added"]?.int ?? 0)
-        // Entries up to the last-delivered ID still in the stream, counted server-side; past a
-        // limit the check waits for trimming to catch up.
-        let upTo = try await redis.send(
-            "EVAL", RedisArgument(Self.countUpToScript), "1", RedisArgument(stream.stream),
+        guard added - read <= Self.countLimit else { return }
+        let after = try await redis.send(
+            "EVAL", RedisArgument(Self.countAfterScript), "1", RedisArgument(stream.stream),
             RedisArgument(group.lastDelivered.description), RedisArgument(Self.countLimit)
         )
-        guard let before = upTo.int.map({ Int($0) }), before <= Self.countLimit else { return }
-        let lost = added - read - (length - before)
+        guard let unread = after.int.map({ Int($0) }), unread <= Self.countLimit else { return }
+        let lost = added - read - unread
         guard lost > reportedLost else { return }
         let gap = lost - reportedLost
         reportedLost = lost
@@ -85,10 +87,10 @@ struct StreamMaintenance {
         )
     }
 
-    static let countLimit = 100_000
-    static let countUpToScript = """
-        if ARGV[1] == '0-0' then return 0 end
-        return #redis.call('XRANGE', KEYS[1], '-', ARGV[1], 'COUNT', tonumber(ARGV[2]) + 1)
+    static let countLimit = 2_000
+    /// The number of entries after ARGV[1], counted up to ARGV[2] + 1 (only the count leaves Redis).
+    static let countAfterScript = """
+        return #redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]) + 1)
         """
 
     /// Trims entries that every group has acknowledged: below the oldest pending entry of each
