@@ -27,7 +27,7 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: "Dead-letter stream key.") var dlqStream: String?
     @Option(help: "Largest content accepted (e.g. 1MiB).") var maxContentBytes: String?
     @Option(help: "Most entries in one batch.") var batchSize: String?
-    @Option(help: "How long a batch waits to fill (e.g. 5ms).") var batchLinger: String?
+    @Option(help: "How long a batch waits to fill (e.g. 1ms).") var batchLinger: String?
     @Option(help: "Deliveries before an entry is poison.") var maxDeliveries: String?
     @Option(help: "Idle time before pending entries are claimed (e.g. 60s).") var claimIdle: String?
     @Option(help: "Messages per recent-history list (0: no cache).") var recentSize: String?

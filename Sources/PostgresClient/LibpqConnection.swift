@@ -78,6 +78,8 @@ final class LibpqConnection {
     static let copyChunkSize = 256 * 1024
 
     private var conn: OpaquePointer?
+    /// Names of the statements prepared on this connection (they live as long as it does).
+    private var prepared: Set<String> = []
     let flags: ConnectionFlags
     let logger: Logger
     /// Strings that must never appear in an error message: passwords and the conninfo itself.
@@ -279,8 +281,24 @@ final class LibpqConnection {
     // MARK: - Commands
 
     /// Sends an extended-protocol query with text parameters and reads its result.
-    func query(_ sql: String, parameters: [[UInt8]?], deadline: Deadline) throws -> PostgresRows {
+    ///
+    /// With `statementName`, the statement is prepared under that name on first use and run
+    /// from there on, so PostgreSQL parses and plans it once per connection.
+    func query(
+        _ sql: String,
+        parameters: [[UInt8]?],
+        statementName: String? = nil,
+        deadline: Deadline
+    ) throws -> PostgresRows {
         let conn = try usableConnection()
+        if let statementName, !prepared.contains(statementName) {
+            guard PQsendPrepare(conn, statementName, sql, Int32(parameters.count), nil) == 1 else {
+                throw sendFailure()
+            }
+            try flush(deadline: deadline)
+            _ = try collectResults(deadline: deadline, expectCopyIn: false)
+            prepared.insert(statementName)
+        }
         for (index, parameter) in parameters.enumerated() where parameter?.contains(0) == true {
             // libpq passes text parameters as C strings, and PostgreSQL text cannot hold NUL;
             // the server reports the same SQLSTATE for it.
@@ -306,7 +324,12 @@ final class LibpqConnection {
         }
         let values = buffers.map { $0.map { UnsafePointer($0) } }
         let lengths = parameters.map { Int32($0?.count ?? 0) }
-        let sent = PQsendQueryParams(conn, sql, Int32(parameters.count), nil, values, lengths, nil, 0)
+        let sent =
+            if let statementName {
+                PQsendQueryPrepared(conn, statementName, Int32(parameters.count), values, lengths, nil, 0)
+            } else {
+                PQsendQueryParams(conn, sql, Int32(parameters.count), nil, values, lengths, nil, 0)
+            }
         guard sent == 1 else { throw sendFailure() }
         try flush(deadline: deadline)
         return try collectResults(deadline: deadline, expectCopyIn: false) ?? PostgresRows()

@@ -23,6 +23,14 @@ public final class PostgresSession {
         return try connection.query(sql, parameters: bytes, deadline: Deadline(after: timeout))
     }
 
+    /// Like `query(_:_:)`, but prepared under `name` on first use on this connection and run by
+    /// name afterwards: parsed and planned once. A name stands for one SQL text only.
+    public func query(prepared name: String, _ sql: String, _ parameters: [String?] = []) throws -> PostgresRows {
+        try checkValid()
+        let bytes = parameters.map { $0.map { Array($0.utf8) } }
+        return try connection.query(sql, parameters: bytes, statementName: name, deadline: Deadline(after: timeout))
+    }
+
     /// Runs an extended-protocol query with text-format parameters given as exact bytes (`nil` is NULL).
     public func query(_ sql: String, byteParameters: [[UInt8]?]) throws -> PostgresRows {
         try checkValid()

@@ -57,7 +57,7 @@ public struct HistorianConfiguration: Sendable {
         Key(name: "dlq_stream", defaultValue: "chat:messages:dlq", help: "dead-letter stream key"),
         Key(name: "max_content_bytes", defaultValue: "1MiB", help: "largest content accepted"),
         Key(name: "batch_size", defaultValue: "500", help: "most entries in one batch"),
-        Key(name: "batch_linger", defaultValue: "5ms", help: "how long a batch waits to fill up"),
+        Key(name: "batch_linger", defaultValue: "1ms", help: "how long a batch waits to fill up"),
         Key(name: "max_deliveries", defaultValue: "10", help: "deliveries before an entry is poison"),
         Key(name: "claim_idle", defaultValue: "60s", help: "idle time after which pending entries are claimed"),
         Key(name: "recent_size", defaultValue: "10", help: "messages in each recent-history list (0: no cache)"),

@@ -62,7 +62,9 @@ public enum MessageStore {
         """
 
     /// New conversations, owned by the user of their first message in arrival order. Sorted by
-    /// ID so that concurrent batches take their locks in the same order.
+    /// ID so that concurrent batches take their locks in the same order. Conversations that
+    /// exist are skipped by a plain index lookup; `ON CONFLICT` settles the race with a
+    /// concurrent creator.
     static let insertConversations = """
         INSERT INTO conversations (id, user_id, dept_id, created_at, updated_at)
         SELECT id, user_id, dept_id, created_at, now()
@@ -71,6 +73,7 @@ public enum MessageStore {
             FROM historian_stage
             ORDER BY conversation_id, seq
         ) AS first_messages
+        WHERE NOT EXISTS (SELECT 1 FROM conversations AS c WHERE c.id = first_messages.id)
         ORDER BY id
         ON CONFLICT (id) DO NOTHING
         """
@@ -169,9 +172,9 @@ public enum MessageStore {
         try session.execute("BEGIN")
         do {
             try session.copyIn(copyStage, data: encodeStage(unit))
-            try session.execute(insertConversations)
+            _ = try session.query(prepared: "historian_insert_conversations", insertConversations)
             let conversations = Array(Set(unit.map(\.conversationID)))
-            let inserted = try session.query(insertMessages, [arrayLiteral(conversations)])
+            let inserted = try session.query(prepared: "historian_insert_messages", insertMessages, [arrayLiteral(conversations)])
             var report = Report()
             for row in inserted.rows {
                 guard let id = row[0].flatMap(UUIDText.init), let conversation = row[1],

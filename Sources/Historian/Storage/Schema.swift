@@ -75,7 +75,21 @@ public enum Schema {
                     sha256 text NOT NULL
                 );
                 """
-        )
+        ),
+        Migration(
+            version: 2,
+            name: "conversation updates without index writes",
+            sql: """
+                -- Every stored batch updates its conversations (updated_at, cache_version). With
+                -- no index on updated_at and room left in each page, those are HOT updates: no
+                -- index entries written. Finding idle conversations reads the table instead,
+                -- which archive passes (hourly by default) can afford.
+                DROP INDEX conversations_updated_at_idx;
+                DROP INDEX conversations_user_id_idx;
+                CREATE INDEX conversations_user_id_idx ON conversations (user_id);
+                ALTER TABLE conversations SET (fillfactor = 70);
+                """
+        ),
     ]
 
     /// The version recorded in the database, or `nil` when Historian never migrated it.
