@@ -182,11 +182,46 @@ public enum RecentCache {
           if not finish then return '' end
           return string.sub(element, finish + 1, finish + 27)
         end
-        local function replace(list, elements)
-          redis.call('DEL', list)
+        local function append(list, elements)
           for i = 1, #elements, 1000 do
             redis.call('RPUSH', list, unpack(elements, i, math.min(i + 999, #elements)))
           end
+        end
+        local function replace(list, elements)
+          redis.call('DEL', list)
+          append(list, elements)
+        end
+        -- Whether every new element sorts after the list's last one (the usual case).
+        local function inOrder(list, current, new)
+          local last = ''
+          if current ~= -1 then
+            local tail = redis.call('LINDEX', list, -1)
+            if tail then last = created(tail) end
+          end
+          for _, element in ipairs(new) do
+            local at = created(element)
+            if at < last then return false end
+            last = at
+          end
+          return true
+        end
+        -- The list with the new elements merged in by created_at, the latest `size` kept.
+        local function mergeKeepingLatest(list, current, new)
+          local merged, times = {}, {}
+          if current ~= -1 then
+            merged = redis.call('LRANGE', list, 0, -1)
+            for i, element in ipairs(merged) do times[i] = created(element) end
+          end
+          for _, element in ipairs(new) do
+            local at = created(element)
+            local position = #merged + 1
+            while position > 1 and times[position - 1] > at do position = position - 1 end
+            table.insert(merged, position, element)
+            table.insert(times, position, at)
+          end
+          local kept = {}
+          for i = math.max(1, #merged - size + 1), #merged do kept[#kept + 1] = merged[i] end
+          return kept
         end
         for w = 1, writes do
           local list, versionKey = KEYS[2 * w - 1], KEYS[2 * w]
@@ -202,44 +237,14 @@ public enum RecentCache {
             replace(list, new)
             redis.call('SET', versionKey, version)
           elseif current == version - 1 or (current == -1 and version == 1) then
-            -- Usually every new element sorts after the list's last one: append and trim.
-            local last = ''
-            if current ~= -1 then
-              local tail = redis.call('LINDEX', list, -1)
-              if tail then last = created(tail) end
-            end
-            local inOrder = true
-            for _, element in ipairs(new) do
-              local at = created(element)
-              if at < last then inOrder = false break end
-              last = at
-            end
-            if inOrder then
+            if inOrder(list, current, new) then
               if current == -1 then redis.call('DEL', list) end
-              for i = 1, #new, 1000 do
-                redis.call('RPUSH', list, unpack(new, i, math.min(i + 999, #new)))
-              end
+              append(list, new)
               redis.call('LTRIM', list, -size, -1)
-              redis.call('SET', versionKey, version)
             else
-            local merged = {}
-            local times = {}
-            if current ~= -1 then
-              merged = redis.call('LRANGE', list, 0, -1)
-              for i, element in ipairs(merged) do times[i] = created(element) end
+              replace(list, mergeKeepingLatest(list, current, new))
             end
-            for _, element in ipairs(new) do
-              local at = created(element)
-              local position = #merged + 1
-              while position > 1 and times[position - 1] > at do position = position - 1 end
-              table.insert(merged, position, element)
-              table.insert(times, position, at)
-            end
-            local kept = {}
-            for i = math.max(1, #merged - size + 1), #merged do kept[#kept + 1] = merged[i] end
-            replace(list, kept)
             redis.call('SET', versionKey, version)
-            end
           else
             fresh = false
             stale[#stale + 1] = w

@@ -179,7 +179,6 @@ struct IngestWorker {
         var cacheWrites: [CacheWrite] = []
         let clock = ContinuousClock()
         let started = clock.now
-        var stored = started
         while true {
             switch machine.nextAction() {
             case .store(let unit):
@@ -202,7 +201,7 @@ struct IngestWorker {
                     machine.unitRejected(detail: Self.rejectionDetail(error))
                 }
             case .finish(let acknowledgement):
-                stored = clock.now
+                let stored = clock.now
                 try await retrying("refreshing the cache", logger: logger) {
                     try await refreshCache(acknowledgement, deltas: cacheWrites)
                 }
