@@ -204,6 +204,7 @@ struct DrainPhase {
 
         report("drain: historian run --once \(arguments.joined(separator: " "))")
         let log = try temporaryFile("historian-drain")
+        let serversBefore = ServerCPU(servers)
         let timeStart = monotonicNanoseconds()
         let daemon = try ChildProcess(
             executable: executable,
@@ -225,6 +226,9 @@ struct DrainPhase {
         }
         let status = daemon.exitStatus ?? -1
         let seconds = Double(monotonicNanoseconds() - timeStart) / 1e9
+        // Lets the historian's backends exit and the postmaster reap them, so their CPU counts.
+        try await Task.sleep(for: .milliseconds(300))
+        let serversAfter = ServerCPU(servers)
         guard status == 0 else {
             throw BenchmarkError("drain: historian exited with status \(status); its log is \(log)")
         }
@@ -238,11 +242,18 @@ struct DrainPhase {
             messagesPerSecond: Double(messages.count) / seconds,
             seconds: seconds,
             peakRSSBytes: peakRSS,
-            cpuSeconds: (usage?.userSeconds ?? 0) + (usage?.systemSeconds ?? 0)
+            cpuSeconds: (usage?.userSeconds ?? 0) + (usage?.systemSeconds ?? 0),
+            postgresCPUSeconds: serversAfter.postgres - serversBefore.postgres,
+            redisCPUSeconds: serversAfter.redis - serversBefore.redis
         )
         report(
             "drain: \(Int(result.messagesPerSecond)) messages/s, peak RSS \(result.peakRSSBytes / 1_048_576) MiB, "
-                + "historian CPU \(String(format: "%.1f", result.cpuSeconds)) s"
+                + String(
+                    format: "CPU: historian %.1f s, PostgreSQL %.1f s, Redis %.1f s",
+                    result.cpuSeconds,
+                    result.postgresCPUSeconds,
+                    result.redisCPUSeconds
+                )
         )
         return result
     }
@@ -254,12 +265,51 @@ struct DrainResult: Codable {
     var peakRSSBytes: Int
     /// The historian process's own CPU time, user plus system.
     var cpuSeconds: Double
+    /// CPU time of every PostgreSQL process (postmaster, backends, background workers) meanwhile.
+    var postgresCPUSeconds: Double
+    /// CPU time of redis-server meanwhile.
+    var redisCPUSeconds: Double
 
     enum CodingKeys: String, CodingKey {
         case messagesPerSecond = "messages_per_second"
         case seconds
         case peakRSSBytes = "peak_rss_bytes"
         case cpuSeconds = "historian_cpu_seconds"
+        case postgresCPUSeconds = "postgres_cpu_seconds"
+        case redisCPUSeconds = "redis_cpu_seconds"
+    }
+}
+
+/// CPU seconds (user plus system) the servers have used so far, from /proc. PostgreSQL's is the
+/// postmaster's own, its reaped children's (backends that have exited), and its live children's.
+struct ServerCPU {
+    var postgres = 0.0
+    var redis = 0.0
+
+    init(_ servers: BenchmarkServers) {
+        if let pid = servers.redis.pid, let stat = Self.stat(pid) {
+            redis = stat.own
+        }
+        guard let postmaster = servers.postgres.postmasterPID, let stat = Self.stat(postmaster) else { return }
+        postgres = stat.own + stat.children
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        for entry in entries {
+            guard let pid = pid_t(entry), let child = Self.stat(pid), child.parent == postmaster else { continue }
+            postgres += child.own
+        }
+    }
+
+    /// Fields of `/proc/<pid>/stat`: the parent, the process's CPU time, and its reaped children's.
+    static func stat(_ pid: pid_t) -> (parent: pid_t, own: Double, children: Double)? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = text.lastIndex(of: ")")
+        else { return nil }
+        // After "pid (comm) ": state, ppid, …; utime, stime, cutime, cstime are fields 14–17.
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 15, let parent = pid_t(fields[1]) else { return nil }
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let values = fields[11...14].map { (Double($0) ?? 0) / ticks }
+        return (parent, values[0] + values[1], values[2] + values[3])
     }
 }
 

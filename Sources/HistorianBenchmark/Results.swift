@@ -85,6 +85,16 @@ struct BenchmarkResults: Encodable {
             }
             rows.append(("drain, cache on", line))
             rows.append(("historian CPU during drain", String(format: "%.1f s (%.1f µs per message)", drain.cpuSeconds, drain.cpuSeconds / Double(messages) * 1e6)))
+            rows.append(
+                (
+                    "server CPU during drain",
+                    String(
+                        format: "PostgreSQL %.1f s (%.1f µs per message), Redis %.1f s (%.1f µs per message)",
+                        drain.postgresCPUSeconds, drain.postgresCPUSeconds / Double(messages) * 1e6,
+                        drain.redisCPUSeconds, drain.redisCPUSeconds / Double(messages) * 1e6
+                    )
+                )
+            )
             rows.append(("peak RSS during drain", String(format: "%.1f MiB", Double(drain.peakRSSBytes) / 1_048_576)))
         }
         if let latency {

@@ -34,6 +34,14 @@ public final class PostgresServer: Sendable {
         self.running = Mutex(false)
     }
 
+    /// The postmaster's process ID, from `postmaster.pid`, while the server runs.
+    public var postmasterPID: pid_t? {
+        guard let text = try? String(contentsOfFile: dataDirectory + "/postmaster.pid", encoding: .utf8),
+            let line = text.split(separator: "\n").first
+        else { return nil }
+        return pid_t(line)
+    }
+
     /// A libpq URI for `database` as the cluster's superuser.
     public func url(database: String = "postgres") -> String {
         "postgresql://\(Self.superuser)@127.0.0.1:\(port)/\(database)"

@@ -13,6 +13,8 @@ public final class RedisServer: Sendable {
     public let directory: String
     /// `redis://127.0.0.1:PORT`.
     public var url: String { "redis://127.0.0.1:\(port)" }
+    /// The server's process ID while it runs.
+    public var pid: pid_t? { process.withLock { $0?.pid } }
 
     private let executable: String
     private let appendOnly: Bool

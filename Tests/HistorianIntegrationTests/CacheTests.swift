@@ -72,6 +72,41 @@ struct CacheTests {
         }
     }
 
+    @Test("version keys hold the list's last created_at; bare versions written by older releases still work")
+    func versionKeyFormats() async throws {
+        try await TestEnvironment.with { environment in
+            let messages = Producer.workload(count: 1_200, conversations: 40, seed: 31)
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            try await Producer.append(Array(messages[..<600]), redis: redis)
+            var run = try await HistorianProcess.run(["run", "--once"], environment: environment.historianEnvironment)
+            #expect(run.status == 0, "\(run.errors)")
+            var expected = try await Self.expectedLists(environment)
+            var checked = 0
+            for (conversation, list) in expected {
+                let key = RedisArgument("history:\(conversation):recent:version")
+                let stored = try await redis.send("GET", key).string ?? ""
+                let parts = stored.split(separator: " ")
+                #expect(parts.count == 2 && Int(parts[0]) != nil, "version key \(stored)")
+                #expect(parts.last.map(String.init) == list.last?["created_at"] as? String)
+                // Rewrite it as an older release would have left it: the bare version.
+                let ttl = try await redis.send("PTTL", key).int ?? -1
+                _ = try await redis.send("SET", key, RedisArgument(String(parts[0])), "PX", RedisArgument(Int(ttl)))
+                checked += 1
+            }
+            #expect(checked == 40)
+            try await Producer.append(Array(messages[600...]), redis: redis)
+            run = try await HistorianProcess.run(["run", "--once"], environment: environment.historianEnvironment)
+            #expect(run.status == 0, "\(run.errors)")
+            expected = try await Self.expectedLists(environment)
+            var wrong: [String] = []
+            for (conversation, list) in expected where try await Self.cachedList(redis, conversation) != list {
+                wrong.append(conversation)
+            }
+            #expect(wrong.isEmpty, "\(wrong.count) recent lists differ from PostgreSQL, e.g. \(wrong.prefix(3))")
+        }
+    }
+
     @Test("two processes on the same 5 conversations: no recent list ever goes back to an older view")
     func recentListsNeverGoBackwards() async throws {
         try await TestEnvironment.with { environment in

@@ -61,24 +61,29 @@ public struct SessionTouch: Sendable, Hashable {
 
     /// One touch per session: its latest message in the batch, and the earliest time.
     static func latest(of messages: [IncomingMessage]) -> [SessionTouch] {
-        var latest: [String: IncomingMessage] = [:]
-        var earliest: [String: Timestamp] = [:]
-        for message in messages {
+        // Positions rather than copies of the messages; a later message wins a tie.
+        var latest: [String: (latest: Int, earliest: Timestamp)] = [:]
+        for (position, message) in messages.enumerated() {
             guard let session = message.sessionID else { continue }
-            earliest[session] = min(earliest[session] ?? message.createdAt, message.createdAt)
-            if let seen = latest[session], seen.createdAt > message.createdAt { continue }
-            latest[session] = message
+            if let seen = latest[session] {
+                let newer = messages[seen.latest].createdAt <= message.createdAt
+                latest[session] = (newer ? position : seen.latest, min(seen.earliest, message.createdAt))
+            } else {
+                latest[session] = (position, message.createdAt)
+            }
         }
-        return latest.values.sorted { $0.sessionID! < $1.sessionID! }.map {
-            SessionTouch(
-                sessionID: $0.sessionID!,
-                userID: $0.userID,
-                deptID: $0.deptID,
-                conversationID: $0.conversationID.text,
-                at: $0.createdAt.rfc3339,
-                first: earliest[$0.sessionID!]!.rfc3339
+        return latest.map { session, seen in
+            let message = messages[seen.latest]
+            return SessionTouch(
+                sessionID: session,
+                userID: message.userID,
+                deptID: message.deptID,
+                conversationID: message.conversationID.text,
+                at: message.createdAt.rfc3339,
+                first: seen.earliest.rfc3339
             )
         }
+        .sorted { $0.sessionID < $1.sessionID }
     }
 }
 
@@ -125,28 +130,48 @@ public enum RecentCache {
         return writes
     }
 
-    /// Applies the writes and session touches in one call.
-    /// - Returns: conversations whose delta found Redis at an unexpected version (expired,
-    ///   evicted, or behind a commit whose cache update never happened); they need a snapshot.
+    /// Entries to acknowledge in the same script call, once the cache is fresh.
+    struct Acknowledge {
+        var stream: String
+        var group: String
+        var ids: [StreamID]
+    }
+
+    /// What one `apply` did.
+    struct Applied {
+        /// Conversations whose delta found Redis at an unexpected version (expired, evicted, or
+        /// behind a commit whose cache update never happened); they need a snapshot.
+        var stale: [String]
+        /// Whether the entries were acknowledged: only when nothing was stale.
+        var acknowledged: Bool
+    }
+
+    /// Applies the writes and session touches in one call, then, if no conversation was stale,
+    /// acknowledges `acknowledge` in the same call: the cache is refreshed before the entries
+    /// are acknowledged, atomically, and in one round trip.
     static func apply(
         _ writes: [CacheWrite],
         sessions: [SessionTouch],
+        acknowledge: Acknowledge? = nil,
         settings: CacheSettings,
         redis: RedisConnection
-    ) async throws -> [String] {
-        guard !writes.isEmpty || !sessions.isEmpty else { return [] }
+    ) async throws -> Applied {
+        let acks = acknowledge?.ids ?? []
+        guard !writes.isEmpty || !sessions.isEmpty else { return Applied(stale: [], acknowledged: false) }
         var keys: [RedisArgument] = []
+        keys.reserveCapacity(2 * (writes.count + sessions.count) + 1)
         var arguments: [RedisArgument] = [
             RedisArgument(String(settings.ttlMilliseconds)), RedisArgument(settings.recentSize),
-            RedisArgument(writes.count), RedisArgument(sessions.count),
+            RedisArgument(writes.count), RedisArgument(sessions.count), RedisArgument(acks.count),
         ]
+        arguments.reserveCapacity(writes.reduce(8 + 6 * sessions.count + acks.count) { $0 + 3 + $1.elements.count })
         for write in writes {
             keys.append(RedisArgument(settings.recentKey(write.conversationID)))
             keys.append(RedisArgument(settings.versionKey(write.conversationID)))
             arguments.append(RedisArgument(write.mode.rawValue))
             arguments.append(RedisArgument(String(write.version)))
             arguments.append(RedisArgument(write.elements.count))
-            arguments += write.elements.map { RedisArgument($0) }
+            for element in write.elements { arguments.append(RedisArgument(element)) }
         }
         for touch in sessions {
             keys.append(RedisArgument(settings.sessionKey(touch.sessionID)))
@@ -156,6 +181,11 @@ public enum RecentCache {
                 RedisArgument(touch.conversationID), RedisArgument(touch.at), RedisArgument(touch.first),
             ]
         }
+        if let acknowledge, !acks.isEmpty {
+            keys.append(RedisArgument(acknowledge.stream))
+            arguments.append(RedisArgument(acknowledge.group))
+            for id in acks { arguments.append(RedisArgument(id.description)) }
+        }
         let tail: [RedisArgument] = [RedisArgument(keys.count)] + keys + arguments
         var reply: RESPValue
         do {
@@ -163,47 +193,46 @@ public enum RecentCache {
         } catch let error as RedisError where error.serverErrorPrefix == "NOSCRIPT" {
             reply = try await redis.send(["EVAL", RedisArgument(script)] + tail)
         }
-        let stale = (reply.array ?? []).compactMap { $0.int }.map { Int($0) }
-        return stale.compactMap { index in writes.indices.contains(index - 1) ? writes[index - 1].conversationID : nil }
+        let values = (reply.array ?? []).compactMap { $0.int }.map { Int($0) }
+        let stale = values.dropFirst().compactMap { index in writes.indices.contains(index - 1) ? writes[index - 1].conversationID : nil }
+        return Applied(stale: stale, acknowledged: !acks.isEmpty && values.first == 1)
     }
 
-    /// The script behind `apply`. KEYS: per write its list and version keys, then per session
-    /// its hash and its user's set. ARGV: ttl_ms, recent_size, writes, sessions; per write mode,
-    /// version, count, elements; per session id, user, dept, conversation, latest and earliest time.
+    /// The script behind `apply`. KEYS: per write its list and version keys, per session its
+    /// hash and its user's set, then the stream when there are entries to acknowledge. ARGV:
+    /// ttl_ms, recent_size, writes, sessions, acks; per write mode, version, count, elements;
+    /// per session id, user, dept, conversation, latest and earliest time; then the group and
+    /// the entry IDs. Returns `{acknowledged (0 or 1), stale write numbers…}`.
+    ///
+    /// A version key holds `<version> <created_at of the list's last element>`, so the usual
+    /// in-order append needs no read of the list. (A bare `<version>`, as older releases wrote,
+    /// makes it read the list's last element instead.) Elements of a write are oldest first.
+    /// Numbers go to Redis as the strings they came as: Lua would format them as floats.
     static let script = """
-        local ttl = tonumber(ARGV[1])
+        local ttl = ARGV[1]
         local size = tonumber(ARGV[2])
+        local trimFrom = ARGV[2] == '0' and '0' or '-' .. ARGV[2]
         local writes = tonumber(ARGV[3])
         local sessions = tonumber(ARGV[4])
-        local a = 5
+        local acks = tonumber(ARGV[5])
+        local a = 6
         local stale = {}
         local function created(element)
           local _, finish = string.find(element, '"created_at" : "', 1, true)
           if not finish then return '' end
           return string.sub(element, finish + 1, finish + 27)
         end
+        -- RPUSHes in chunks (Lua's unpack has a limit); returns the list's new length.
         local function append(list, elements)
+          local length = 0
           for i = 1, #elements, 1000 do
-            redis.call('RPUSH', list, unpack(elements, i, math.min(i + 999, #elements)))
+            length = redis.call('RPUSH', list, unpack(elements, i, math.min(i + 999, #elements)))
           end
+          return length
         end
         local function replace(list, elements)
           redis.call('DEL', list)
           append(list, elements)
-        end
-        -- Whether every new element sorts after the list's last one (the usual case).
-        local function inOrder(list, current, new)
-          local last = ''
-          if current ~= -1 then
-            local tail = redis.call('LINDEX', list, -1)
-            if tail then last = created(tail) end
-          end
-          for _, element in ipairs(new) do
-            local at = created(element)
-            if at < last then return false end
-            last = at
-          end
-          return true
         end
         -- The list with the new elements merged in by created_at, the latest `size` kept.
         local function mergeKeepingLatest(list, current, new)
@@ -225,31 +254,50 @@ public enum RecentCache {
         end
         for w = 1, writes do
           local list, versionKey = KEYS[2 * w - 1], KEYS[2 * w]
-          local mode, version, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+          local mode, versionText, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+          local version = tonumber(versionText)
           local new = {}
           for i = 1, n do new[i] = ARGV[a + 2 + i] end
           a = a + 3 + n
-          local current = tonumber(redis.call('GET', versionKey) or '-1')
+          local current, last = -1, nil
+          local stored = redis.call('GET', versionKey)
+          if stored then
+            local number, at = string.match(stored, '^(%d+) ?(.*)$')
+            current = tonumber(number) or -1
+            if at and at ~= '' then last = at end
+          end
+          -- The created_at of the list's last element once this write is in; nil: unchanged.
+          local tail = nil
           local fresh = true
           if current >= version then
             -- Redis already holds this version or a newer one.
           elseif mode == 's' then
             replace(list, new)
-            redis.call('SET', versionKey, version)
+            tail = n > 0 and created(new[n]) or ''
           elseif current == version - 1 or (current == -1 and version == 1) then
-            if inOrder(list, current, new) then
-              if current == -1 then redis.call('DEL', list) end
-              append(list, new)
-              redis.call('LTRIM', list, -size, -1)
-            else
-              replace(list, mergeKeepingLatest(list, current, new))
+            if current == -1 then
+              redis.call('DEL', list)
+              last = ''
+            elseif not last then
+              local element = redis.call('LINDEX', list, -1)
+              last = element and created(element) or ''
             end
-            redis.call('SET', versionKey, version)
+            if created(new[1]) >= last then
+              if append(list, new) > size then redis.call('LTRIM', list, trimFrom, -1) end
+              tail = created(new[n])
+            else
+              local merged = mergeKeepingLatest(list, current, new)
+              replace(list, merged)
+              tail = #merged > 0 and created(merged[#merged]) or ''
+            end
           else
             fresh = false
             stale[#stale + 1] = w
           end
-          if fresh then
+          if tail then
+            redis.call('PEXPIRE', list, ttl)
+            redis.call('SET', versionKey, versionText .. ' ' .. tail, 'PX', ttl)
+          elseif fresh then
             redis.call('PEXPIRE', list, ttl)
             redis.call('PEXPIRE', versionKey, ttl)
           end
@@ -269,6 +317,15 @@ public enum RecentCache {
           redis.call('SADD', users, session)
           redis.call('PEXPIRE', users, ttl)
         end
+        local acknowledged = 0
+        if acks > 0 and #stale == 0 then
+          local stream, group = KEYS[#KEYS], ARGV[a]
+          for i = a + 1, a + acks, 1000 do
+            redis.call('XACK', stream, group, unpack(ARGV, i, math.min(i + 999, a + acks)))
+          end
+          acknowledged = 1
+        end
+        table.insert(stale, 1, acknowledged)
         return stale
         """
 

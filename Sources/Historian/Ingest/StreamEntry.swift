@@ -52,7 +52,7 @@ public struct StreamEntry: Sendable, Hashable {
 
     /// The value of the first field with this name; a repeated field name keeps its first value.
     public subscript(name: String) -> [UInt8]? {
-        let key = Array(name.utf8)
-        return fields.first { $0.name == key }?.value
+        let key = name.utf8
+        return fields.first { $0.name.count == key.count && $0.name.elementsEqual(key) }?.value
     }
 }

@@ -89,6 +89,25 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
 
     /// RFC 3339 in UTC with microseconds: `2026-11-21T08:37:07.123456Z`.
     public var rfc3339: String {
+        String(unsafeUninitializedCapacity: Self.rfc3339Length) { buffer in
+            write(into: buffer)
+            return Self.rfc3339Length
+        }
+    }
+
+    /// Appends `rfc3339`'s bytes without making a string.
+    public func appendRFC3339(to out: inout [UInt8]) {
+        let start = out.count
+        out.append(contentsOf: repeatElement(0, count: Self.rfc3339Length))
+        out.withUnsafeMutableBufferPointer { buffer in
+            write(into: UnsafeMutableBufferPointer(rebasing: buffer[start...]))
+        }
+    }
+
+    static let rfc3339Length = 27
+
+    /// Writes the 27 bytes of `rfc3339` at the start of `buffer`.
+    private func write(into buffer: UnsafeMutableBufferPointer<UInt8>) {
         var seconds = microseconds / 1_000_000
         var micros = microseconds % 1_000_000
         if micros < 0 {
@@ -102,15 +121,34 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
             days -= 1
         }
         let (year, month, day) = Self.civilFromDays(Int(days))
-        func pad(_ value: Int, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
+        var position = 0
+        func digits(_ value: Int, _ width: Int) {
+            var value = value
+            for offset in stride(from: width - 1, through: 0, by: -1) {
+                buffer[position + offset] = UInt8(truncatingIfNeeded: 0x30 + value % 10)
+                value /= 10
+            }
+            position += width
         }
-        let hour = Int(secondOfDay / 3600)
-        let minute = Int(secondOfDay % 3600 / 60)
-        let second = Int(secondOfDay % 60)
-        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(hour, 2)):\(pad(minute, 2)):\(pad(second, 2))."
-            + "\(pad(Int(micros), 6))Z"
+        func literal(_ byte: UInt8) {
+            buffer[position] = byte
+            position += 1
+        }
+        // Years 1–9999 only (see `earliest` and `latest`), so four digits always suffice.
+        digits(year, 4)
+        literal(0x2D)
+        digits(month, 2)
+        literal(0x2D)
+        digits(day, 2)
+        literal(0x54)
+        digits(Int(secondOfDay / 3600), 2)
+        literal(0x3A)
+        digits(Int(secondOfDay % 3600 / 60), 2)
+        literal(0x3A)
+        digits(Int(secondOfDay % 60), 2)
+        literal(0x2E)
+        digits(Int(micros), 6)
+        literal(0x5A)
     }
 
     public var description: String { rfc3339 }

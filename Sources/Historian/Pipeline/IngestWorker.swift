@@ -193,6 +193,9 @@ struct IngestWorker {
                     }
                     machine.unitStored(results.results)
                     cacheWrites += results.cacheWrites
+                    if results.path == .staged {
+                        logger.debug("unit stored on the staged path", metadata: ["unit.size": "\(unit.count)"])
+                    }
                 } catch let error as PostgresError {
                     logger.debug(
                         "PostgreSQL refused a unit; isolating the row",
@@ -202,13 +205,15 @@ struct IngestWorker {
                 }
             case .finish(let acknowledgement):
                 let stored = clock.now
-                try await retrying("refreshing the cache", logger: logger) {
+                let acknowledged = try await retrying("refreshing the cache", logger: logger) {
                     try await refreshCache(acknowledgement, deltas: cacheWrites)
                 }
                 let cached = clock.now
+                var rest = acknowledgement
+                if acknowledged { rest.acknowledge = [] }
                 try await retrying("acknowledging a batch", logger: logger) {
                     let redis = try await connections.redis()
-                    try await settings.stream.finish(redis, acknowledgement, at: Timestamp.now)
+                    try await settings.stream.finish(redis, rest, at: Timestamp.now)
                 }
                 for letter in acknowledgement.deadLetters {
                     logger.warning(
@@ -237,8 +242,10 @@ struct IngestWorker {
 
     /// Brings the recent lists and sessions up to date with what this batch committed, before
     /// anything is acknowledged: one script call, plus one snapshot round for conversations
-    /// whose list was missing or behind.
-    private func refreshCache(_ acknowledgement: Acknowledgement, deltas: [CacheWrite]) async throws {
+    /// whose list was missing or behind. The script call also acknowledges the batch's done
+    /// entries when no list was behind.
+    /// - Returns: whether the done entries (`acknowledgement.acknowledge`) were acknowledged.
+    private func refreshCache(_ acknowledgement: Acknowledgement, deltas: [CacheWrite]) async throws -> Bool {
         let cache = settings.cache
         let sessions = SessionTouch.latest(of: acknowledgement.stored + acknowledgement.alreadyStored)
         var writes: [CacheWrite] = []
@@ -251,11 +258,17 @@ struct IngestWorker {
             writes += try await snapshots(snapshotNeeded)
         }
         let redis = try await connections.redis()
-        let stale = try await RecentCache.apply(writes, sessions: sessions, settings: cache, redis: redis)
-        if !stale.isEmpty {
-            logger.debug("recent lists behind; rebuilding from PostgreSQL", metadata: ["conversations": "\(stale.count)"])
-            _ = try await RecentCache.apply(try await snapshots(stale), sessions: [], settings: cache, redis: redis)
+        let acknowledge = RecentCache.Acknowledge(
+            stream: settings.stream.stream,
+            group: settings.stream.group,
+            ids: acknowledgement.acknowledge
+        )
+        let applied = try await RecentCache.apply(writes, sessions: sessions, acknowledge: acknowledge, settings: cache, redis: redis)
+        if !applied.stale.isEmpty {
+            logger.debug("recent lists behind; rebuilding from PostgreSQL", metadata: ["conversations": "\(applied.stale.count)"])
+            _ = try await RecentCache.apply(try await snapshots(applied.stale), sessions: [], settings: cache, redis: redis)
         }
+        return applied.acknowledged
     }
 
     private func snapshots(_ conversations: [String]) async throws -> [CacheWrite] {

@@ -29,10 +29,21 @@ public enum StoreJudgement {
 
 /// Writes units of messages to PostgreSQL: one transaction each, set-based, idempotent.
 ///
-/// A unit is copied into a temporary staging table with `COPY`, then moved into the real tables
-/// by a few statements that each touch every row at once. `ON CONFLICT (id) DO NOTHING` makes a
-/// redelivered message a no-op; the few rows that were not inserted are then judged against
-/// what is stored (identical, conflicting, or owned by someone else).
+/// Two paths, with the same result:
+///
+/// - **Direct** (the usual case: new messages from their conversations' owners). The unit's
+///   conversations are locked and the missing ones created, then the messages go straight into
+///   `messages` with `COPY`, and one statement updates the conversations and returns the cache
+///   elements. If anything is unusual (a message whose user is not its conversation's owner, a
+///   conversation created concurrently, a `message_id` that is stored already), the transaction
+///   is rolled back and the unit takes the staged path.
+/// - **Staged.** The unit is copied into a temporary staging table, then moved into the real
+///   tables by statements that each touch every row at once. `ON CONFLICT (id) DO NOTHING` makes
+///   a redelivered message a no-op; the rows that were not inserted are then judged against
+///   what is stored (identical, conflicting, or owned by someone else).
+///
+/// Both paths lock the existing conversations first, in ID order, and create missing ones
+/// afterwards, also in ID order, so that concurrent writers cannot deadlock.
 public enum MessageStore {
     static let createStage = """
         CREATE TEMPORARY TABLE IF NOT EXISTS historian_stage (
@@ -164,28 +175,212 @@ public enum MessageStore {
         public var results: [UUIDText: StoreResult] = [:]
         /// One delta per conversation the transaction added messages to.
         public var cacheWrites: [CacheWrite] = []
+        /// Which path wrote the unit.
+        public var path: Path = .direct
+    }
+
+    public enum Path: Sendable, Hashable {
+        case direct
+        case staged
     }
 
     /// Writes one unit in one transaction and reports what became of each message.
     /// The caller has run `prepare` on this connection.
     public static func store(_ unit: [IncomingMessage], in session: PostgresSession) throws -> Report {
+        if let report = try storeDirect(unit, in: session) {
+            return report
+        }
+        return try storeStaged(unit, in: session)
+    }
+
+    /// The unit's conversations that exist, locked in ID order, with their owners and what their
+    /// titles rest on: whether there is none, and the time of the message a derived one came from
+    /// (Unix microseconds).
+    static let lockConversations = """
+        SELECT id::text, user_id, title IS NULL, (extract(epoch FROM title_derived_from) * 1000000)::bigint
+        FROM conversations
+        WHERE id = ANY($1::uuid[])
+        ORDER BY id
+        FOR NO KEY UPDATE
+        """
+
+    /// Creates conversations in ID order; returns the ones it created (not those that a
+    /// concurrent transaction created first).
+    static let createConversations = """
+        INSERT INTO conversations (id, user_id, dept_id, created_at, updated_at)
+        SELECT id, user_id, dept_id, created_at, now()
+        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS n (id, user_id, dept_id, created_at)
+        ORDER BY id
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id::text
+        """
+
+    static let copyMessages = """
+        COPY messages (id, conversation_id, role, content, tokens_used, latency_ms, created_at, metadata,
+            session_id, stream_entry)
+        FROM STDIN
+        """
+
+    /// The contexts of messages `$1`, one array of them each in `$2`.
+    static let insertContexts = """
+        INSERT INTO message_contexts (id, message_id, position, doc_id, content, score, metadata)
+        SELECT md5(s.id::text || '/' || e.position)::uuid, s.id, e.position,
+            e.value ->> 'doc_id', e.value ->> 'content', (e.value ->> 'score')::double precision,
+            CASE WHEN jsonb_typeof(e.value -> 'metadata') = 'object' THEN e.value -> 'metadata' END
+        FROM unnest($1::uuid[], $2::jsonb[]) AS s (id, contexts)
+        CROSS JOIN LATERAL jsonb_array_elements(s.contexts) WITH ORDINALITY AS e (value, position)
+        ON CONFLICT (id) DO NOTHING
+        """
+
+    /// Updates the conversations the unit touched (one row each in the arrays), then returns
+    /// the cache elements of the stored messages `$6`, with their conversation's new version.
+    /// The title rules are those of `insertMessages`.
+    static let updateConversations = """
+        WITH updated AS (
+            UPDATE conversations AS c SET
+                updated_at = now(),
+                created_at = least(c.created_at, t.first_at),
+                title = CASE
+                    WHEN t.explicit_title IS NOT NULL THEN t.explicit_title
+                    WHEN c.title IS NOT NULL AND c.title_derived_from IS NULL THEN c.title
+                    WHEN t.derived_at < c.title_derived_from OR c.title IS NULL THEN coalesce(t.derived_title, c.title)
+                    ELSE c.title END,
+                title_derived_from = CASE
+                    WHEN t.explicit_title IS NOT NULL THEN NULL
+                    WHEN c.title IS NOT NULL AND c.title_derived_from IS NULL THEN NULL
+                    WHEN t.derived_at < c.title_derived_from OR c.title IS NULL THEN coalesce(t.derived_at, c.title_derived_from)
+                    ELSE c.title_derived_from END,
+                cache_version = c.cache_version + 1
+            FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::timestamptz[])
+                AS t (conversation_id, first_at, explicit_title, derived_title, derived_at)
+            WHERE c.id = t.conversation_id
+            RETURNING c.id, c.cache_version
+        )
+        SELECT m.id::text, m.conversation_id::text, u.cache_version::text, \(RecentCache.elementSQL("m"))
+        FROM messages AS m JOIN updated AS u ON u.id = m.conversation_id
+        WHERE m.id = ANY($6::uuid[])
+        ORDER BY m.conversation_id, m.created_at, m.arrival
+        """
+
+    /// The direct path; `nil` (with the transaction rolled back) when the unit needs the staged one.
+    static func storeDirect(_ unit: [IncomingMessage], in session: PostgresSession) throws -> Report? {
+        let conversations = Set(unit.map(\.conversationID)).sorted { $0.text < $1.text }
         try session.execute("BEGIN")
         do {
+            var owners: [UUIDText: String] = [:]
+            owners.reserveCapacity(conversations.count)
+            var titles: [UUIDText: TitleState] = [:]
+            titles.reserveCapacity(conversations.count)
+            let locked = try session.query(prepared: "historian_lock_conversations", lockConversations, [arrayLiteral(conversations)])
+            for row in locked.rows {
+                guard let id = row[0].flatMap(UUIDText.init), let owner = row[1] else { continue }
+                owners[id] = owner
+                titles[id] = TitleState(missing: row[2] == "t", derivedFrom: row[3].flatMap { Int64($0) }.map(Timestamp.init(microseconds:)))
+            }
+            if owners.count < conversations.count {
+                // New conversations: owned by the user of their first message in the unit.
+                var firsts: [UUIDText: IncomingMessage] = [:]
+                for message in unit where owners[message.conversationID] == nil && firsts[message.conversationID] == nil {
+                    firsts[message.conversationID] = message
+                }
+                let new = firsts.values.sorted { $0.conversationID.text < $1.conversationID.text }
+                let created = try session.query(
+                    prepared: "historian_create_conversations",
+                    createConversations,
+                    [
+                        arrayLiteral(new.map(\.conversationID)), textArrayLiteral(new.map(\.userID)),
+                        textArrayLiteral(new.map(\.deptID)), textArrayLiteral(new.map(\.createdAt.rfc3339)),
+                    ]
+                )
+                for message in new { owners[message.conversationID] = message.userID }
+                if created.rows.count < new.count {
+                    // Another transaction created some of them first (and has committed, or the
+                    // insert would still wait): lock those too and learn their real owners.
+                    let ours = Set(created.rows.compactMap { $0[0].flatMap(UUIDText.init) })
+                    let theirs = new.map(\.conversationID).filter { !ours.contains($0) }
+                    let relocked = try session.query(prepared: "historian_lock_conversations", lockConversations, [arrayLiteral(theirs)])
+                    for id in theirs { owners[id] = nil }
+                    for row in relocked.rows {
+                        guard let id = row[0].flatMap(UUIDText.init), let owner = row[1] else { continue }
+                        owners[id] = owner
+                        titles[id] = TitleState(missing: row[2] == "t", derivedFrom: row[3].flatMap { Int64($0) }.map(Timestamp.init(microseconds:)))
+                    }
+                }
+            }
+            guard unit.allSatisfy({ owners[$0.conversationID] == $0.userID }) else {
+                try session.execute("ROLLBACK")
+                return nil
+            }
+            do {
+                try session.copyIn(copyMessages, data: encodeMessages(unit))
+            } catch let error as PostgresError where error.sqlState == "23505" {
+                // A message_id that is stored already (a redelivery): judged on the staged path.
+                try session.execute("ROLLBACK")
+                return nil
+            }
+            let withContexts = unit.filter { $0.contexts != nil }
+            if !withContexts.isEmpty {
+                _ = try session.query(
+                    prepared: "historian_insert_contexts",
+                    insertContexts,
+                    [arrayLiteral(withContexts.map(\.id)), textArrayLiteral(withContexts.map(\.contexts))]
+                )
+            }
+            // Conversations created here have no title yet (`titles` has no state for them).
+            let touched = ConversationTouch.of(unit) { conversation, at in
+                titles[conversation]?.derivationMatters(at: at) ?? true
+            }
+            let elements = try session.query(
+                prepared: "historian_update_conversations",
+                updateConversations,
+                [
+                    arrayLiteral(touched.map(\.conversationID)), textArrayLiteral(touched.map(\.firstAt.rfc3339)),
+                    textArrayLiteral(touched.map(\.explicitTitle)), textArrayLiteral(touched.map(\.derivedTitle)),
+                    textArrayLiteral(touched.map { $0.derivedAt?.rfc3339 }), arrayLiteral(unit.map(\.id)),
+                ]
+            )
+            var report = report(elements)
+            guard report.results.count == unit.count else {
+                throw HistorianError(.unexpectedReply, "the direct store returned \(report.results.count) of \(unit.count) messages")
+            }
+            try session.execute("COMMIT")
+            report.path = .direct
+            return report
+        } catch {
+            _ = try? session.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// Rows of `(id, conversation_id, cache_version, element)`, ordered by conversation, as results
+    /// and one cache delta per conversation.
+    static func report(_ rows: PostgresRows) -> Report {
+        var report = Report()
+        report.results.reserveCapacity(rows.rows.count)
+        for row in rows.rows {
+            guard let id = row[0].flatMap(UUIDText.init), let conversation = row[1],
+                let version = row[2].flatMap({ Int64($0) }), let element = row[3]
+            else { continue }
+            report.results[id] = .stored
+            if report.cacheWrites.last?.conversationID != conversation {
+                report.cacheWrites.append(CacheWrite(mode: .delta, conversationID: conversation, version: version, elements: []))
+            }
+            report.cacheWrites[report.cacheWrites.count - 1].elements.append(element)
+        }
+        return report
+    }
+
+    /// The staged path, which takes any unit.
+    static func storeStaged(_ unit: [IncomingMessage], in session: PostgresSession) throws -> Report {
+        try session.execute("BEGIN")
+        do {
+            let conversations = Set(unit.map(\.conversationID)).sorted { $0.text < $1.text }
+            _ = try session.query(prepared: "historian_lock_conversations", lockConversations, [arrayLiteral(conversations)])
             try session.copyIn(copyStage, data: encodeStage(unit))
             _ = try session.query(prepared: "historian_insert_conversations", insertConversations)
-            let conversations = Array(Set(unit.map(\.conversationID)))
             let inserted = try session.query(prepared: "historian_insert_messages", insertMessages, [arrayLiteral(conversations)])
-            var report = Report()
-            for row in inserted.rows {
-                guard let id = row[0].flatMap(UUIDText.init), let conversation = row[1],
-                    let version = row[2].flatMap({ Int64($0) }), let element = row[3]
-                else { continue }
-                report.results[id] = .stored
-                if report.cacheWrites.last?.conversationID != conversation {
-                    report.cacheWrites.append(CacheWrite(mode: .delta, conversationID: conversation, version: version, elements: []))
-                }
-                report.cacheWrites[report.cacheWrites.count - 1].elements.append(element)
-            }
+            var report = report(inserted)
+            report.path = .staged
             let rest = unit.filter { report.results[$0.id] == nil }
             if !rest.isEmpty {
                 for (id, judged) in try judge(rest, in: session) {
@@ -247,6 +442,66 @@ public enum MessageStore {
         "{" + ids.joined(separator: ",") + "}"
     }
 
+    /// A PostgreSQL array literal of any text (`text[]`, `jsonb[]`, `timestamptz[]`): each
+    /// element quoted, with `"` and `\` escaped; `nil` is NULL.
+    static func textArrayLiteral(_ values: [String?]) -> String {
+        var out: [UInt8] = [0x7B]
+        out.reserveCapacity(values.reduce(2) { $0 + ($1?.utf8.count ?? 4) + 3 })
+        for (index, value) in values.enumerated() {
+            if index > 0 { out.append(0x2C) }
+            guard var value else {
+                out.append(contentsOf: "NULL".utf8)
+                continue
+            }
+            out.append(0x22)
+            value.withUTF8 { bytes in
+                var runStart = 0
+                for index in bytes.indices where bytes[index] == 0x22 || bytes[index] == 0x5C {
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
+                    out.append(0x5C)
+                    runStart = index
+                }
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart...]))
+            }
+            out.append(0x22)
+        }
+        out.append(0x7D)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func textArrayLiteral(_ values: [String]) -> String {
+        textArrayLiteral(values.map { Optional($0) })
+    }
+
+    /// The unit as `messages` rows in `COPY … FROM STDIN` text format (see `copyMessages`).
+    static func encodeMessages(_ unit: [IncomingMessage]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(unit.reduce(0) { $0 + $1.content.utf8.count + ($1.metadata?.utf8.count ?? 0) + 160 })
+        for message in unit {
+            CopyText.append(message.id.text, to: &out)
+            CopyText.tab(&out)
+            CopyText.append(message.conversationID.text, to: &out)
+            CopyText.tab(&out)
+            CopyText.append(message.role.rawValue, to: &out)
+            CopyText.tab(&out)
+            CopyText.append(message.content, to: &out)
+            CopyText.tab(&out)
+            CopyText.append(message.tokensUsed.map(String.init), to: &out)
+            CopyText.tab(&out)
+            CopyText.append(message.latencyMs.map(String.init), to: &out)
+            CopyText.tab(&out)
+            message.createdAt.appendRFC3339(to: &out)
+            CopyText.tab(&out)
+            CopyText.append(message.metadata, to: &out)
+            CopyText.tab(&out)
+            CopyText.append(message.sessionID, to: &out)
+            CopyText.tab(&out)
+            CopyText.append(message.entryID.description, to: &out)
+            out.append(0x0A)
+        }
+        return out
+    }
+
     /// The unit in `COPY … FROM STDIN` text format.
     static func encodeStage(_ unit: [IncomingMessage]) -> [UInt8] {
         var out: [UInt8] = []
@@ -286,6 +541,69 @@ public enum MessageStore {
             out.append(0x0A)
         }
         return out
+    }
+}
+
+/// What a stored conversation's title rests on, as far as a new user message is concerned.
+struct TitleState {
+    /// It has no title yet.
+    var missing: Bool
+    /// Its title was derived from a user message of this time (`nil`: given explicitly, or none).
+    var derivedFrom: Timestamp?
+
+    /// Whether a user message of this time could name the conversation: it has no title, or its
+    /// derived title comes from a later message. An explicit title is never replaced by a
+    /// derived one.
+    func derivationMatters(at time: Timestamp) -> Bool {
+        missing || derivedFrom.map { time < $0 } ?? false
+    }
+}
+
+/// What a unit did to one conversation, for the conversation update of the direct path: the
+/// same aggregates that `insertMessages` computes from the staging table.
+struct ConversationTouch {
+    var conversationID: UUIDText
+    /// The earliest `created_at` of its messages in the unit.
+    var firstAt: Timestamp
+    /// The title of its last message (in arrival order) that has one.
+    var explicitTitle: String?
+    /// The derived title of its earliest user message, ties by arrival order.
+    var derivedTitle: String?
+    var derivedAt: Timestamp?
+
+    /// One touch per conversation, in the unit's order of first appearance.
+    ///
+    /// `derivationMatters` says whether a user message of this time could still name its
+    /// conversation; titles are derived only for those, and the update treats a missing derived
+    /// title exactly like one that loses to the stored title.
+    static func of(
+        _ unit: [IncomingMessage],
+        derivationMatters: (UUIDText, Timestamp) -> Bool = { _, _ in true }
+    ) -> [ConversationTouch] {
+        var touches: [ConversationTouch] = []
+        var index: [UUIDText: Int] = [:]
+        for message in unit {
+            let position: Int
+            if let known = index[message.conversationID] {
+                position = known
+                touches[position].firstAt = min(touches[position].firstAt, message.createdAt)
+            } else {
+                position = touches.count
+                index[message.conversationID] = position
+                touches.append(ConversationTouch(conversationID: message.conversationID, firstAt: message.createdAt))
+            }
+            if let title = message.title {
+                touches[position].explicitTitle = title
+            }
+            if message.role == .user, touches[position].derivedAt.map({ message.createdAt < $0 }) ?? true,
+                derivationMatters(message.conversationID, message.createdAt),
+                let derived = message.derivedTitle
+            {
+                touches[position].derivedTitle = derived
+                touches[position].derivedAt = message.createdAt
+            }
+        }
+        return touches
     }
 }
 

@@ -1,0 +1,199 @@
+import Foundation
+@testable import Historian
+import PostgresClient
+import Testing
+
+/// The two store paths against a real PostgreSQL: the direct one (COPY into `messages`) must leave
+/// exactly what the staged one leaves, and hand anything unusual to the staged one.
+@Suite(.serialized)
+struct MessageStoreTests {
+    /// Conversations with out-of-order, tied and explicit-title messages, contexts and metadata,
+    /// delivered in three units so later units change titles and creation times.
+    static func units() -> [[IncomingMessage]] {
+        var random = SystemRandomNumberGenerator()
+        let conversations = (0..<6).map { _ in UUIDText(UUID().uuidString)! }
+        let base = Timestamp(milliseconds: 1_780_000_000_000)
+        var sequence: UInt64 = 0
+        func message(
+            _ conversation: Int,
+            _ role: Role,
+            _ content: String,
+            at offset: Int64,
+            title: String? = nil,
+            metadata: String? = nil,
+            contexts: String? = nil
+        ) -> IncomingMessage {
+            sequence += 1
+            return IncomingMessage(
+                entryID: StreamID(milliseconds: 1_780_000_000_000, sequence: sequence),
+                id: UUIDText(UUID().uuidString.lowercased())!,
+                conversationID: conversations[conversation],
+                userID: "user-\(conversation % 3)",
+                role: role,
+                content: content,
+                createdAt: Timestamp(microseconds: base.microseconds + offset * 1000),
+                sessionID: conversation % 2 == 0 ? "s-\(conversation)" : nil,
+                deptID: conversation == 1 ? "d-1" : nil,
+                title: title,
+                tokensUsed: role == .assistant ? Int32.random(in: 0...4000, using: &random) : nil,
+                latencyMs: role == .assistant ? 120 : nil,
+                metadata: metadata,
+                contexts: contexts
+            )
+        }
+        let contexts = #"[{"doc_id":"d1","content":"Tab\there, \"quoted\" \\ backslash","score":0.5},{"doc_id":"d2","metadata":{"k":[1,2]}},{"doc_id":"d3","metadata":"not an object"}]"#
+        let first: [IncomingMessage] = [
+            message(0, .user, "How do I request vacation?\nSecond line", at: 10),
+            message(0, .assistant, "Open the portal.", at: 20, metadata: #"{"model":"m-1","t":[1,2.5,"x"]}"#, contexts: contexts),
+            message(1, .assistant, "Hello! I am the assistant.", at: 5),
+            message(1, .user, "Late-arriving user line ✓ with emoji 🚀", at: 30),
+            message(2, .system, "system prompt", at: 1, title: "Explicit 1"),
+            message(2, .user, "user asks", at: 2),
+            message(2, .user, "same time as the last", at: 2, title: "Explicit 2"),
+            message(3, .user, "   spaced    words\tand tabs \\ backslash   ", at: 50),
+            message(4, .tool, #"{"tool":"output","quote":"\""}"#, at: 40),
+        ]
+        let second: [IncomingMessage] = [
+            message(0, .user, "An earlier user message names the conversation now", at: 5),
+            message(1, .user, "another user line", at: 3),
+            message(3, .assistant, "reply", at: 60, metadata: "{}"),
+            message(4, .user, "first user message of conversation four", at: 45),
+            message(5, .user, "brand new conversation", at: 70),
+        ]
+        let third: [IncomingMessage] = [
+            message(0, .assistant, "tie one", at: 80),
+            message(0, .assistant, "tie two", at: 80),
+            message(2, .user, "no title change: explicit titles stay", at: 0),
+            message(3, .user, "", at: 55),
+            message(5, .assistant, "title now explicit", at: 71, title: "Explicit 5"),
+        ]
+        return [first, second, third]
+    }
+
+    /// Everything both paths write, as text, in a stable order (arrival numbers are compared as
+    /// an order, not as values).
+    static func snapshot(_ session: PostgresSession) throws -> [String] {
+        var lines: [String] = []
+        let conversations = try session.query(
+            """
+            SELECT id, user_id, dept_id, title, title_derived_from, created_at, cache_version, metadata
+            FROM conversations ORDER BY id
+            """
+        )
+        lines += conversations.rows.map { "c " + $0.map { $0 ?? "∅" }.joined(separator: "|") }
+        let messages = try session.query(
+            """
+            SELECT id, conversation_id, role, content, tokens_used, latency_ms, created_at, metadata, session_id,
+                stream_entry, row_number() OVER (PARTITION BY conversation_id ORDER BY created_at, arrival)
+            FROM messages ORDER BY conversation_id, created_at, arrival
+            """
+        )
+        lines += messages.rows.map { "m " + $0.map { $0 ?? "∅" }.joined(separator: "|") }
+        let contexts = try session.query(
+            "SELECT id, message_id, position, doc_id, content, score, metadata FROM message_contexts ORDER BY id"
+        )
+        lines += contexts.rows.map { "x " + $0.map { $0 ?? "∅" }.joined(separator: "|") }
+        return lines
+    }
+
+    static func migrated(_ environment: TestEnvironment, database: String) async throws -> PostgresConnection {
+        try await environment.postgresServer.createDatabase(database)
+        let connection = try await PostgresConnection.connect(
+            conninfo: environment.postgresServer.url(database: database),
+            logger: environment.logger
+        )
+        try await Schema.migrate(connection, logger: environment.logger)
+        try await connection.withSession { try MessageStore.prepare($0) }
+        return connection
+    }
+
+    @Test("direct and staged paths leave identical rows and cache deltas; the direct path takes new messages")
+    func pathsAgree() async throws {
+        try await TestEnvironment.with { environment in
+            let direct = try await Self.migrated(environment, database: "direct")
+            let staged = try await Self.migrated(environment, database: "staged")
+            defer {
+                direct.close()
+                staged.close()
+            }
+            for (number, unit) in Self.units().enumerated() {
+                let viaDirect = try await direct.withSession { try MessageStore.store(unit, in: $0) }
+                let viaStaged = try await staged.withSession { try MessageStore.storeStaged(unit, in: $0) }
+                #expect(viaDirect.path == .direct, "unit \(number) left the direct path")
+                #expect(viaStaged.path == .staged)
+                #expect(viaDirect.results == viaStaged.results, "unit \(number)")
+                #expect(viaDirect.results.count == unit.count)
+                #expect(Set(viaDirect.results.values) == [.stored])
+                #expect(viaDirect.cacheWrites == viaStaged.cacheWrites, "unit \(number): cache deltas differ")
+            }
+            let directRows = try await direct.withSession { try Self.snapshot($0) }
+            let stagedRows = try await staged.withSession { try Self.snapshot($0) }
+            #expect(directRows.count == 6 + 19 + 3)
+            #expect(directRows == stagedRows, "first difference: \(zip(directRows, stagedRows).first { $0 != $1 }.map { "\($0.0) / \($0.1)" } ?? "-")")
+            // The titles the contract asks for, spelled out.
+            let titles = try await direct.withSession {
+                try $0.query("SELECT title FROM conversations ORDER BY created_at").rows.map { $0[0] ?? "∅" }
+            }
+            #expect(titles.contains("An earlier user message names the conversation now"))
+            #expect(titles.contains("Explicit 2"))
+            #expect(titles.contains("Explicit 5"))
+            #expect(titles.contains("first user message of conversation four"))
+        }
+    }
+
+    @Test("redeliveries, conflicts and other owners leave the direct path and are judged like before")
+    func unusualUnitsFallBack() async throws {
+        try await TestEnvironment.with { environment in
+            let connection = try await Self.migrated(environment, database: "fallback")
+            defer { connection.close() }
+            let units = Self.units()
+            _ = try await connection.withSession { try MessageStore.store(units[0], in: $0) }
+            let before = try await connection.withSession { try Self.snapshot($0) }
+
+            // The whole unit again: every message is already stored, nothing changes.
+            let again = try await connection.withSession { try MessageStore.store(units[0], in: $0) }
+            #expect(again.path == .staged)
+            #expect(again.results.count == units[0].count)
+            #expect(Set(again.results.values) == [.alreadyStored])
+            #expect(again.cacheWrites.isEmpty)
+            #expect(try await connection.withSession { try Self.snapshot($0) } == before)
+
+            // One new message beside one with another user and one conflicting redelivery.
+            var fresh = units[1][0]
+            var stranger = units[1][1]
+            stranger.userID = "someone-else"
+            var conflicting = units[0][0]
+            conflicting.content = "changed content"
+            let mixed = try await connection.withSession { try MessageStore.store([fresh, stranger, conflicting], in: $0) }
+            #expect(mixed.path == .staged)
+            #expect(mixed.results[fresh.id] == .stored)
+            #expect(mixed.results[stranger.id] == .userMismatch)
+            #expect(mixed.results[conflicting.id] == .conflict)
+            let stored = try await connection.withSession {
+                try $0.query("SELECT content FROM messages WHERE id = $1", [conflicting.id.text]).rows.first?.first ?? nil
+            }
+            #expect(stored == units[0][0].content)
+
+            // A new conversation whose second message comes from another user: the first owns it.
+            fresh = units[1][4]
+            var intruder = units[2][4]
+            intruder.userID = "intruder"
+            let newConversation = try await connection.withSession { try MessageStore.store([fresh, intruder], in: $0) }
+            #expect(newConversation.path == .staged)
+            #expect(newConversation.results[fresh.id] == .stored)
+            #expect(newConversation.results[intruder.id] == .userMismatch)
+        }
+    }
+
+    @Test("array literals quote what PostgreSQL needs quoted and round-trip through text[]")
+    func arrayLiterals() async throws {
+        try await TestEnvironment.with { environment in
+            let postgres = try await environment.postgres()
+            defer { postgres.close() }
+            let values: [String?] = ["plain", nil, "", "NULL", "quote \" and backslash \\", "{braces},comma", "ünïcödé 🚀", " spaces "]
+            let literal = MessageStore.textArrayLiteral(values)
+            let rows = try await postgres.query("SELECT unnest($1::text[])", [literal]).rows.map { $0[0] }
+            #expect(rows == values)
+        }
+    }
+}
