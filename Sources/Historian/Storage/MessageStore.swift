@@ -166,7 +166,12 @@ public enum MessageStore {
         """
 
     /// Prepares a fresh connection for `store`.
+    ///
+    /// The store's statements are prepared (parsed once) but planned on every call: their
+    /// arrays of IDs differ in length from batch to batch, and a generic plan chosen while the
+    /// tables were small (a sequential scan of `messages`) would stay in use as they grow.
     public static func prepare(_ session: PostgresSession) throws {
+        try session.execute("SET plan_cache_mode = force_custom_plan")
         try session.execute(createStage)
     }
 
