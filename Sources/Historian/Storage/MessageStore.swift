@@ -276,12 +276,16 @@ public enum MessageStore {
             owners.reserveCapacity(conversations.count)
             var titles: [UUIDText: TitleState] = [:]
             titles.reserveCapacity(conversations.count)
-            let locked = try session.query(prepared: "historian_lock_conversations", lockConversations, [arrayLiteral(conversations)])
-            for row in locked.rows {
-                guard let id = row[0].flatMap(UUIDText.init), let owner = row[1] else { continue }
-                owners[id] = owner
-                titles[id] = TitleState(missing: row[2] == "t", derivedFrom: row[3].flatMap { Int64($0) }.map(Timestamp.init(microseconds:)))
+            /// Locks these conversations and notes their owners and title states.
+            func lock(_ ids: [UUIDText]) throws {
+                let locked = try session.query(prepared: "historian_lock_conversations", lockConversations, [arrayLiteral(ids)])
+                for row in locked.rows {
+                    guard let id = row[0].flatMap(UUIDText.init), let owner = row[1] else { continue }
+                    owners[id] = owner
+                    titles[id] = TitleState(missing: row[2] == "t", derivedFrom: row[3].flatMap { Int64($0) }.map(Timestamp.init(microseconds:)))
+                }
             }
+            try lock(conversations)
             if owners.count < conversations.count {
                 // New conversations: owned by the user of their first message in the unit.
                 var firsts: [UUIDText: IncomingMessage] = [:]
@@ -303,13 +307,8 @@ public enum MessageStore {
                     // insert would still wait): lock those too and learn their real owners.
                     let ours = Set(created.rows.compactMap { $0[0].flatMap(UUIDText.init) })
                     let theirs = new.map(\.conversationID).filter { !ours.contains($0) }
-                    let relocked = try session.query(prepared: "historian_lock_conversations", lockConversations, [arrayLiteral(theirs)])
                     for id in theirs { owners[id] = nil }
-                    for row in relocked.rows {
-                        guard let id = row[0].flatMap(UUIDText.init), let owner = row[1] else { continue }
-                        owners[id] = owner
-                        titles[id] = TitleState(missing: row[2] == "t", derivedFrom: row[3].flatMap { Int64($0) }.map(Timestamp.init(microseconds:)))
-                    }
+                    try lock(theirs)
                 }
             }
             guard unit.allSatisfy({ owners[$0.conversationID] == $0.userID }) else {
