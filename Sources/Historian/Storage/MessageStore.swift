@@ -131,22 +131,7 @@ public enum MessageStore {
             FROM inserted AS i JOIN historian_stage AS s ON s.id = i.id
             GROUP BY s.conversation_id
         ), updated AS (
-            -- An explicit title wins; otherwise the title comes from the earliest user message
-            -- seen so far, so a late or out-of-order first message still names its conversation.
-            UPDATE conversations AS c SET
-                updated_at = now(),
-                created_at = least(c.created_at, t.first_at),
-                title = CASE
-                    WHEN t.explicit_title IS NOT NULL THEN t.explicit_title
-                    WHEN c.title IS NOT NULL AND c.title_derived_from IS NULL THEN c.title
-                    WHEN t.derived_at < c.title_derived_from OR c.title IS NULL THEN coalesce(t.derived_title, c.title)
-                    ELSE c.title END,
-                title_derived_from = CASE
-                    WHEN t.explicit_title IS NOT NULL THEN NULL
-                    WHEN c.title IS NOT NULL AND c.title_derived_from IS NULL THEN NULL
-                    WHEN t.derived_at < c.title_derived_from OR c.title IS NULL THEN coalesce(t.derived_at, c.title_derived_from)
-                    ELSE c.title_derived_from END,
-                cache_version = c.cache_version + 1
+            UPDATE conversations AS c SET \(conversationChanges)
             FROM touched AS t
             WHERE c.id = t.conversation_id
             RETURNING c.id, c.cache_version
@@ -237,25 +222,31 @@ public enum MessageStore {
         ON CONFLICT (id) DO NOTHING
         """
 
+    /// What storing messages changes in their conversation `c`, given the aggregates `t` of the
+    /// messages stored (`first_at`, `explicit_title`, `derived_title`, `derived_at`). An
+    /// explicit title wins; otherwise the title comes from the earliest user message seen so
+    /// far, so a late or out-of-order first message still names its conversation.
+    static let conversationChanges = """
+        updated_at = now(),
+            created_at = least(c.created_at, t.first_at),
+            title = CASE
+                WHEN t.explicit_title IS NOT NULL THEN t.explicit_title
+                WHEN c.title IS NOT NULL AND c.title_derived_from IS NULL THEN c.title
+                WHEN t.derived_at < c.title_derived_from OR c.title IS NULL THEN coalesce(t.derived_title, c.title)
+                ELSE c.title END,
+            title_derived_from = CASE
+                WHEN t.explicit_title IS NOT NULL THEN NULL
+                WHEN c.title IS NOT NULL AND c.title_derived_from IS NULL THEN NULL
+                WHEN t.derived_at < c.title_derived_from OR c.title IS NULL THEN coalesce(t.derived_at, c.title_derived_from)
+                ELSE c.title_derived_from END,
+            cache_version = c.cache_version + 1
+        """
+
     /// Updates the conversations the unit touched (one row each in the arrays), then returns
     /// the cache elements of the stored messages `$6`, with their conversation's new version.
-    /// The title rules are those of `insertMessages`.
     static let updateConversations = """
         WITH updated AS (
-            UPDATE conversations AS c SET
-                updated_at = now(),
-                created_at = least(c.created_at, t.first_at),
-                title = CASE
-                    WHEN t.explicit_title IS NOT NULL THEN t.explicit_title
-                    WHEN c.title IS NOT NULL AND c.title_derived_from IS NULL THEN c.title
-                    WHEN t.derived_at < c.title_derived_from OR c.title IS NULL THEN coalesce(t.derived_title, c.title)
-                    ELSE c.title END,
-                title_derived_from = CASE
-                    WHEN t.explicit_title IS NOT NULL THEN NULL
-                    WHEN c.title IS NOT NULL AND c.title_derived_from IS NULL THEN NULL
-                    WHEN t.derived_at < c.title_derived_from OR c.title IS NULL THEN coalesce(t.derived_at, c.title_derived_from)
-                    ELSE c.title_derived_from END,
-                cache_version = c.cache_version + 1
+            UPDATE conversations AS c SET \(conversationChanges)
             FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::timestamptz[])
                 AS t (conversation_id, first_at, explicit_title, derived_title, derived_at)
             WHERE c.id = t.conversation_id
