@@ -67,8 +67,8 @@ public enum MessageStore {
         """
 
     static let copyStage = """
-        COPY historian_stage (seq, id, conversation_id, user_id, role, content, created_at, session_id,
-            dept_id, title, derived_title, tokens_used, latency_ms, metadata, contexts, stream_entry)
+        COPY historian_stage (id, conversation_id, role, content, tokens_used, latency_ms, created_at, metadata,
+            session_id, stream_entry, seq, user_id, dept_id, title, derived_title, contexts)
         FROM STDIN
         """
 
@@ -166,7 +166,7 @@ public enum MessageStore {
         /// One delta per conversation the transaction added messages to.
         public var cacheWrites: [CacheWrite] = []
         /// Which path wrote the unit.
-        public var path: Path = .direct
+        public var path: Path
     }
 
     public enum Path: Sendable, Hashable {
@@ -334,12 +334,11 @@ public enum MessageStore {
                     textArrayLiteral(touched.map { $0.derivedAt?.rfc3339 }), arrayLiteral(unit.map(\.id)),
                 ]
             )
-            var report = report(elements)
+            let report = report(elements, path: .direct)
             guard report.results.count == unit.count else {
                 throw HistorianError(.unexpectedReply, "the direct store returned \(report.results.count) of \(unit.count) messages")
             }
             try session.execute("COMMIT")
-            report.path = .direct
             return report
         } catch {
             _ = try? session.execute("ROLLBACK")
@@ -349,8 +348,8 @@ public enum MessageStore {
 
     /// Rows of `(id, conversation_id, cache_version, element)`, ordered by conversation, as results
     /// and one cache delta per conversation.
-    static func report(_ rows: PostgresRows) -> Report {
-        var report = Report()
+    static func report(_ rows: PostgresRows, path: Path) -> Report {
+        var report = Report(path: path)
         report.results.reserveCapacity(rows.rows.count)
         for row in rows.rows {
             guard let id = row[0].flatMap(UUIDText.init), let conversation = row[1],
@@ -374,8 +373,7 @@ public enum MessageStore {
             try session.copyIn(copyStage, data: encodeStage(unit))
             _ = try session.query(prepared: "historian_insert_conversations", insertConversations)
             let inserted = try session.query(prepared: "historian_insert_messages", insertMessages, [arrayLiteral(conversations)])
-            var report = report(inserted)
-            report.path = .staged
+            var report = report(inserted, path: .staged)
             let rest = unit.filter { report.results[$0.id] == nil }
             if !rest.isEmpty {
                 for (id, judged) in try judge(rest, in: session) {
@@ -473,69 +471,49 @@ public enum MessageStore {
         var out: [UInt8] = []
         out.reserveCapacity(unit.reduce(0) { $0 + $1.content.utf8.count + ($1.metadata?.utf8.count ?? 0) + 160 })
         for message in unit {
-            CopyText.append(message.id.text, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.conversationID.text, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.role.rawValue, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.content, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.tokensUsed.map(String.init), to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.latencyMs.map(String.init), to: &out)
-            CopyText.tab(&out)
-            message.createdAt.appendRFC3339(to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.metadata, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.sessionID, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.entryID.description, to: &out)
+            appendMessageColumns(message, to: &out)
             out.append(0x0A)
         }
         return out
     }
 
-    /// The unit in `COPY … FROM STDIN` text format.
+    /// The unit as staging rows (see `copyStage`): the `messages` columns, then what the staged
+    /// statements need besides.
     static func encodeStage(_ unit: [IncomingMessage]) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(unit.reduce(0) { $0 + $1.content.utf8.count + 256 })
+        out.reserveCapacity(unit.reduce(0) { $0 + $1.content.utf8.count + ($1.contexts?.utf8.count ?? 0) + 256 })
         for (seq, message) in unit.enumerated() {
-            CopyText.append(String(seq), to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.id.text, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.conversationID.text, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.userID, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.role.rawValue, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.content, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.createdAt.rfc3339, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.sessionID, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.deptID, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.title, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.derivedTitle, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.tokensUsed.map(String.init), to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.latencyMs.map(String.init), to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.metadata, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.contexts, to: &out)
-            CopyText.tab(&out)
-            CopyText.append(message.entryID.description, to: &out)
+            appendMessageColumns(message, to: &out)
+            for field in [String(seq), message.userID, message.deptID, message.title, message.derivedTitle, message.contexts] {
+                CopyText.tab(&out)
+                CopyText.append(field, to: &out)
+            }
             out.append(0x0A)
         }
         return out
+    }
+
+    /// The columns of `copyMessages`, tab-separated, without the newline.
+    private static func appendMessageColumns(_ message: IncomingMessage, to out: inout [UInt8]) {
+        CopyText.append(message.id.text, to: &out)
+        CopyText.tab(&out)
+        CopyText.append(message.conversationID.text, to: &out)
+        CopyText.tab(&out)
+        CopyText.append(message.role.rawValue, to: &out)
+        CopyText.tab(&out)
+        CopyText.append(message.content, to: &out)
+        CopyText.tab(&out)
+        CopyText.append(message.tokensUsed.map(String.init), to: &out)
+        CopyText.tab(&out)
+        CopyText.append(message.latencyMs.map(String.init), to: &out)
+        CopyText.tab(&out)
+        message.createdAt.appendRFC3339(to: &out)
+        CopyText.tab(&out)
+        CopyText.append(message.metadata, to: &out)
+        CopyText.tab(&out)
+        CopyText.append(message.sessionID, to: &out)
+        CopyText.tab(&out)
+        CopyText.append(message.entryID.description, to: &out)
     }
 }
 
