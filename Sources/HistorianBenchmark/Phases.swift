@@ -335,9 +335,8 @@ struct LatencyPhase {
         if migrate {
             try await servers.freshDatabase("drain").close()
         }
-        // As before the drain: the phase starts from a settled server. Without it, the drain's
-        // dirty pages reach the disk during the run, and each commit's WAL flush queues behind
-        // them (COMMIT took up to 280 ms, with the other worker waiting on its row locks).
+        // As before the drain: the phase starts with the previous phase's writes on disk, so
+        // that writing them back does not share the disk with this phase's commits.
         let settle = try await servers.postgresConnection("drain")
         _ = try await settle.execute("CHECKPOINT")
         settle.close()
