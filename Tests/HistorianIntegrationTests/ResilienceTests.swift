@@ -21,11 +21,9 @@ struct ResilienceTests {
             let chunks = Self.chunks(messages, of: 500)
             let redis = try await environment.redis()
             defer { redis.close() }
-            let daemons = Daemons()
-            defer { daemons.killAll() }
-            let daemon = try daemons.start(["run", "--workers", "2", "--consumer", "outage"], environment)
+            try await Daemons.with { daemons in
+                let daemon = try daemons.start(["run", "--workers", "2", "--consumer", "outage"], environment)
 
-            do {
                 // The first part of the load, while everything is up.
                 var next = 0
                 while next < 8 {
@@ -87,9 +85,6 @@ struct ResilienceTests {
                 #expect(try await environment.pendingCount() == 0)
                 #expect(try await Self.deadLetterCount(redis) == 0)
                 #expect(try await Self.acknowledged(redis) == messages.count)
-            } catch {
-                daemons.printErrors()
-                throw error
             }
         }
     }
@@ -102,15 +97,13 @@ struct ResilienceTests {
             try await environment.migrate()
             let messages = Producer.workload(count: 10_000, conversations: 100, seed: 22)
             let chunks = Self.chunks(messages, of: 500)
-            let daemons = Daemons()
-            defer { daemons.killAll() }
-            // Small batches, so that the daemon is still busy when Redis goes away.
-            let daemon = try daemons.start(
-                ["run", "--workers", "2", "--consumer", "restart", "--batch-size", "20"],
-                environment
-            )
+            try await Daemons.with { daemons in
+                // Small batches, so that the daemon is still busy when Redis goes away.
+                let daemon = try daemons.start(
+                    ["run", "--workers", "2", "--consumer", "restart", "--batch-size", "20"],
+                    environment
+                )
 
-            do {
                 let before = try await environment.redis()
                 do {
                     for chunk in chunks[0..<5] {
@@ -168,9 +161,6 @@ struct ResilienceTests {
                 daemon.signal(SIGTERM)
                 let status = try await daemon.wait(timeout: .seconds(15))
                 #expect(status == 0, "\(daemon.errorOutput.suffix(2000))")
-            } catch {
-                daemons.printErrors()
-                throw error
             }
         }
     }
@@ -184,10 +174,7 @@ struct ResilienceTests {
             let redis = try await environment.redis()
             defer { redis.close() }
             try await Producer.append(messages, redis: redis)
-            let daemons = Daemons()
-            defer { daemons.killAll() }
-
-            do {
+            try await Daemons.with { daemons in
                 // The default consumer name, so that the second run finds its own pending entries.
                 let daemon = try daemons.start(["run", "--workers", "2"], environment)
                 try await eventually("the first entries acknowledged", timeout: .seconds(60)) {
@@ -216,9 +203,6 @@ struct ResilienceTests {
                 try await IngestTests.expectStored(messages, in: environment)
                 #expect(try await environment.pendingCount() == 0)
                 #expect(try await Self.deadLetterCount(redis) == 0)
-            } catch {
-                daemons.printErrors()
-                throw error
             }
         }
     }
@@ -232,10 +216,7 @@ struct ResilienceTests {
             let messages = Producer.workload(count: 20_000, conversations: 200, seed: 24)
             let redis = try await environment.redis()
             defer { redis.close() }
-            let daemons = Daemons()
-            defer { daemons.killAll() }
-
-            do {
+            try await Daemons.with { daemons in
                 let kills = try await withThrowingTaskGroup(of: (String, Int).self) { group in
                     group.addTask {
                         let producer = try await environment.redis()
@@ -289,9 +270,6 @@ struct ResilienceTests {
                 #expect(try await environment.pendingCount() == 0)
                 #expect(try await Self.deadLetterCount(redis) == 0)
                 #expect(try await Self.acknowledged(redis) == messages.count)
-            } catch {
-                daemons.printErrors()
-                throw error
             }
         }
     }
@@ -576,8 +554,21 @@ final class Daemons: Sendable {
         }
     }
 
+    /// Runs `body` with a fresh set of processes. If it throws, prints the end of each one's
+    /// standard error to explain the failure; either way, kills whatever still runs.
+    static func with<T>(_ body: (Daemons) async throws -> T) async throws -> T {
+        let daemons = Daemons()
+        defer { daemons.killAll() }
+        do {
+            return try await body(daemons)
+        } catch {
+            daemons.printErrors()
+            throw error
+        }
+    }
+
     /// Prints the end of each process's standard error, to explain a failure.
-    func printErrors() {
+    private func printErrors() {
         for process in processes.withLock({ $0 }) {
             let errors = process.errorOutput
             guard !errors.isEmpty else { continue }
