@@ -31,19 +31,22 @@ public enum StoreJudgement {
 ///
 /// Two paths, with the same result:
 ///
-/// - **Direct** (the usual case: new messages from their conversations' owners). The unit's
-///   conversations are locked and the missing ones created, then the messages go straight into
-///   `messages` with `COPY`, and one statement updates the conversations and returns the cache
-///   elements. If anything is unusual (a message whose user is not its conversation's owner, a
-///   conversation created concurrently, a `message_id` that is stored already), the transaction
-///   is rolled back and the unit takes the staged path.
+/// - **Direct** (the usual case: new messages from their conversations' owners). The missing
+///   conversations are created and the owners checked, then the messages go straight into
+///   `messages` with `COPY`; last, the conversations are locked and one statement updates them
+///   and returns the cache elements. If anything is unusual (a message whose user is not its
+///   conversation's owner, a `message_id` that is stored already), the transaction is rolled
+///   back and the unit takes the staged path.
 /// - **Staged.** The unit is copied into a temporary staging table, then moved into the real
 ///   tables by statements that each touch every row at once. `ON CONFLICT (id) DO NOTHING` makes
 ///   a redelivered message a no-op; the rows that were not inserted are then judged against
 ///   what is stored (identical, conflicting, or owned by someone else).
 ///
-/// Both paths lock the existing conversations first, in ID order, and create missing ones
-/// afterwards, also in ID order, so that concurrent writers cannot deadlock.
+/// Both paths first create the missing conversations, in ID order, and then lock all of the
+/// unit's conversations, again in ID order, so that concurrent writers cannot deadlock: a
+/// writer waiting to create a conversation holds only rows it created, with lower IDs, and the
+/// locking statements never wait for a row whose creation is not yet committed (they do not
+/// see it).
 public enum MessageStore {
     static let createStage = """
         CREATE TEMPORARY TABLE IF NOT EXISTS historian_stage (
@@ -190,11 +193,11 @@ public enum MessageStore {
         return try storeStaged(unit, in: session)
     }
 
-    /// The unit's conversations that exist, locked in ID order, with their owners and what their
-    /// titles rest on: whether there is none, and the time of the message a derived one came from
-    /// (Unix microseconds).
+    /// The unit's conversations that exist, locked in ID order, with what their titles rest on:
+    /// whether there is none, and the time of the message a derived one came from (Unix
+    /// microseconds).
     static let lockConversations = """
-        SELECT id::text, user_id, title IS NULL, (extract(epoch FROM title_derived_from) * 1000000)::bigint
+        SELECT id::text, title IS NULL, (extract(epoch FROM title_derived_from) * 1000000)::bigint
         FROM conversations
         WHERE id = ANY($1::uuid[])
         ORDER BY conversations.id
@@ -266,24 +269,17 @@ public enum MessageStore {
         """
 
     /// The direct path; `nil` (with the transaction rolled back) when the unit needs the staged one.
+    ///
+    /// The conversations' row locks are taken last, right before the update that needs them:
+    /// a concurrent writer whose batch shares a conversation then waits only for this
+    /// transaction's update and commit, not for its COPY as well. Owners never change, so
+    /// reading them without a lock is enough to check the messages; the messages' foreign keys
+    /// keep their conversations from going away meanwhile.
     static func storeDirect(_ unit: [IncomingMessage], in session: PostgresSession) throws -> Report? {
         let conversations = Set(unit.map(\.conversationID)).sorted { $0.text < $1.text }
         try session.execute("BEGIN")
         do {
-            var owners: [UUIDText: String] = [:]
-            owners.reserveCapacity(conversations.count)
-            var titles: [UUIDText: TitleState] = [:]
-            titles.reserveCapacity(conversations.count)
-            /// Locks these conversations and notes their owners and title states.
-            func lock(_ ids: [UUIDText]) throws {
-                let locked = try session.query(prepared: "historian_lock_conversations", lockConversations, [arrayLiteral(ids)])
-                for row in locked.rows {
-                    guard let id = row[0].flatMap(UUIDText.init), let owner = row[1] else { continue }
-                    owners[id] = owner
-                    titles[id] = TitleState(missing: row[2] == "t", derivedFrom: row[3].flatMap { Int64($0) }.map(Timestamp.init(microseconds:)))
-                }
-            }
-            try lock(conversations)
+            var owners = try owners(of: conversations, in: session)
             if owners.count < conversations.count {
                 // New conversations: owned by the user of their first message in the unit.
                 var firsts: [UUIDText: IncomingMessage] = [:]
@@ -302,11 +298,11 @@ public enum MessageStore {
                 for message in new { owners[message.conversationID] = message.userID }
                 if created.rows.count < new.count {
                     // Another transaction created some of them first (and has committed, or the
-                    // insert would still wait): lock those too and learn their real owners.
+                    // insert would still wait): learn their real owners.
                     let ours = Set(created.rows.compactMap { $0[0].flatMap(UUIDText.init) })
                     let theirs = new.map(\.conversationID).filter { !ours.contains($0) }
                     for id in theirs { owners[id] = nil }
-                    try lock(theirs)
+                    owners.merge(try MessageStore.owners(of: theirs, in: session)) { _, read in read }
                 }
             }
             guard unit.allSatisfy({ owners[$0.conversationID] == $0.userID }) else {
@@ -328,7 +324,14 @@ public enum MessageStore {
                     [arrayLiteral(withContexts.map(\.id)), textArrayLiteral(withContexts.map(\.contexts))]
                 )
             }
-            // Conversations created here have no title yet (`titles` has no state for them).
+            // Locked now, the title states cannot change before the update.
+            var titles: [UUIDText: TitleState] = [:]
+            titles.reserveCapacity(conversations.count)
+            let locked = try session.query(prepared: "historian_lock_conversations", lockConversations, [arrayLiteral(conversations)])
+            for row in locked.rows {
+                guard let id = row[0].flatMap(UUIDText.init) else { continue }
+                titles[id] = TitleState(missing: row[1] == "t", derivedFrom: row[2].flatMap { Int64($0) }.map(Timestamp.init(microseconds:)))
+            }
             let touched = ConversationTouch.of(unit) { conversation, at in
                 titles[conversation]?.derivationMatters(at: at) ?? true
             }
@@ -351,6 +354,18 @@ public enum MessageStore {
             _ = try? session.execute("ROLLBACK")
             throw error
         }
+    }
+
+    /// The owners of those of these conversations that exist, without locking them.
+    static func owners(of conversations: [UUIDText], in session: PostgresSession) throws -> [UUIDText: String] {
+        guard !conversations.isEmpty else { return [:] }
+        let rows = try session.query(prepared: "historian_conversation_owners", owners, [arrayLiteral(Array(Set(conversations)))])
+        var found: [UUIDText: String] = [:]
+        found.reserveCapacity(rows.rows.count)
+        for row in rows.rows {
+            if let id = row[0].flatMap(UUIDText.init), let owner = row[1] { found[id] = owner }
+        }
+        return found
     }
 
     /// Rows of `(id, conversation_id, cache_version, element)`, ordered by conversation, as results
@@ -376,7 +391,6 @@ public enum MessageStore {
         try session.execute("BEGIN")
         do {
             let conversations = Set(unit.map(\.conversationID)).sorted { $0.text < $1.text }
-            _ = try session.query(prepared: "historian_lock_conversations", lockConversations, [arrayLiteral(conversations)])
             try session.copyIn(copyStage, data: encodeStage(unit))
             _ = try session.query(prepared: "historian_insert_conversations", insertConversations)
             let inserted = try session.query(prepared: "historian_insert_messages", insertMessages, [arrayLiteral(conversations)])
@@ -420,15 +434,6 @@ public enum MessageStore {
                 continue
             }
             found[id] = StoredMessage(conversationID: conversation, role: row[2] ?? "", content: row[3] ?? "")
-        }
-        return found
-    }
-
-    static func owners(of conversations: [UUIDText], in session: PostgresSession) throws -> [UUIDText: String] {
-        let rows = try session.query(owners, [arrayLiteral(Array(Set(conversations)))])
-        var found: [UUIDText: String] = [:]
-        for row in rows.rows {
-            if let id = row[0].flatMap(UUIDText.init), let owner = row[1] { found[id] = owner }
         }
         return found
     }
