@@ -1,5 +1,5 @@
 import Foundation
-import Historian
+@testable import Historian
 import RedisClient
 import Testing
 
@@ -287,6 +287,75 @@ struct CacheTests {
                     #expect(fields["dept_id"] == "")
                 }
             }
+        }
+    }
+
+    @Test("the script applies a conversation's next version only; an applied or skipped one changes nothing but TTLs")
+    func versionRules() async throws {
+        try await TestEnvironment.with { environment in
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            let settings = CacheSettings(recentSize: 3, sessionTTL: .seconds(60))
+            let conversation = "0b0e5a52-4a8c-4f0e-9a57-2f5d0c0c0001"
+            let list = RedisArgument(settings.recentKey(conversation))
+            let versionKey = RedisArgument(settings.versionKey(conversation))
+            /// An element as PostgreSQL renders it, created at second `second` (tenths allowed).
+            func element(_ second: Double) -> String {
+                let at = String(format: "2026-01-01T00:00:%02d.%06dZ", Int(second), Int((second - second.rounded(.down)) * 1_000_000))
+                return #"{"id" : "m\#(second)", "created_at" : "\#(at)", "content" : "x"}"#
+            }
+            func at(_ second: Double) -> String { String(element(second).split(separator: "\"")[7]) }
+            func apply(_ mode: CacheWrite.Mode, _ version: Int64, _ seconds: [Double]) async throws -> [String] {
+                let write = CacheWrite(mode: mode, conversationID: conversation, version: version, elements: seconds.map(element))
+                return try await RecentCache.apply([write], sessions: [], settings: settings, redis: redis).stale
+            }
+            func state() async throws -> (list: [String], version: String?) {
+                let elements = try await redis.send("LRANGE", list, "0", "-1").array?.compactMap(\.string) ?? []
+                return (elements, try await redis.send("GET", versionKey).string)
+            }
+            func expectTTLs(_ comment: Comment) async throws {
+                for key in [list, versionKey] {
+                    let ttl = try await redis.send("PTTL", key).int ?? -3
+                    #expect(ttl > 50_000, comment)
+                }
+            }
+
+            #expect(try await apply(.delta, 1, [1]).isEmpty)
+            #expect(try await state() == ([element(1)], "1 \(at(1))"))
+            #expect(try await apply(.delta, 2, [2, 3]).isEmpty)
+            #expect(try await state() == ([element(1), element(2), element(3)], "2 \(at(3))"))
+
+            // Applied already (a redelivery): nothing changes but the TTLs.
+            _ = try await redis.send("PEXPIRE", list, "20000")
+            _ = try await redis.send("PEXPIRE", versionKey, "20000")
+            #expect(try await apply(.delta, 2, [2, 3]).isEmpty)
+            #expect(try await state() == ([element(1), element(2), element(3)], "2 \(at(3))"))
+            try await expectTTLs("an applied delta renews the TTLs")
+
+            // A skipped version: stale, and the list and version stay as they were.
+            #expect(try await apply(.delta, 4, [5]) == [conversation])
+            #expect(try await state() == ([element(1), element(2), element(3)], "2 \(at(3))"))
+            try await expectTTLs("a stale delta leaves both keys alive for the snapshot")
+
+            // In order: appended and trimmed to the size.
+            #expect(try await apply(.delta, 3, [4]).isEmpty)
+            #expect(try await state() == ([element(2), element(3), element(4)], "3 \(at(4))"))
+
+            // Older than the list's last element: merged by created_at; the version key keeps
+            // the real last element's time, not the written element's.
+            #expect(try await apply(.delta, 4, [3.5]).isEmpty)
+            #expect(try await state() == ([element(3), element(3.5), element(4)], "4 \(at(4))"))
+
+            // Snapshots replace anything older and nothing newer.
+            #expect(try await apply(.snapshot, 9, [7, 8]).isEmpty)
+            #expect(try await state() == ([element(7), element(8)], "9 \(at(8))"))
+            #expect(try await apply(.snapshot, 5, [4]).isEmpty)
+            #expect(try await state() == ([element(7), element(8)], "9 \(at(8))"))
+
+            // No version key (evicted) and a delta past version 1: stale, and the key stays absent.
+            _ = try await redis.send("DEL", versionKey)
+            #expect(try await apply(.delta, 10, [9]) == [conversation])
+            #expect(try await state() == ([element(7), element(8)], nil))
         }
     }
 

@@ -186,12 +186,17 @@ public enum RecentCache {
             arguments.append(RedisArgument(acknowledge.group))
             for id in acks { arguments.append(RedisArgument(id.description)) }
         }
-        let tail: [RedisArgument] = [RedisArgument(keys.count)] + keys + arguments
+        var command: [RedisArgument] = ["EVALSHA", RedisArgument(scriptSHA1), RedisArgument(keys.count)]
+        command.reserveCapacity(3 + keys.count + arguments.count)
+        command += keys
+        command += arguments
         var reply: RESPValue
         do {
-            reply = try await redis.send(["EVALSHA", RedisArgument(scriptSHA1)] + tail)
+            reply = try await redis.send(command)
         } catch let error as RedisError where error.serverErrorPrefix == "NOSCRIPT" {
-            reply = try await redis.send(["EVAL", RedisArgument(script)] + tail)
+            command[0] = "EVAL"
+            command[1] = RedisArgument(script)
+            reply = try await redis.send(command)
         }
         let values = (reply.array ?? []).compactMap { $0.int }.map { Int($0) }
         let stale = values.dropFirst().compactMap { index in writes.indices.contains(index - 1) ? writes[index - 1].conversationID : nil }
@@ -259,21 +264,23 @@ public enum RecentCache {
           local new = {}
           for i = 1, n do new[i] = ARGV[a + 2 + i] end
           a = a + 3 + n
+          -- Written before it is known to apply, which is the usual case: SET ... GET reads the
+          -- old version in the same call. Put back below when the write does not apply.
+          local written = versionText .. ' ' .. (n > 0 and created(new[n]) or '')
+          local stored = redis.call('SET', versionKey, written, 'PX', ttl, 'GET')
           local current, last = -1, nil
-          local stored = redis.call('GET', versionKey)
           if stored then
-            local number, at = string.match(stored, '^(%d+) ?(.*)$')
-            current = tonumber(number) or -1
-            if at and at ~= '' then last = at end
+            local space = string.find(stored, ' ', 1, true)
+            current = tonumber(space and string.sub(stored, 1, space - 1) or stored) or -1
+            if space and space < #stored then last = string.sub(stored, space + 1) end
           end
-          -- The created_at of the list's last element once this write is in; nil: unchanged.
-          local tail = nil
-          local fresh = true
+          -- The version key's value once this write is in, when it is not `written`.
+          local final = nil
           if current >= version then
             -- Redis already holds this version or a newer one.
+            final = stored
           elseif mode == 's' then
             replace(list, new)
-            tail = n > 0 and created(new[n]) or ''
           elseif current == version - 1 or (current == -1 and version == 1) then
             if current == -1 then
               redis.call('DEL', list)
@@ -284,23 +291,23 @@ public enum RecentCache {
             end
             if created(new[1]) >= last then
               if append(list, new) > size then redis.call('LTRIM', list, trimFrom, -1) end
-              tail = created(new[n])
             else
               local merged = mergeKeepingLatest(list, current, new)
               replace(list, merged)
-              tail = #merged > 0 and created(merged[#merged]) or ''
+              final = versionText .. ' ' .. (#merged > 0 and created(merged[#merged]) or '')
             end
           else
-            fresh = false
+            -- Behind, or ahead of, this delta: the caller follows up with a snapshot.
             stale[#stale + 1] = w
+            final = stored or false
           end
-          if tail then
-            redis.call('PEXPIRE', list, ttl)
-            redis.call('SET', versionKey, versionText .. ' ' .. tail, 'PX', ttl)
-          elseif fresh then
-            redis.call('PEXPIRE', list, ttl)
-            redis.call('PEXPIRE', versionKey, ttl)
+          if final == false then
+            redis.call('DEL', versionKey)
+          elseif final and final ~= written then
+            redis.call('SET', versionKey, final, 'PX', ttl)
           end
+          -- The list lives as long as its version key (whose TTL the SET above renewed).
+          redis.call('PEXPIRE', list, ttl)
         end
         for s = 1, sessions do
           local key, users = KEYS[2 * writes + 2 * s - 1], KEYS[2 * writes + 2 * s]
