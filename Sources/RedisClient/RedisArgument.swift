@@ -1,26 +1,44 @@
 /// One argument of a Redis command: raw bytes (values may be arbitrary, non-UTF-8 bytes).
 ///
+/// A string argument keeps the string and is encoded straight into the command buffer when
+/// sent, so building a large command copies each value once.
+///
 /// Deliberately not `CustomStringConvertible` beyond the default: arguments may hold message bodies or passwords,
 /// so nothing here renders them as text for logs.
 public struct RedisArgument: Sendable, Hashable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral,
     ExpressibleByStringInterpolation
 {
+    private enum Storage: Sendable {
+        case bytes([UInt8])
+        case string(String)
+    }
+
+    private var storage: Storage
+
     /// The bytes sent to the server, unchanged.
-    public var bytes: [UInt8]
+    public var bytes: [UInt8] {
+        get {
+            switch storage {
+            case .bytes(let bytes): bytes
+            case .string(let string): Array(string.utf8)
+            }
+        }
+        set { storage = .bytes(newValue) }
+    }
 
     /// An argument holding exactly these bytes.
     public init(_ bytes: [UInt8]) {
-        self.bytes = bytes
+        self.storage = .bytes(bytes)
     }
 
     /// An argument holding the UTF-8 encoding of `string`.
     public init(_ string: String) {
-        self.bytes = Array(string.utf8)
+        self.storage = .string(string)
     }
 
     /// An argument holding the decimal representation of `int`, as Redis expects numbers.
     public init(_ int: Int) {
-        self.bytes = Array(String(int).utf8)
+        self.storage = .string(String(int))
     }
 
     /// An argument from a string literal, UTF-8 encoded.
@@ -31,5 +49,62 @@ public struct RedisArgument: Sendable, Hashable, ExpressibleByStringLiteral, Exp
     /// An argument from an integer literal, in decimal.
     public init(integerLiteral value: Int) {
         self.init(value)
+    }
+
+    /// Calls `body` with the argument's bytes, without copying them.
+    func withBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        switch storage {
+        case .bytes(let bytes):
+            return try bytes.withUnsafeBytes(body)
+        case .string(var string):
+            return try string.withUTF8 { try body(UnsafeRawBufferPointer($0)) }
+        }
+    }
+
+    public static func == (lhs: RedisArgument, rhs: RedisArgument) -> Bool {
+        lhs.withBytes { left in rhs.withBytes { right in left.elementsEqual(right) } }
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        withBytes { hasher.combine(bytes: $0) }
+    }
+}
+
+/// Encodes commands in the Redis protocol (RESP arrays of bulk strings) into one buffer.
+struct RESPCommandEncoder {
+    private(set) var buffer: [UInt8] = []
+
+    /// Empties the buffer; keeps its memory for the next commands unless it grew past `limit` bytes.
+    mutating func reset(keepingUpTo limit: Int) {
+        if buffer.capacity > limit {
+            buffer = []
+        } else {
+            buffer.removeAll(keepingCapacity: true)
+        }
+    }
+
+    mutating func append(_ command: [RedisArgument]) {
+        let needed = buffer.count + command.reduce(16) { $0 + $1.withBytes(\.count) + 16 }
+        if buffer.capacity < needed { buffer.reserveCapacity(max(needed, 2 * buffer.capacity)) }
+        appendHeader(UInt8(ascii: "*"), command.count)
+        for argument in command {
+            argument.withBytes { bytes in
+                appendHeader(UInt8(ascii: "$"), bytes.count)
+                buffer.append(contentsOf: bytes)
+            }
+            appendLineEnd()
+        }
+    }
+
+    /// `<marker><decimal>\r\n`.
+    private mutating func appendHeader(_ marker: UInt8, _ value: Int) {
+        buffer.append(marker)
+        buffer.append(contentsOf: String(value).utf8)  // a small string: no allocation
+        appendLineEnd()
+    }
+
+    private mutating func appendLineEnd() {
+        buffer.append(0x0D)
+        buffer.append(0x0A)
     }
 }

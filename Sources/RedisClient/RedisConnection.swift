@@ -13,9 +13,9 @@ internal import Darwin
 
 /// A single connection to Redis over hiredis' blocking API.
 ///
-/// `@unchecked Sendable` is sound because the hiredis context is only ever touched from blocks running on the
-/// connection's private serial `DispatchQueue` (so one thread at a time, never the cooperative pool), and the only
-/// other mutable state, the open/broken/closed flag, sits behind a `Mutex`.
+/// `@unchecked Sendable` is sound because the hiredis context and the command encoder are only ever touched from
+/// blocks running on the connection's private serial `DispatchQueue` (so one thread at a time, never the cooperative
+/// pool), and the only other mutable state, the open/broken/closed flag, sits behind a `Mutex`.
 public final class RedisConnection: @unchecked Sendable {
     private enum State {
         case open
@@ -25,6 +25,10 @@ public final class RedisConnection: @unchecked Sendable {
 
     /// Confined to `queue`.
     private let context = HiredisContext()
+    /// Confined to `queue`; reused so that each command does not allocate its buffer anew.
+    private var encoder = RESPCommandEncoder()
+    /// Commands up to this size leave their buffer for the next ones; a larger one frees it.
+    private static let keptEncoderCapacity = 4 << 20
     private let queue: DispatchQueue
     private let state = Mutex(State.open)
     private let commandTimeout: Duration
@@ -202,13 +206,13 @@ public final class RedisConnection: @unchecked Sendable {
             throw failure(pointer, errno: errno, timeout: effectiveTimeout)
         }
 
-        for command in commands {
-            let status = withArgv(command) { argc, argv, lengths in
-                redisAppendCommandArgv(pointer, argc, argv, lengths)
-            }
-            guard status == REDIS_OK else {
-                throw failure(pointer, errno: errno, timeout: effectiveTimeout)
-            }
+        encoder.reset(keepingUpTo: Self.keptEncoderCapacity)
+        for command in commands { encoder.append(command) }
+        let status = encoder.buffer.withUnsafeBytes { bytes in
+            redisAppendFormattedCommand(pointer, bytes.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count)
+        }
+        guard status == REDIS_OK else {
+            throw failure(pointer, errno: errno, timeout: effectiveTimeout)
         }
 
         var replies: [RESPValue] = []
@@ -334,40 +338,6 @@ private func errorText(_ pointer: UnsafeMutablePointer<redisContext>) -> String 
     withUnsafeBytes(of: pointer.pointee.errstr) { buffer in
         let bytes = buffer.prefix { $0 != 0 }
         return String(decoding: bytes, as: UTF8.self)
-    }
-}
-
-/// Calls `body` with hiredis' binary-safe argv form: `argc`, pointers to each argument, and their lengths.
-///
-/// All arguments are copied into one buffer that outlives the call; hiredis copies them into its output buffer
-/// before returning, so nothing is retained afterwards.
-private func withArgv<Result>(
-    _ arguments: [RedisArgument],
-    _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> Result
-) -> Result {
-    var storage: [UInt8] = []
-    storage.reserveCapacity(arguments.reduce(1) { $0 + $1.bytes.count })
-    var offsets: [Int] = []
-    var lengths: [Int] = []
-    offsets.reserveCapacity(arguments.count)
-    lengths.reserveCapacity(arguments.count)
-    for argument in arguments {
-        offsets.append(storage.count)
-        lengths.append(argument.bytes.count)
-        storage.append(contentsOf: argument.bytes)
-    }
-    // Never empty, so the base address exists even when every argument is empty.
-    storage.append(0)
-    return storage.withUnsafeBufferPointer { bytes in
-        bytes.withMemoryRebound(to: CChar.self) { characters in
-            let base = characters.baseAddress!
-            var argv: [UnsafePointer<CChar>?] = offsets.map { UnsafePointer(base + $0) }
-            return argv.withUnsafeMutableBufferPointer { argv in
-                lengths.withUnsafeBufferPointer { lengths in
-                    body(Int32(argv.count), argv.baseAddress!, lengths.baseAddress!)
-                }
-            }
-        }
     }
 }
 

@@ -21,6 +21,15 @@ struct RedisConnectionTests {
             #expect(try await redis.send("SET", "empty", RedisArgument([])) == .simpleString("OK"))
             #expect(try await redis.send("GET", "empty") == .bulkString([]))
             #expect(try await redis.send("GET", "missing") == .null)
+
+            // Strings are sent as their UTF-8 bytes; an argument equals and hashes like its bytes.
+            let text = "héllo ✓ 日本"
+            #expect(try await redis.send("SET", "text", RedisArgument(text)) == .simpleString("OK"))
+            #expect(try await redis.send("GET", "text") == .bulkString(Array(text.utf8)))
+            #expect(try await redis.send("SET", "empty text", RedisArgument("")) == .simpleString("OK"))
+            #expect(try await redis.send("GET", "empty text") == .bulkString([]))
+            #expect(RedisArgument(text) == RedisArgument(Array(text.utf8)))
+            #expect(Set([RedisArgument(text), RedisArgument(Array(text.utf8)), RedisArgument(12), "12"]).count == 2)
         }
     }
 
