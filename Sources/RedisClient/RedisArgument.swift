@@ -83,9 +83,9 @@ struct RESPCommandEncoder {
         }
     }
 
+    /// Appends one command. The buffer grows as arrays do, and keeps its size across `reset`s,
+    /// so a connection's usual commands soon fit without growing it.
     mutating func append(_ command: [RedisArgument]) {
-        let needed = buffer.count + command.reduce(16) { $0 + $1.withBytes(\.count) + 16 }
-        if buffer.capacity < needed { buffer.reserveCapacity(max(needed, 2 * buffer.capacity)) }
         appendHeader(UInt8(ascii: "*"), command.count)
         for argument in command {
             argument.withBytes { bytes in
