@@ -81,10 +81,7 @@ struct ResilienceTests {
                 let status = try await daemon.wait(timeout: .seconds(15))
                 #expect(status == 0, "\(daemon.errorOutput.suffix(2000))")
 
-                try await IngestTests.expectStored(messages, in: environment)
-                #expect(try await environment.pendingCount() == 0)
-                #expect(try await Self.deadLetterCount(redis) == 0)
-                #expect(try await Self.acknowledged(redis) == messages.count)
+                try await Self.expectAllDone(messages, in: environment, redis: redis, acknowledged: messages.count)
             }
         }
     }
@@ -200,9 +197,7 @@ struct ResilienceTests {
                     timeout: .seconds(90)
                 )
                 #expect(rest.status == 0, "\(rest.errors.suffix(2000))")
-                try await IngestTests.expectStored(messages, in: environment)
-                #expect(try await environment.pendingCount() == 0)
-                #expect(try await Self.deadLetterCount(redis) == 0)
+                try await Self.expectAllDone(messages, in: environment, redis: redis)
             }
         }
     }
@@ -266,10 +261,7 @@ struct ResilienceTests {
                     let status = try await survivor.wait(timeout: .seconds(15))
                     #expect(status == 0, "\(survivor.errorOutput.suffix(2000))")
                 }
-                try await IngestTests.expectStored(messages, in: environment)
-                #expect(try await environment.pendingCount() == 0)
-                #expect(try await Self.deadLetterCount(redis) == 0)
-                #expect(try await Self.acknowledged(redis) == messages.count)
+                try await Self.expectAllDone(messages, in: environment, redis: redis, acknowledged: messages.count)
             }
         }
     }
@@ -491,6 +483,23 @@ struct ResilienceTests {
             )
         }
         return nil
+    }
+
+    /// Every message is stored, nothing is pending, nothing was dead-lettered and, when given,
+    /// the group has acknowledged exactly `acknowledged` entries.
+    static func expectAllDone(
+        _ messages: [TestMessage],
+        in environment: TestEnvironment,
+        redis: RedisConnection,
+        acknowledged expected: Int? = nil,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
+        try await IngestTests.expectStored(messages, in: environment)
+        #expect(try await environment.pendingCount() == 0, sourceLocation: sourceLocation)
+        #expect(try await deadLetterCount(redis) == 0, sourceLocation: sourceLocation)
+        if let expected {
+            #expect(try await acknowledged(redis) == expected, sourceLocation: sourceLocation)
+        }
     }
 
     /// Entries the group has acknowledged: read minus pending.
