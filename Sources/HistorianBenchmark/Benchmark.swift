@@ -48,6 +48,9 @@ struct HistorianBenchmark: AsyncParsableCommand {
     @Option(help: "Where the figures go as JSON.")
     var json = "benchmark-results.json"
 
+    @Option(help: "Also write every latency sample as CSV (seconds into the run, latency in ms), to see when a tail happened.")
+    var latencySamples: String?
+
     @Option(help: "The historian executable (default: the one beside this program).")
     var historian: String?
 
@@ -110,7 +113,8 @@ struct HistorianBenchmark: AsyncParsableCommand {
                     rate: rate,
                     executable: executable,
                     arguments: daemonArguments,
-                    migrate: !selected.contains("drain")
+                    migrate: !selected.contains("drain"),
+                    samplesPath: latencySamples
                 )
                 results.latency = try await phase.run()
             }

@@ -232,6 +232,7 @@ struct DrainPhase {
         guard status == 0 else {
             throw BenchmarkError("drain: historian exited with status \(status); its log is \(log)")
         }
+        removeIfEmpty(log)
         let stored = try await database.query("SELECT count(*) AS count FROM messages")[0, "count"].flatMap { Int($0) } ?? -1
         let deadLetters = try await redis.send("XLEN", "chat:messages:dlq").int ?? -1
         guard stored == messages.count, deadLetters == 0 else {
@@ -327,6 +328,8 @@ struct LatencyPhase {
     let arguments: [String]
     /// Whether the database still needs the schema (when the drain did not run first).
     let migrate: Bool
+    /// Where each sample goes as CSV, if anywhere.
+    let samplesPath: String?
 
     static let stream = "bench:latency"
     static let group = "historian"
@@ -335,11 +338,16 @@ struct LatencyPhase {
         if migrate {
             try await servers.freshDatabase("drain").close()
         }
-        // As before the drain: the phase starts with the previous phase's writes on disk, so
-        // that writing them back does not share the disk with this phase's commits.
+        // The phase measures steady ingest, not the aftermath of the drain's bulk load: the
+        // vacuum that the drain's inserts call for is done now (autovacuum would otherwise start
+        // it during the phase, at a time that varies from run to run), and, as before the drain,
+        // the previous writes are on disk, so that writing them back does not share the disk
+        // with this phase's commits (`sync` writes back whatever else is waiting).
         let settle = try await servers.postgresConnection("drain")
+        _ = try await settle.execute("VACUUM ANALYZE")
         _ = try await settle.execute("CHECKPOINT")
         settle.close()
+        sync()
         let log = try temporaryFile("historian-latency")
         let daemon = try ChildProcess(
             executable: executable,
@@ -360,7 +368,7 @@ struct LatencyPhase {
 
         report("latency: \(rate) messages/s for \(messages.count / max(1, rate)) s")
         let sent = SentLog(capacity: messages.count)
-        let latencies = try await withThrowingTaskGroup(of: [UInt64]?.self) { group in
+        let samples = try await withThrowingTaskGroup(of: [LatencySample]?.self) { group in
             group.addTask {
                 try await produce(producer, into: sent)
                 return nil
@@ -368,17 +376,19 @@ struct LatencyPhase {
             group.addTask {
                 try await watch(watcher, sent: sent)
             }
-            var latencies: [UInt64] = []
+            var samples: [LatencySample] = []
             for try await result in group {
-                if let result { latencies = result }
+                if let result { samples = result }
             }
-            return latencies
+            return samples
         }
         daemon.signal(SIGTERM)
         guard try await daemon.wait(timeout: .seconds(30)) == 0 else {
             throw BenchmarkError("latency: historian did not exit cleanly; its log is \(log)")
         }
-        let result = LatencyResult(rate: rate, sorted: latencies.sorted(), achievedRate: sent.achievedRate)
+        removeIfEmpty(log)
+        if let samplesPath { try writeSamples(samples, to: samplesPath) }
+        let result = LatencyResult(rate: rate, sorted: samples.map(\.latency).sorted(), achievedRate: sent.achievedRate)
         report(
             "latency: p50 \(format(result.p50)) ms, p99 \(format(result.p99)) ms, max \(format(result.max)) ms "
                 + "over \(result.count) messages"
@@ -425,8 +435,8 @@ struct LatencyPhase {
 
     /// Polls the group every millisecond: an entry at or below the group's last-delivered ID
     /// that is no longer pending has been acknowledged.
-    private func watch(_ redis: RedisConnection, sent: SentLog) async throws -> [UInt64] {
-        var latencies: [UInt64] = []
+    private func watch(_ redis: RedisConnection, sent: SentLog) async throws -> [LatencySample] {
+        var latencies: [LatencySample] = []
         latencies.reserveCapacity(messages.count)
         var cursor = 0
         var waiting: [(id: StreamID, sent: UInt64)] = []
@@ -455,7 +465,7 @@ struct LatencyPhase {
             let before = latencies.count
             waiting.removeAll { entry in
                 guard entry.id <= knownUpTo, !pending.contains(entry.id) else { return false }
-                latencies.append(now - entry.sent)
+                latencies.append(LatencySample(sent: entry.sent, latency: now - entry.sent))
                 return true
             }
             if latencies.count > before { lastProgress = .now }
@@ -466,6 +476,24 @@ struct LatencyPhase {
             try await Task.sleep(for: .milliseconds(1))
         }
     }
+
+    /// One line per message in sending order: seconds since the first was sent, latency in ms.
+    private func writeSamples(_ samples: [LatencySample], to path: String) throws {
+        let ordered = samples.sorted { $0.sent < $1.sent }
+        let start = ordered.first?.sent ?? 0
+        var text = "sent_s,latency_ms\n"
+        for sample in ordered {
+            text += String(format: "%.4f,%.2f\n", Double(sample.sent - start) / 1e9, Double(sample.latency) / 1e6)
+        }
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        report("latency: samples written to \(path)")
+    }
+}
+
+/// When a message was sent (monotonic nanoseconds) and how long it took to be acknowledged.
+struct LatencySample {
+    var sent: UInt64
+    var latency: UInt64
 }
 
 /// The entries the producer appended and when, shared with the watcher.
@@ -560,6 +588,18 @@ func temporaryFile(_ prefix: String) throws -> String {
     guard descriptor >= 0 else { throw BenchmarkError("cannot create a temporary file") }
     close(descriptor)
     return String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// A daemon's log after a clean run: kept, and its path reported, only when it says something
+/// (at a lower `--log-level`, say).
+func removeIfEmpty(_ path: String) {
+    var status = stat()
+    guard stat(path, &status) == 0 else { return }
+    if status.st_size == 0 {
+        unlink(path)
+    } else {
+        report("the daemon's log is \(path)")
+    }
 }
 
 extension Sequence {

@@ -280,6 +280,19 @@ final class LibpqConnection {
 
     // MARK: - Commands
 
+    /// Prepares `sql` under `name` unless this connection has already; the parameters' types
+    /// are inferred from the statement.
+    func prepare(_ name: String, _ sql: String, deadline: Deadline) throws {
+        guard !prepared.contains(name) else { return }
+        let conn = try usableConnection()
+        guard PQsendPrepare(conn, name, sql, 0, nil) == 1 else {
+            throw sendFailure()
+        }
+        try flush(deadline: deadline)
+        _ = try collectResults(deadline: deadline, expectCopyIn: false)
+        prepared.insert(name)
+    }
+
     /// Sends an extended-protocol query with text parameters and reads its result.
     ///
     /// With `statementName`, the statement is prepared under that name on first use and run
@@ -291,13 +304,8 @@ final class LibpqConnection {
         deadline: Deadline
     ) throws -> PostgresRows {
         let conn = try usableConnection()
-        if let statementName, !prepared.contains(statementName) {
-            guard PQsendPrepare(conn, statementName, sql, Int32(parameters.count), nil) == 1 else {
-                throw sendFailure()
-            }
-            try flush(deadline: deadline)
-            _ = try collectResults(deadline: deadline, expectCopyIn: false)
-            prepared.insert(statementName)
+        if let statementName {
+            try prepare(statementName, sql, deadline: deadline)
         }
         for (index, parameter) in parameters.enumerated() where parameter?.contains(0) == true {
             // libpq passes text parameters as C strings, and PostgreSQL text cannot hold NUL;

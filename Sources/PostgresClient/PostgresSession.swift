@@ -1,3 +1,14 @@
+/// A statement with the name it is prepared under; a name stands for one SQL text only.
+public struct PreparedStatement: Sendable {
+    public let name: String
+    public let sql: String
+
+    public init(_ name: String, _ sql: String) {
+        self.name = name
+        self.sql = sql
+    }
+}
+
 /// Synchronous access to one connection, valid only inside `PostgresConnection.withSession`; must not escape.
 public final class PostgresSession {
     private let connection: LibpqConnection
@@ -23,12 +34,19 @@ public final class PostgresSession {
         return try connection.query(sql, parameters: bytes, deadline: Deadline(after: timeout))
     }
 
-    /// Like `query(_:_:)`, but prepared under `name` on first use on this connection and run by
-    /// name afterwards: parsed and planned once. A name stands for one SQL text only.
-    public func query(prepared name: String, _ sql: String, _ parameters: [String?] = []) throws -> PostgresRows {
+    /// Runs `statement`, prepared on first use on this connection (or by `prepare(_:)`) and run
+    /// by name afterwards, so PostgreSQL parses it once per connection.
+    public func query(_ statement: PreparedStatement, _ parameters: [String?] = []) throws -> PostgresRows {
         try checkValid()
         let bytes = parameters.map { $0.map { Array($0.utf8) } }
-        return try connection.query(sql, parameters: bytes, statementName: name, deadline: Deadline(after: timeout))
+        return try connection.query(statement.sql, parameters: bytes, statementName: statement.name, deadline: Deadline(after: timeout))
+    }
+
+    /// Prepares `statement` now rather than on first use: one that does not parse fails here,
+    /// and its first run does not wait for parsing.
+    public func prepare(_ statement: PreparedStatement) throws {
+        try checkValid()
+        try connection.prepare(statement.name, statement.sql, deadline: Deadline(after: timeout))
     }
 
     /// Runs an extended-protocol query with text-format parameters given as exact bytes (`nil` is NULL).

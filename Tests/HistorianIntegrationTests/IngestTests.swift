@@ -165,6 +165,25 @@ struct IngestTests {
         }
     }
 
+    @Test("workers connect to PostgreSQL before the first entry arrives, so the first batch waits for no setup")
+    func connectedBeforeFirstEntry() async throws {
+        try await TestEnvironment.with { environment in
+            let process = try HistorianProcess(["run", "--workers", "3"], environment: environment.historianEnvironment)
+            try await eventually("three worker sessions in PostgreSQL", timeout: .seconds(30)) {
+                try await environment.scalar(
+                    """
+                    SELECT count(*) FROM pg_stat_activity
+                    WHERE application_name = 'historian' AND datname = current_database() AND pid <> pg_backend_pid()
+                    """
+                ) == 3
+            }
+            #expect(try await environment.scalar("SELECT count(*) FROM messages") == 0)
+            process.signal(SIGTERM)
+            let status = try await process.wait(timeout: .seconds(15))
+            #expect(status == 0, "\(process.errorOutput)")
+        }
+    }
+
     @Test("SIGTERM while idle: exit 0 promptly")
     func sigtermWhileIdle() async throws {
         try await TestEnvironment.with { environment in

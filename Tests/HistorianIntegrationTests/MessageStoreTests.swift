@@ -107,6 +107,22 @@ struct MessageStoreTests {
         return connection
     }
 
+    @Test("preparing a connection for the store fails at once on a database without the schema")
+    func prepareChecksTheSchema() async throws {
+        try await TestEnvironment.with { environment in
+            try await environment.postgresServer.createDatabase("unmigrated")
+            let connection = try await PostgresConnection.connect(
+                conninfo: environment.postgresServer.url(database: "unmigrated"),
+                logger: environment.logger
+            )
+            defer { connection.close() }
+            let error = await #expect(throws: PostgresError.self) {
+                try await connection.withSession { try MessageStore.prepare($0) }
+            }
+            #expect(error?.sqlState == "42P01", "undefined table, got \(String(describing: error))")
+        }
+    }
+
     @Test("direct and staged paths leave identical rows and cache deltas; the direct path takes new messages")
     func pathsAgree() async throws {
         try await TestEnvironment.with { environment in

@@ -71,6 +71,16 @@ struct IngestWorker {
         var position = IngestStream.ReadPosition.pending(after: .zero)
         var nextClaim = ContinuousClock.now + settings.claimEvery
         logger.debug("worker started")
+        // Connected before the first read, so that the first batch does not wait for two
+        // connections and a fresh PostgreSQL backend's setup.
+        do {
+            try await retrying("connecting", logger: logger) {
+                _ = try await connections.redis()
+                _ = try await connections.postgres()
+            }
+        } catch is ShuttingDown {
+            return
+        }
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             var delivery: IngestStream.Delivery
             do {

@@ -79,18 +79,21 @@ public enum MessageStore {
     /// ID so that concurrent batches take their locks in the same order. Conversations that
     /// exist are skipped by a plain index lookup; `ON CONFLICT` settles the race with a
     /// concurrent creator.
-    static let insertConversations = """
-        INSERT INTO conversations (id, user_id, dept_id, created_at, updated_at)
-        SELECT id, user_id, dept_id, created_at, now()
-        FROM (
-            SELECT DISTINCT ON (conversation_id) conversation_id AS id, user_id, dept_id, created_at
-            FROM historian_stage
-            ORDER BY conversation_id, seq
-        ) AS first_messages
-        WHERE NOT EXISTS (SELECT 1 FROM conversations AS c WHERE c.id = first_messages.id)
-        ORDER BY id
-        ON CONFLICT (id) DO NOTHING
+    static let insertConversations = PreparedStatement(
+        "historian_insert_conversations",
         """
+            INSERT INTO conversations (id, user_id, dept_id, created_at, updated_at)
+            SELECT id, user_id, dept_id, created_at, now()
+            FROM (
+                SELECT DISTINCT ON (conversation_id) conversation_id AS id, user_id, dept_id, created_at
+                FROM historian_stage
+                ORDER BY conversation_id, seq
+            ) AS first_messages
+            WHERE NOT EXISTS (SELECT 1 FROM conversations AS c WHERE c.id = first_messages.id)
+            ORDER BY id
+            ON CONFLICT (id) DO NOTHING
+            """
+    )
 
     /// Locks the unit's conversations (`$1`, an array) in ID order, inserts the messages whose
     /// user owns their conversation, their contexts, and updates the conversations they touched.
@@ -98,64 +101,72 @@ public enum MessageStore {
     ///
     /// The conversations come as an array rather than from the staging table, which has no
     /// statistics: PostgreSQL then plans index lookups, not a scan of every conversation.
-    static let insertMessages = """
-        WITH owners AS (
-            SELECT c.id, c.user_id FROM conversations AS c
-            WHERE c.id = ANY($1::uuid[])
-            ORDER BY c.id
-            FOR NO KEY UPDATE
-        ), inserted AS (
-            INSERT INTO messages (id, conversation_id, role, content, tokens_used, latency_ms, created_at,
-                metadata, session_id, stream_entry)
-            SELECT s.id, s.conversation_id, s.role, s.content, s.tokens_used, s.latency_ms, s.created_at,
-                s.metadata, s.session_id, s.stream_entry
-            FROM historian_stage AS s
-            JOIN owners AS o ON o.id = s.conversation_id AND o.user_id = s.user_id
-            ORDER BY s.seq
-            ON CONFLICT (id) DO NOTHING
-            RETURNING *
-        ), contexts AS (
-            INSERT INTO message_contexts (id, message_id, position, doc_id, content, score, metadata)
-            SELECT md5(s.id::text || '/' || e.position)::uuid, s.id, e.position,
-                e.value ->> 'doc_id', e.value ->> 'content', (e.value ->> 'score')::double precision,
-                CASE WHEN jsonb_typeof(e.value -> 'metadata') = 'object' THEN e.value -> 'metadata' END
-            FROM inserted AS i
-            JOIN historian_stage AS s ON s.id = i.id
-            CROSS JOIN LATERAL jsonb_array_elements(s.contexts) WITH ORDINALITY AS e (value, position)
-            WHERE s.contexts IS NOT NULL
-            ON CONFLICT (id) DO NOTHING
-        ), touched AS (
-            SELECT s.conversation_id,
-                min(s.created_at) AS first_at,
-                (array_agg(s.title ORDER BY s.seq DESC) FILTER (WHERE s.title IS NOT NULL))[1] AS explicit_title,
-                (array_agg(s.derived_title ORDER BY s.created_at, s.seq)
-                    FILTER (WHERE s.derived_title IS NOT NULL))[1] AS derived_title,
-                min(s.created_at) FILTER (WHERE s.derived_title IS NOT NULL) AS derived_at
-            FROM inserted AS i JOIN historian_stage AS s ON s.id = i.id
-            GROUP BY s.conversation_id
-        ), updated AS (
-            UPDATE conversations AS c SET \(conversationChanges)
-            FROM touched AS t
-            WHERE c.id = t.conversation_id
-            RETURNING c.id, c.cache_version
-        )
-        SELECT i.id::text, i.conversation_id::text, u.cache_version::text, \(RecentCache.elementSQL("i"))
-        FROM inserted AS i JOIN updated AS u ON u.id = i.conversation_id
-        ORDER BY i.conversation_id, i.created_at, i.arrival
+    static let insertMessages = PreparedStatement(
+        "historian_insert_messages",
         """
+            WITH owners AS (
+                SELECT c.id, c.user_id FROM conversations AS c
+                WHERE c.id = ANY($1::uuid[])
+                ORDER BY c.id
+                FOR NO KEY UPDATE
+            ), inserted AS (
+                INSERT INTO messages (id, conversation_id, role, content, tokens_used, latency_ms, created_at,
+                    metadata, session_id, stream_entry)
+                SELECT s.id, s.conversation_id, s.role, s.content, s.tokens_used, s.latency_ms, s.created_at,
+                    s.metadata, s.session_id, s.stream_entry
+                FROM historian_stage AS s
+                JOIN owners AS o ON o.id = s.conversation_id AND o.user_id = s.user_id
+                ORDER BY s.seq
+                ON CONFLICT (id) DO NOTHING
+                RETURNING *
+            ), contexts AS (
+                INSERT INTO message_contexts (id, message_id, position, doc_id, content, score, metadata)
+                SELECT md5(s.id::text || '/' || e.position)::uuid, s.id, e.position,
+                    e.value ->> 'doc_id', e.value ->> 'content', (e.value ->> 'score')::double precision,
+                    CASE WHEN jsonb_typeof(e.value -> 'metadata') = 'object' THEN e.value -> 'metadata' END
+                FROM inserted AS i
+                JOIN historian_stage AS s ON s.id = i.id
+                CROSS JOIN LATERAL jsonb_array_elements(s.contexts) WITH ORDINALITY AS e (value, position)
+                WHERE s.contexts IS NOT NULL
+                ON CONFLICT (id) DO NOTHING
+            ), touched AS (
+                SELECT s.conversation_id,
+                    min(s.created_at) AS first_at,
+                    (array_agg(s.title ORDER BY s.seq DESC) FILTER (WHERE s.title IS NOT NULL))[1] AS explicit_title,
+                    (array_agg(s.derived_title ORDER BY s.created_at, s.seq)
+                        FILTER (WHERE s.derived_title IS NOT NULL))[1] AS derived_title,
+                    min(s.created_at) FILTER (WHERE s.derived_title IS NOT NULL) AS derived_at
+                FROM inserted AS i JOIN historian_stage AS s ON s.id = i.id
+                GROUP BY s.conversation_id
+            ), updated AS (
+                UPDATE conversations AS c SET \(conversationChanges)
+                FROM touched AS t
+                WHERE c.id = t.conversation_id
+                RETURNING c.id, c.cache_version
+            )
+            SELECT i.id::text, i.conversation_id::text, u.cache_version::text, \(RecentCache.elementSQL("i"))
+            FROM inserted AS i JOIN updated AS u ON u.id = i.conversation_id
+            ORDER BY i.conversation_id, i.created_at, i.arrival
+            """
+    )
 
     static let existingMessages = """
         SELECT m.id::text, m.conversation_id::text, m.role, m.content
         FROM messages AS m WHERE m.id = ANY($1::uuid[])
         """
 
-    static let owners = """
-        SELECT id::text, user_id FROM conversations WHERE id = ANY($1::uuid[])
+    static let owners = PreparedStatement(
+        "historian_conversation_owners",
         """
+            SELECT id::text, user_id FROM conversations WHERE id = ANY($1::uuid[])
+            """
+    )
 
     /// Prepares a fresh connection for `store`.
     ///
-    /// The store's statements are prepared (parsed once) but planned on every call: their
+    /// The direct path's statements are prepared here, so that the first batch does not wait
+    /// for them to be parsed (and a schema they do not fit fails at startup); the staged path's
+    /// on first use. They are prepared (parsed once) but planned on every call: their
     /// arrays of IDs differ in length from batch to batch, and a generic plan chosen while the
     /// tables were small (a sequential scan of `messages`) would stay in use as they grow.
     ///
@@ -168,6 +179,9 @@ public enum MessageStore {
         try session.execute("SET plan_cache_mode = force_custom_plan")
         try session.execute("SET random_page_cost = 1.1")
         try session.execute(createStage)
+        for statement in [owners, createConversations, insertContexts, lockConversations, updateConversations] {
+            try session.prepare(statement)
+        }
     }
 
     /// What one transaction did: each message's result, and the cache changes it made.
@@ -196,24 +210,30 @@ public enum MessageStore {
     /// The unit's conversations that exist, locked in ID order, with what their titles rest on:
     /// whether there is none, and the time of the message a derived one came from (Unix
     /// microseconds).
-    static let lockConversations = """
-        SELECT id::text, title IS NULL, (extract(epoch FROM title_derived_from) * 1000000)::bigint
-        FROM conversations
-        WHERE id = ANY($1::uuid[])
-        ORDER BY conversations.id
-        FOR NO KEY UPDATE
+    static let lockConversations = PreparedStatement(
+        "historian_lock_conversations",
         """
+            SELECT id::text, title IS NULL, (extract(epoch FROM title_derived_from) * 1000000)::bigint
+            FROM conversations
+            WHERE id = ANY($1::uuid[])
+            ORDER BY conversations.id
+            FOR NO KEY UPDATE
+            """
+    )
 
     /// Creates conversations in ID order; returns the ones it created (not those that a
     /// concurrent transaction created first).
-    static let createConversations = """
-        INSERT INTO conversations (id, user_id, dept_id, created_at, updated_at)
-        SELECT id, user_id, dept_id, created_at, now()
-        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS n (id, user_id, dept_id, created_at)
-        ORDER BY id
-        ON CONFLICT (id) DO NOTHING
-        RETURNING id::text
+    static let createConversations = PreparedStatement(
+        "historian_create_conversations",
         """
+            INSERT INTO conversations (id, user_id, dept_id, created_at, updated_at)
+            SELECT id, user_id, dept_id, created_at, now()
+            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS n (id, user_id, dept_id, created_at)
+            ORDER BY id
+            ON CONFLICT (id) DO NOTHING
+            RETURNING id::text
+            """
+    )
 
     static let copyMessages = """
         COPY messages (id, conversation_id, role, content, tokens_used, latency_ms, created_at, metadata,
@@ -222,15 +242,18 @@ public enum MessageStore {
         """
 
     /// The contexts of messages `$1`, one array of them each in `$2`.
-    static let insertContexts = """
-        INSERT INTO message_contexts (id, message_id, position, doc_id, content, score, metadata)
-        SELECT md5(s.id::text || '/' || e.position)::uuid, s.id, e.position,
-            e.value ->> 'doc_id', e.value ->> 'content', (e.value ->> 'score')::double precision,
-            CASE WHEN jsonb_typeof(e.value -> 'metadata') = 'object' THEN e.value -> 'metadata' END
-        FROM unnest($1::uuid[], $2::jsonb[]) AS s (id, contexts)
-        CROSS JOIN LATERAL jsonb_array_elements(s.contexts) WITH ORDINALITY AS e (value, position)
-        ON CONFLICT (id) DO NOTHING
+    static let insertContexts = PreparedStatement(
+        "historian_insert_contexts",
         """
+            INSERT INTO message_contexts (id, message_id, position, doc_id, content, score, metadata)
+            SELECT md5(s.id::text || '/' || e.position)::uuid, s.id, e.position,
+                e.value ->> 'doc_id', e.value ->> 'content', (e.value ->> 'score')::double precision,
+                CASE WHEN jsonb_typeof(e.value -> 'metadata') = 'object' THEN e.value -> 'metadata' END
+            FROM unnest($1::uuid[], $2::jsonb[]) AS s (id, contexts)
+            CROSS JOIN LATERAL jsonb_array_elements(s.contexts) WITH ORDINALITY AS e (value, position)
+            ON CONFLICT (id) DO NOTHING
+            """
+    )
 
     /// What storing messages changes in their conversation `c`, given the aggregates `t` of the
     /// messages stored (`first_at`, `explicit_title`, `derived_title`, `derived_at`). An
@@ -254,19 +277,22 @@ public enum MessageStore {
 
     /// Updates the conversations the unit touched (one row each in the arrays), then returns
     /// the cache elements of the stored messages `$6`, with their conversation's new version.
-    static let updateConversations = """
-        WITH updated AS (
-            UPDATE conversations AS c SET \(conversationChanges)
-            FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::timestamptz[])
-                AS t (conversation_id, first_at, explicit_title, derived_title, derived_at)
-            WHERE c.id = t.conversation_id
-            RETURNING c.id, c.cache_version
-        )
-        SELECT m.id::text, m.conversation_id::text, u.cache_version::text, \(RecentCache.elementSQL("m"))
-        FROM messages AS m JOIN updated AS u ON u.id = m.conversation_id
-        WHERE m.id = ANY($6::uuid[])
-        ORDER BY m.conversation_id, m.created_at, m.arrival
+    static let updateConversations = PreparedStatement(
+        "historian_update_conversations",
         """
+            WITH updated AS (
+                UPDATE conversations AS c SET \(conversationChanges)
+                FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::timestamptz[])
+                    AS t (conversation_id, first_at, explicit_title, derived_title, derived_at)
+                WHERE c.id = t.conversation_id
+                RETURNING c.id, c.cache_version
+            )
+            SELECT m.id::text, m.conversation_id::text, u.cache_version::text, \(RecentCache.elementSQL("m"))
+            FROM messages AS m JOIN updated AS u ON u.id = m.conversation_id
+            WHERE m.id = ANY($6::uuid[])
+            ORDER BY m.conversation_id, m.created_at, m.arrival
+            """
+    )
 
     /// The direct path; `nil` (with the transaction rolled back) when the unit needs the staged one.
     ///
@@ -288,7 +314,6 @@ public enum MessageStore {
                 }
                 let new = firsts.values.sorted { $0.conversationID.text < $1.conversationID.text }
                 let created = try session.query(
-                    prepared: "historian_create_conversations",
                     createConversations,
                     [
                         arrayLiteral(new.map(\.conversationID)), textArrayLiteral(new.map(\.userID)),
@@ -319,7 +344,6 @@ public enum MessageStore {
             let withContexts = unit.filter { $0.contexts != nil }
             if !withContexts.isEmpty {
                 _ = try session.query(
-                    prepared: "historian_insert_contexts",
                     insertContexts,
                     [arrayLiteral(withContexts.map(\.id)), textArrayLiteral(withContexts.map(\.contexts))]
                 )
@@ -327,7 +351,7 @@ public enum MessageStore {
             // Locked now, the title states cannot change before the update.
             var titles: [UUIDText: TitleState] = [:]
             titles.reserveCapacity(conversations.count)
-            let locked = try session.query(prepared: "historian_lock_conversations", lockConversations, [arrayLiteral(conversations)])
+            let locked = try session.query(lockConversations, [arrayLiteral(conversations)])
             for row in locked.rows {
                 guard let id = row[0].flatMap(UUIDText.init) else { continue }
                 titles[id] = TitleState(missing: row[1] == "t", derivedFrom: row[2].flatMap { Int64($0) }.map(Timestamp.init(microseconds:)))
@@ -336,7 +360,6 @@ public enum MessageStore {
                 titles[conversation]?.derivationMatters(at: at) ?? true
             }
             let elements = try session.query(
-                prepared: "historian_update_conversations",
                 updateConversations,
                 [
                     arrayLiteral(touched.map(\.conversationID)), textArrayLiteral(touched.map(\.firstAt.rfc3339)),
@@ -359,7 +382,7 @@ public enum MessageStore {
     /// The owners of those of these conversations that exist, without locking them.
     static func owners(of conversations: [UUIDText], in session: PostgresSession) throws -> [UUIDText: String] {
         guard !conversations.isEmpty else { return [:] }
-        let rows = try session.query(prepared: "historian_conversation_owners", owners, [arrayLiteral(Array(Set(conversations)))])
+        let rows = try session.query(owners, [arrayLiteral(Array(Set(conversations)))])
         var found: [UUIDText: String] = [:]
         found.reserveCapacity(rows.rows.count)
         for row in rows.rows {
@@ -392,8 +415,8 @@ public enum MessageStore {
         do {
             let conversations = Set(unit.map(\.conversationID)).sorted { $0.text < $1.text }
             try session.copyIn(copyStage, data: encodeStage(unit))
-            _ = try session.query(prepared: "historian_insert_conversations", insertConversations)
-            let inserted = try session.query(prepared: "historian_insert_messages", insertMessages, [arrayLiteral(conversations)])
+            _ = try session.query(insertConversations)
+            let inserted = try session.query(insertMessages, [arrayLiteral(conversations)])
             var report = report(inserted, path: .staged)
             let rest = unit.filter { report.results[$0.id] == nil }
             if !rest.isEmpty {
