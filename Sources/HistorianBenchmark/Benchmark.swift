@@ -51,6 +51,9 @@ struct HistorianBenchmark: AsyncParsableCommand {
     @Option(help: "Also write every latency sample as CSV (seconds into the run, latency in ms), to see when a tail happened.")
     var latencySamples: String?
 
+    @Option(help: "A PostgreSQL setting for the run, e.g. --postgres-setting min_wal_size=2GB (repeatable).")
+    var postgresSetting: [String] = []
+
     @Option(help: "The historian executable (default: the one beside this program).")
     var historian: String?
 
@@ -71,9 +74,10 @@ struct HistorianBenchmark: AsyncParsableCommand {
             messages: messageCount,
             conversations: conversations,
             workers: workers,
-            daemonOptions: daemonOption
+            daemonOptions: daemonOption,
+            postgresSettings: postgresSetting
         )
-        let servers = try await BenchmarkServers.start()
+        let servers = try await BenchmarkServers.start(postgresOverrides: try parsedPostgresSettings())
         do {
             report("servers: redis-server \(servers.redisVersion), PostgreSQL \(servers.postgresVersion)")
             results.machine.redis = servers.redisVersion
@@ -134,6 +138,17 @@ struct HistorianBenchmark: AsyncParsableCommand {
         try await servers.destroy()
     }
 
+    private func parsedPostgresSettings() throws -> [String: String] {
+        var settings: [String: String] = [:]
+        for setting in postgresSetting {
+            guard let equals = setting.firstIndex(of: "="), equals != setting.startIndex else {
+                throw ValidationError("--postgres-setting takes name=value, not \(setting)")
+            }
+            settings[String(setting[..<equals])] = String(setting[setting.index(after: equals)...])
+        }
+        return settings
+    }
+
     private var daemonArguments: [String] {
         ["--workers", String(workers), "--log-level", "warning"] + daemonOption
     }
@@ -179,11 +194,11 @@ struct BenchmarkServers {
         "checkpoint_timeout": "30min",
     ]
 
-    static func start() async throws -> BenchmarkServers {
+    static func start(postgresOverrides: [String: String] = [:]) async throws -> BenchmarkServers {
         let redis = try await RedisServer.start()
         let postgres: PostgresServer
         do {
-            postgres = try await PostgresServer.start(settings: postgresSettings)
+            postgres = try await PostgresServer.start(settings: postgresSettings.merging(postgresOverrides) { _, new in new })
         } catch {
             try? await redis.destroy()
             throw error

@@ -39,6 +39,8 @@ struct BenchmarkResults: Encodable {
     var conversations: Int
     var workers: Int
     var daemonOptions: [String]
+    /// `--postgres-setting`s of the run, over the benchmark's own.
+    var postgresSettings: [String] = []
     var averageContentBytes = 0
     var ceiling: CeilingResult?
     var drain: DrainResult?
@@ -70,7 +72,8 @@ struct BenchmarkResults: Encodable {
     func table() -> String {
         var rows: [(String, String)] = [
             ("machine", "\(machine.cores) cores, \(machine.memoryGiB) GiB, \(machine.cpu)"),
-            ("servers", "Redis \(machine.redis), PostgreSQL \(machine.postgres) (fsync on)"),
+            ("servers", "Redis \(machine.redis), PostgreSQL \(machine.postgres) (fsync on)"
+                + postgresSettings.map { ", " + $0 }.joined()),
             ("workload", "\(messages) messages, \(conversations) conversations, content \(averageContentBytes) B on average"),
             ("historian", (["--workers", String(workers)] + daemonOptions).joined(separator: " ")),
         ]
@@ -115,6 +118,7 @@ struct BenchmarkResults: Encodable {
     enum CodingKeys: String, CodingKey {
         case machine, messages, conversations, workers, ceiling, drain, latency, targets
         case daemonOptions = "historian_options"
+        case postgresSettings = "postgres_settings"
         case averageContentBytes = "average_content_bytes"
     }
 
@@ -125,6 +129,7 @@ struct BenchmarkResults: Encodable {
         try container.encode(conversations, forKey: .conversations)
         try container.encode(workers, forKey: .workers)
         try container.encode(daemonOptions, forKey: .daemonOptions)
+        try container.encode(postgresSettings, forKey: .postgresSettings)
         try container.encode(averageContentBytes, forKey: .averageContentBytes)
         try container.encodeIfPresent(ceiling, forKey: .ceiling)
         try container.encodeIfPresent(drain, forKey: .drain)
