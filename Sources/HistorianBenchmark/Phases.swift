@@ -232,7 +232,7 @@ struct DrainPhase {
         guard status == 0 else {
             throw BenchmarkError("drain: historian exited with status \(status); its log is \(log)")
         }
-        removeIfEmpty(log)
+        keepLogIfNotEmpty(log)
         let stored = try await database.query("SELECT count(*) AS count FROM messages")[0, "count"].flatMap { Int($0) } ?? -1
         let deadLetters = try await redis.send("XLEN", "chat:messages:dlq").int ?? -1
         guard stored == messages.count, deadLetters == 0 else {
@@ -386,7 +386,7 @@ struct LatencyPhase {
         guard try await daemon.wait(timeout: .seconds(30)) == 0 else {
             throw BenchmarkError("latency: historian did not exit cleanly; its log is \(log)")
         }
-        removeIfEmpty(log)
+        keepLogIfNotEmpty(log)
         if let samplesPath { try writeSamples(samples, to: samplesPath) }
         let result = LatencyResult(rate: rate, sorted: samples.map(\.latency).sorted(), achievedRate: sent.achievedRate)
         report(
@@ -436,8 +436,8 @@ struct LatencyPhase {
     /// Polls the group every millisecond: an entry at or below the group's last-delivered ID
     /// that is no longer pending has been acknowledged.
     private func watch(_ redis: RedisConnection, sent: SentLog) async throws -> [LatencySample] {
-        var latencies: [LatencySample] = []
-        latencies.reserveCapacity(messages.count)
+        var samples: [LatencySample] = []
+        samples.reserveCapacity(messages.count)
         var cursor = 0
         var waiting: [(id: StreamID, sent: UInt64)] = []
         var lastProgress = ContinuousClock.now
@@ -462,16 +462,16 @@ struct LatencyPhase {
                 waiting.append(entry)
                 cursor += 1
             }
-            let before = latencies.count
+            let before = samples.count
             waiting.removeAll { entry in
                 guard entry.id <= knownUpTo, !pending.contains(entry.id) else { return false }
-                latencies.append(LatencySample(sent: entry.sent, latency: now - entry.sent))
+                samples.append(LatencySample(sent: entry.sent, latency: now - entry.sent))
                 return true
             }
-            if latencies.count > before { lastProgress = .now }
-            if finished, latencies.count == sent.count { return latencies }
+            if samples.count > before { lastProgress = .now }
+            if finished, samples.count == sent.count { return samples }
             if ContinuousClock.now - lastProgress > .seconds(30) {
-                throw BenchmarkError("latency: no acknowledgement for 30 s (\(latencies.count) of \(sent.count))")
+                throw BenchmarkError("latency: no acknowledgement for 30 s (\(samples.count) of \(sent.count))")
             }
             try await Task.sleep(for: .milliseconds(1))
         }
@@ -592,7 +592,7 @@ func temporaryFile(_ prefix: String) throws -> String {
 
 /// A daemon's log after a clean run: kept, and its path reported, only when it says something
 /// (at a lower `--log-level`, say).
-func removeIfEmpty(_ path: String) {
+func keepLogIfNotEmpty(_ path: String) {
     var status = stat()
     guard stat(path, &status) == 0 else { return }
     if status.st_size == 0 {
