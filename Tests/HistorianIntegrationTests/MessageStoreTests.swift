@@ -173,6 +173,9 @@ struct MessageStoreTests {
             #expect(Set(again.results.values) == [.alreadyStored])
             #expect(again.cacheWrites.isEmpty)
             #expect(try await connection.withSession { try Self.snapshot($0) } == before)
+            // The direct path allows cached plans for its COPY only (SET LOCAL), also when it
+            // rolls back; the connection's statements are still planned on every call.
+            #expect(try await Self.planCacheMode(connection) == "force_custom_plan")
 
             // One new message beside one with another user and one conflicting redelivery.
             var fresh = units[1][0]
@@ -198,6 +201,63 @@ struct MessageStoreTests {
             #expect(newConversation.path == .staged)
             #expect(newConversation.results[fresh.id] == .stored)
             #expect(newConversation.results[intruder.id] == .userMismatch)
+        }
+    }
+
+    static func planCacheMode(_ connection: PostgresConnection) async throws -> String? {
+        try await connection.query("SHOW plan_cache_mode").rows.first?.first ?? nil
+    }
+
+    @Test("concurrent writers sharing conversations neither deadlock nor lose a version")
+    func concurrentWritersShareConversations() async throws {
+        try await TestEnvironment.with { environment in
+            let first = try await Self.migrated(environment, database: "concurrent")
+            let second = try await PostgresConnection.connect(
+                conninfo: environment.postgresServer.url(database: "concurrent"),
+                logger: environment.logger
+            )
+            try await second.withSession { try MessageStore.prepare($0) }
+            defer {
+                first.close()
+                second.close()
+            }
+            // 40 conversations; every unit touches all of them, in its own shuffled order, so
+            // two writers that locked them in arrival order would deadlock at once.
+            let conversations = (0..<40).map { _ in UUIDText(UUID().uuidString.lowercased())! }
+            var sequence: UInt64 = 0
+            func unit() -> [IncomingMessage] {
+                conversations.shuffled().map { conversation in
+                    sequence += 1
+                    return IncomingMessage(
+                        entryID: StreamID(milliseconds: 1_780_000_000_000, sequence: sequence),
+                        id: UUIDText(UUID().uuidString.lowercased())!,
+                        conversationID: conversation,
+                        userID: "owner",
+                        role: .user,
+                        content: "message \(sequence)",
+                        createdAt: Timestamp(milliseconds: 1_780_000_000_000 + Int64(sequence))
+                    )
+                }
+            }
+            let unitsPerWriter = 25
+            let work = [(0..<unitsPerWriter).map { _ in unit() }, (0..<unitsPerWriter).map { _ in unit() }]
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (connection, units) in zip([first, second], work) {
+                    group.addTask {
+                        for unit in units {
+                            let report = try await connection.withSession { try MessageStore.store(unit, in: $0) }
+                            #expect(Set(report.results.values) == [.stored])
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let rows = try await first.query(
+                "SELECT count(*), min(cache_version), max(cache_version) FROM conversations"
+            ).rows
+            #expect(rows.first?.map { $0 ?? "∅" } == ["40", String(2 * unitsPerWriter), String(2 * unitsPerWriter)])
+            let messages = try await first.query("SELECT count(*) FROM messages").rows.first?.first ?? nil
+            #expect(messages == String(2 * unitsPerWriter * conversations.count))
         }
     }
 

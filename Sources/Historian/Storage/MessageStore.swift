@@ -33,8 +33,8 @@ public enum StoreJudgement {
 ///
 /// - **Direct** (the usual case: new messages from their conversations' owners). The missing
 ///   conversations are created and the owners checked, then the messages go straight into
-///   `messages` with `COPY`; last, the conversations are locked and one statement updates them
-///   and returns the cache elements. If anything is unusual (a message whose user is not its
+///   `messages` with `COPY`; last, one statement locks and updates the conversations and
+///   returns the cache elements. If anything is unusual (a message whose user is not its
 ///   conversation's owner, a `message_id` that is stored already), the transaction is rolled
 ///   back and the unit takes the staged path.
 /// - **Staged.** The unit is copied into a temporary staging table, then moved into the real
@@ -179,7 +179,7 @@ public enum MessageStore {
         try session.execute("SET plan_cache_mode = force_custom_plan")
         try session.execute("SET random_page_cost = 1.1")
         try session.execute(createStage)
-        for statement in [owners, createConversations, insertContexts, lockConversations, updateConversations] {
+        for statement in [conversationStates, createConversations, insertContexts, updateConversations] {
             try session.prepare(statement)
         }
     }
@@ -207,17 +207,15 @@ public enum MessageStore {
         return try storeStaged(unit, in: session)
     }
 
-    /// The unit's conversations that exist, locked in ID order, with what their titles rest on:
-    /// whether there is none, and the time of the message a derived one came from (Unix
-    /// microseconds).
-    static let lockConversations = PreparedStatement(
-        "historian_lock_conversations",
+    /// The unit's conversations that exist, read without locking them: their owners, and what
+    /// their titles rest on (whether there is none, and the time of the message a derived one
+    /// came from, in Unix microseconds).
+    static let conversationStates = PreparedStatement(
+        "historian_conversation_states",
         """
-            SELECT id::text, title IS NULL, (extract(epoch FROM title_derived_from) * 1000000)::bigint
+            SELECT id::text, user_id, title IS NULL, (extract(epoch FROM title_derived_from) * 1000000)::bigint
             FROM conversations
             WHERE id = ANY($1::uuid[])
-            ORDER BY conversations.id
-            FOR NO KEY UPDATE
             """
     )
 
@@ -296,16 +294,20 @@ public enum MessageStore {
 
     /// The direct path; `nil` (with the transaction rolled back) when the unit needs the staged one.
     ///
-    /// The conversations' row locks are taken last, right before the update that needs them:
-    /// a concurrent writer whose batch shares a conversation then waits only for this
-    /// transaction's update and commit, not for its COPY as well. Owners never change, so
-    /// reading them without a lock is enough to check the messages; the messages' foreign keys
-    /// keep their conversations from going away meanwhile.
+    /// The conversations' row locks are taken last, by the update itself: a concurrent writer
+    /// whose batch shares a conversation then waits only for this transaction's update and
+    /// commit, not for its COPY as well. The update walks its ID-sorted arrays and looks each
+    /// conversation up by key, so it locks them in ID order, as every writer does; should a
+    /// plan ever lock them in another order, PostgreSQL reports the deadlock (40P01), which is
+    /// retried like any transient error. Owners never change, so reading them without a lock
+    /// is enough to check the messages; the messages' foreign keys keep their conversations
+    /// from going away meanwhile.
     static func storeDirect(_ unit: [IncomingMessage], in session: PostgresSession) throws -> Report? {
         let conversations = Set(unit.map(\.conversationID)).sorted { $0.text < $1.text }
         try session.execute("BEGIN")
         do {
-            var owners = try owners(of: conversations, in: session)
+            let states = try conversationStates(of: conversations, in: session)
+            var owners = states.mapValues(\.owner)
             if owners.count < conversations.count {
                 // New conversations: owned by the user of their first message in the unit.
                 var firsts: [UUIDText: IncomingMessage] = [:]
@@ -334,6 +336,11 @@ public enum MessageStore {
                 try session.execute("ROLLBACK")
                 return nil
             }
+            // PostgreSQL checks each row's foreign key with a query of its own, through a cached
+            // plan; forced custom plans would plan that query again for every row, which took a
+            // fifth of the backend's time. The COPY and the contexts' insert do not depend on
+            // table statistics, so they run with cached plans allowed.
+            try session.execute("SET LOCAL plan_cache_mode = auto")
             do {
                 try session.copyIn(copyMessages, data: encodeMessages(unit))
             } catch let error as PostgresError where error.sqlState == "23505" {
@@ -348,17 +355,16 @@ public enum MessageStore {
                     [arrayLiteral(withContexts.map(\.id)), textArrayLiteral(withContexts.map(\.contexts))]
                 )
             }
-            // Locked now, the title states cannot change before the update.
-            var titles: [UUIDText: TitleState] = [:]
-            titles.reserveCapacity(conversations.count)
-            let locked = try session.query(lockConversations, [arrayLiteral(conversations)])
-            for row in locked.rows {
-                guard let id = row[0].flatMap(UUIDText.init) else { continue }
-                titles[id] = TitleState(missing: row[1] == "t", derivedFrom: row[2].flatMap { Int64($0) }.map(Timestamp.init(microseconds:)))
-            }
+            try session.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            // Titles are derived only where they can matter. A title's state only ever moves
+            // forward (none, then derived from ever earlier messages, then explicit), so a
+            // state read without a lock can only make this derive too much, never too little;
+            // the update decides under the row lock. A conversation created meanwhile has no
+            // state here, and gets its titles derived.
             let touched = ConversationTouch.of(unit) { conversation, at in
-                titles[conversation]?.derivationMatters(at: at) ?? true
+                states[conversation]?.title.derivationMatters(at: at) ?? true
             }
+            .sorted { $0.conversationID.text < $1.conversationID.text }
             let elements = try session.query(
                 updateConversations,
                 [
@@ -377,6 +383,24 @@ public enum MessageStore {
             _ = try? session.execute("ROLLBACK")
             throw error
         }
+    }
+
+    /// What the direct path needs of an existing conversation.
+    struct ConversationState {
+        var owner: String
+        var title: TitleState
+    }
+
+    static func conversationStates(of conversations: [UUIDText], in session: PostgresSession) throws -> [UUIDText: ConversationState] {
+        let rows = try session.query(conversationStates, [arrayLiteral(conversations)])
+        var found: [UUIDText: ConversationState] = [:]
+        found.reserveCapacity(rows.rows.count)
+        for row in rows.rows {
+            guard let id = row[0].flatMap(UUIDText.init), let owner = row[1] else { continue }
+            let derivedFrom = row[3].flatMap { Int64($0) }.map(Timestamp.init(microseconds:))
+            found[id] = ConversationState(owner: owner, title: TitleState(missing: row[2] == "t", derivedFrom: derivedFrom))
+        }
+        return found
     }
 
     /// The owners of those of these conversations that exist, without locking them.
