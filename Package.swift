@@ -23,6 +23,7 @@ let package = Package(
         // C libraries, through Debian's -dev packages.
         // No pkgConfig here: hiredis.pc adds -D_FILE_OFFSET_BITS=64, which SwiftPM refuses with a
         // warning on every build; the header is found as <hiredis/hiredis.h> all the same.
+        .systemLibrary(name: "CMalloc"),
         .systemLibrary(
             name: "CHiredis",
             providers: [.apt(["libhiredis-dev"])]
@@ -64,6 +65,7 @@ let package = Package(
             name: "HistorianCLI",
             dependencies: [
                 "Historian",
+                "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -173,9 +173,10 @@ struct MessageStoreTests {
             #expect(Set(again.results.values) == [.alreadyStored])
             #expect(again.cacheWrites.isEmpty)
             #expect(try await connection.withSession { try Self.snapshot($0) } == before)
-            // The direct path allows cached plans for its COPY only (SET LOCAL), also when it
-            // rolls back; the connection's statements are still planned on every call.
-            #expect(try await Self.planCacheMode(connection) == "force_custom_plan")
+            // The direct path allows cached plans (and forbids sequential scans) for its COPY
+            // only, with SET LOCAL, also when it rolls back; the connection's statements are
+            // still planned on every call, with every plan allowed.
+            #expect(try await Self.settings(connection) == ["force_custom_plan", "on"])
 
             // One new message beside one with another user and one conflicting redelivery.
             var fresh = units[1][0]
@@ -204,8 +205,11 @@ struct MessageStoreTests {
         }
     }
 
-    static func planCacheMode(_ connection: PostgresConnection) async throws -> String? {
-        try await connection.query("SHOW plan_cache_mode").rows.first?.first ?? nil
+    /// `plan_cache_mode` and `enable_seqscan` of the connection's session.
+    static func settings(_ connection: PostgresConnection) async throws -> [String?] {
+        try await connection.query(
+            "SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan')"
+        ).rows.first ?? []
     }
 
     @Test("concurrent writers sharing conversations neither deadlock nor lose a version")

@@ -162,6 +162,11 @@ public enum MessageStore {
             """
     )
 
+    /// Around the direct path's COPY (see `storeDirect`); `SET LOCAL` ends with the transaction.
+    static let allowCachedPlans = "SET LOCAL plan_cache_mode = auto; SET LOCAL enable_seqscan = off"
+    /// Back to the session's settings (see `prepare`).
+    static let forceCustomPlans = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_seqscan = on"
+
     /// Prepares a fresh connection for `store`.
     ///
     /// The direct path's statements are prepared here, so that the first batch does not wait
@@ -338,9 +343,10 @@ public enum MessageStore {
             }
             // PostgreSQL checks each row's foreign key with a query of its own, through a cached
             // plan; forced custom plans would plan that query again for every row, which took a
-            // fifth of the backend's time. The COPY and the contexts' insert do not depend on
-            // table statistics, so they run with cached plans allowed.
-            try session.execute("SET LOCAL plan_cache_mode = auto")
+            // fifth of the backend's time. So the COPY and the contexts' insert run with cached
+            // plans allowed, and without sequential scans: a plan cached while `conversations`
+            // was small would otherwise scan the whole table for every row as it grows.
+            try session.execute(allowCachedPlans)
             do {
                 try session.copyIn(copyMessages, data: encodeMessages(unit))
             } catch let error as PostgresError where error.sqlState == "23505" {
@@ -355,7 +361,7 @@ public enum MessageStore {
                     [arrayLiteral(withContexts.map(\.id)), textArrayLiteral(withContexts.map(\.contexts))]
                 )
             }
-            try session.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            try session.execute(forceCustomPlans)
             // Titles are derived only where they can matter. A title's state only ever moves
             // forward (none, then derived from ever earlier messages, then explicit), so a
             // state read without a lock can only make this derive too much, never too little;
