@@ -90,7 +90,10 @@ let package = Package(
         .testTarget(name: "HistorianTests", dependencies: ["Historian"]),
         .testTarget(
             name: "HistorianIntegrationTests",
-            dependencies: ["Historian", "HistorianCLI", "LocalServers", "RedisClient", "PostgresClient"]
+            dependencies: [
+                "Historian", "HistorianCLI", "LocalServers", "RedisClient", "PostgresClient",
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ]
         ),
     ]
 )

@@ -5,6 +5,7 @@ import LocalServers
 import Logging
 import PostgresClient
 import RedisClient
+import UnixSignals
 
 /// Measures Historian against the physical limit of the machine it runs on.
 ///
@@ -37,7 +38,7 @@ struct HistorianBenchmark: AsyncParsableCommand {
     var latencySeconds: Int?
 
     @Option(help: "Workers of the historian process.")
-    var workers = 2
+    var workers = 3
 
     @Option(help: "Extra historian option, e.g. --daemon-option=--batch-size=1000 (repeatable).")
     var daemonOption: [String] = []
@@ -132,8 +133,12 @@ struct HistorianBenchmark: AsyncParsableCommand {
         try encoder.encode(results).write(to: URL(fileURLWithPath: json))
         print("figures written to \(json)")
         if keepServers {
+            let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
             report("servers kept until interrupted: redis \(servers.redis.url), postgres \(servers.postgres.url(database: "drain"))")
-            while true { try await Task.sleep(for: .seconds(3600)) }
+            for await signal in signals {
+                report("\(signal): stopping the servers")
+                break
+            }
         }
         try await servers.destroy()
     }
