@@ -155,13 +155,6 @@ public enum MessageStore {
         FROM messages AS m WHERE m.id = ANY($1::uuid[])
         """
 
-    static let owners = PreparedStatement(
-        "historian_conversation_owners",
-        """
-            SELECT id::text, user_id FROM conversations WHERE id = ANY($1::uuid[])
-            """
-    )
-
     /// Around the direct path's COPY (see `storeDirect`); `SET LOCAL` ends with the transaction.
     static let allowCachedPlans = "SET LOCAL plan_cache_mode = auto; SET LOCAL enable_seqscan = off"
     /// Back to the session's settings (see `prepare`).
@@ -171,7 +164,8 @@ public enum MessageStore {
     ///
     /// The direct path's statements are prepared here, so that the first batch does not wait
     /// for them to be parsed (and a schema they do not fit fails at startup); the staged path's
-    /// on first use. They are prepared (parsed once) but planned on every call: their
+    /// on first use. They are prepared (parsed once) but planned on every call (the COPY, which
+    /// runs none of them, is the exception; see `storeDirect`): their
     /// arrays of IDs differ in length from batch to batch, and a generic plan chosen while the
     /// tables were small (a sequential scan of `messages`) would stay in use as they grow.
     ///
@@ -412,13 +406,7 @@ public enum MessageStore {
     /// The owners of those of these conversations that exist, without locking them.
     static func owners(of conversations: [UUIDText], in session: PostgresSession) throws -> [UUIDText: String] {
         guard !conversations.isEmpty else { return [:] }
-        let rows = try session.query(owners, [arrayLiteral(Array(Set(conversations)))])
-        var found: [UUIDText: String] = [:]
-        found.reserveCapacity(rows.rows.count)
-        for row in rows.rows {
-            if let id = row[0].flatMap(UUIDText.init), let owner = row[1] { found[id] = owner }
-        }
-        return found
+        return try conversationStates(of: Array(Set(conversations)), in: session).mapValues(\.owner)
     }
 
     /// Rows of `(id, conversation_id, cache_version, element)`, ordered by conversation, as results
