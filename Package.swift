@@ -65,7 +65,7 @@ let package = Package(
             name: "HistorianCLI",
             dependencies: [
                 "Historian",
-                "CMalloc",
+                .target(name: "CMalloc", condition: .when(platforms: [.linux])),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
