@@ -12,8 +12,9 @@ import UnixSignals
 /// One run starts its own redis-server and PostgreSQL (durable settings: fsync on, synchronous
 /// commit), generates a realistic workload, and measures, in order:
 /// 1. the ceiling: `COPY` of the same rows straight into the same tables;
-/// 2. the drain: a prefilled stream consumed by the release `historian run --once`;
-/// 3. latency: a producer at a fixed rate against a running `historian run`;
+/// 2. the Redis floor: the least Redis work the contract asks for, as plain commands;
+/// 3. the drain: a prefilled stream consumed by the release `historian run --once`;
+/// 4. latency: a producer at a fixed rate against a running `historian run`;
 /// and the daemon's peak RSS. It prints a table and writes the figures as JSON.
 @main
 struct HistorianBenchmark: AsyncParsableCommand {
@@ -43,8 +44,8 @@ struct HistorianBenchmark: AsyncParsableCommand {
     @Option(help: "Extra historian option, e.g. --daemon-option=--batch-size=1000 (repeatable).")
     var daemonOption: [String] = []
 
-    @Option(help: "Phases to run, comma-separated: ceiling, drain, latency.")
-    var phases = "ceiling,drain,latency"
+    @Option(help: "Phases to run, comma-separated: ceiling, floor, drain, latency.")
+    var phases = "ceiling,floor,drain,latency"
 
     @Option(help: "Where the figures go as JSON.")
     var json = "benchmark-results.json"
@@ -68,6 +69,10 @@ struct HistorianBenchmark: AsyncParsableCommand {
         let messageCount = messages ?? (quick ? 100_000 : 1_000_000)
         let latencyDuration = latencySeconds ?? (quick ? 20 : 60)
         let selected = Set(phases.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        let unknown = selected.subtracting(["ceiling", "floor", "drain", "latency"])
+        guard unknown.isEmpty else {
+            throw ValidationError("unknown phase \(unknown.sorted().joined(separator: ", ")); the phases are ceiling, floor, drain, latency")
+        }
         let executable = try historianExecutable()
 
         var results = BenchmarkResults(
@@ -94,6 +99,9 @@ struct HistorianBenchmark: AsyncParsableCommand {
 
             if selected.contains("ceiling") {
                 results.ceiling = try await CeilingPhase(servers: servers, workload: workload, messages: batch).run()
+            }
+            if selected.contains("floor") {
+                results.redisFloor = try await RedisFloorPhase(servers: servers, workload: workload, messages: batch).run()
             }
             if selected.contains("drain") {
                 let phase = DrainPhase(

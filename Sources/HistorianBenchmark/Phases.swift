@@ -37,6 +37,7 @@ struct CeilingPhase {
             }
             defer { connections.forEach { $0.close() } }
             _ = try await connections[0].execute("CHECKPOINT")
+            let cpuBefore = ServerCPU(servers)
             let start = monotonicNanoseconds()
             try await connections[0].withSession { session in
                 _ = try session.copyIn(
@@ -56,13 +57,20 @@ struct CeilingPhase {
                 try await group.waitForAll()
             }
             let seconds = Double(monotonicNanoseconds() - start) / 1e9
+            // The backends of this round are still connected, so their CPU time is counted.
+            let cpu = ServerCPU(servers).postgres - cpuBefore.postgres
             let rate = Double(messages.count) / seconds
-            report("ceiling, \(streams) connection(s): \(Int(rate)) messages/s (\(String(format: "%.2f", seconds)) s)")
+            report(
+                "ceiling, \(streams) connection(s): \(Int(rate)) messages/s (\(String(format: "%.2f", seconds)) s), "
+                    + String(format: "PostgreSQL CPU %.1f s", cpu)
+            )
             if streams == 1 {
                 result.oneConnection = rate
+                result.oneConnectionPostgresCPUSeconds = cpu
                 try await verifyCount(connections[0])
             } else {
                 result.twoConnections = rate
+                result.twoConnectionsPostgresCPUSeconds = cpu
             }
         }
         return result
@@ -159,13 +167,167 @@ struct CeilingPhase {
 struct CeilingResult: Codable {
     var oneConnection = 0.0
     var twoConnections = 0.0
+    /// CPU time of every PostgreSQL process during each round.
+    var oneConnectionPostgresCPUSeconds = 0.0
+    var twoConnectionsPostgresCPUSeconds = 0.0
     /// The better of the two: what PostgreSQL can take on this machine.
     var messagesPerSecond: Double { max(oneConnection, twoConnections) }
+    /// The lesser of the two rounds' PostgreSQL CPU time: the least it spent to take in the
+    /// messages (one connection usually spends less per message, two finish sooner).
+    var postgresCPUSeconds: Double {
+        min(oneConnectionPostgresCPUSeconds, twoConnectionsPostgresCPUSeconds)
+    }
 
     enum CodingKeys: String, CodingKey {
         case oneConnection = "one_connection_messages_per_second"
         case twoConnections = "two_connections_messages_per_second"
+        case oneConnectionPostgresCPUSeconds = "one_connection_postgres_cpu_seconds"
+        case twoConnectionsPostgresCPUSeconds = "two_connections_postgres_cpu_seconds"
     }
+}
+
+// MARK: - Redis floor
+
+/// The least Redis work the contract asks for each message, measured: the same entries read
+/// with `XREADGROUP` in batches of Historian's default size, and per batch one pipeline of plain
+/// commands with the cache writes of §3 and the `XACK`. Per conversation `RPUSH`, `LTRIM` and
+/// `PEXPIRE` of its recent list; per session `HSET` and `PEXPIRE` of its hash, `SADD` and
+/// `PEXPIRE` of its user's set. Nothing is read back or compared first, so the list may go
+/// backwards and no version is kept: this is a floor, not a correct cache. With the ceiling's
+/// PostgreSQL CPU it bounds what any drain can reach on this machine.
+struct RedisFloorPhase {
+    let servers: BenchmarkServers
+    let workload: Workload
+    let messages: [WorkloadMessage]
+
+    static let batchSize = 500
+    static let recentSize = 10
+    static let ttlMilliseconds = "1800000"
+
+    func run() async throws -> RedisFloorResult {
+        let redis = try await servers.redisConnection()
+        defer { redis.close() }
+        _ = try await redis.send("FLUSHALL")
+        try await prefill(redis, with: messages, of: workload, phase: "Redis floor")
+        _ = try await redis.send("XGROUP", "CREATE", "chat:messages", "floor", "0")
+
+        report("Redis floor: reading and writing the cache with plain commands")
+        let before = ServerCPU(servers)
+        let start = monotonicNanoseconds()
+        var next = 0
+        while true {
+            let reply = try await redis.send(
+                ["XREADGROUP", "GROUP", "floor", "floor", "COUNT", RedisArgument(Self.batchSize), "STREAMS", "chat:messages", ">"]
+            )
+            let ids = (reply.array?.first?.array?.last?.array ?? []).compactMap { $0.array?.first?.string }
+            guard !ids.isEmpty else { break }
+            guard next + ids.count <= messages.count else {
+                throw BenchmarkError("Redis floor: read more entries than were written")
+            }
+            // One consumer reads the stream in order: the entries are the next messages.
+            let batch = messages[next..<(next + ids.count)]
+            next += ids.count
+            let replies = try await redis.pipeline(commands(for: batch) + [["XACK", "chat:messages", "floor"] + ids.map { RedisArgument($0) }])
+            if let failed = replies.first(where: { if case .error = $0 { true } else { false } }) {
+                throw BenchmarkError("Redis floor: a command failed: \(failed)")
+            }
+        }
+        let seconds = Double(monotonicNanoseconds() - start) / 1e9
+        let cpu = ServerCPU(servers).redis - before.redis
+        guard next == messages.count else {
+            throw BenchmarkError("Redis floor: read \(next) of \(messages.count) entries")
+        }
+        _ = try await redis.send("FLUSHALL")
+        report(String(format: "Redis floor: Redis CPU %.1f s (%.1f µs per message) in %.1f s", cpu, cpu / Double(messages.count) * 1e6, seconds))
+        return RedisFloorResult(redisCPUSeconds: cpu, batchSize: Self.batchSize)
+    }
+
+    /// The batch's cache writes: each conversation's messages in one `RPUSH`, each session's
+    /// latest message in one `HSET`.
+    private func commands(for batch: ArraySlice<WorkloadMessage>) -> [[RedisArgument]] {
+        var order: [Int] = []
+        var elements: [Int: [RedisArgument]] = [:]
+        var latest: [Int: WorkloadMessage] = [:]
+        for message in batch {
+            if elements[message.conversation] == nil { order.append(message.conversation) }
+            elements[message.conversation, default: []].append(RedisArgument(element(message)))
+            latest[message.conversation] = message
+        }
+        var commands: [[RedisArgument]] = []
+        commands.reserveCapacity(7 * order.count)
+        for index in order {
+            let key = RedisArgument("history:\(workload.conversations[index].id):recent")
+            commands.append(["RPUSH", key] + elements[index]!)
+            commands.append(["LTRIM", key, RedisArgument("-\(Self.recentSize)"), "-1"])
+            commands.append(["PEXPIRE", key, RedisArgument(Self.ttlMilliseconds)])
+        }
+        // Sessions belong to conversations in this workload, one each.
+        for index in order {
+            let conversation = workload.conversations[index]
+            let at = RedisArgument(Timestamp(milliseconds: latest[index]!.createdAt).rfc3339)
+            let session = RedisArgument("session:\(conversation.sessionID)")
+            let users = RedisArgument("user:\(conversation.userID):sessions")
+            commands.append(
+                [
+                    "HSET", session, "user_id", RedisArgument(conversation.userID), "dept_id",
+                    RedisArgument(conversation.deptID ?? ""), "conversation_id", RedisArgument(conversation.id),
+                    "created_at", at, "last_active", at,
+                ]
+            )
+            commands.append(["PEXPIRE", session, RedisArgument(Self.ttlMilliseconds)])
+            commands.append(["SADD", users, RedisArgument(conversation.sessionID)])
+            commands.append(["PEXPIRE", users, RedisArgument(Self.ttlMilliseconds)])
+        }
+        return commands
+    }
+
+    /// The contract's element, about the size Historian writes.
+    private func element(_ message: WorkloadMessage) -> String {
+        var text = #"{"id" : "\#(message.id)", "conversation_id" : "\#(workload.conversations[message.conversation].id)", "#
+        text += #""role" : "\#(message.role)", "created_at" : "\#(Timestamp(milliseconds: message.createdAt).rfc3339)", "#
+        text += #""tokens_used" : \#(message.tokensUsed.map(String.init) ?? "null"), "#
+        text += #""latency_ms" : \#(message.latencyMS.map(String.init) ?? "null"), "content" : ""#
+        for scalar in message.content.unicodeScalars {
+            switch scalar {
+            case "\"": text += "\\\""
+            case "\\": text += "\\\\"
+            case "\n": text += "\\n"
+            case _ where scalar.value < 0x20: text += String(format: "\\u%04x", scalar.value)
+            default: text.unicodeScalars.append(scalar)
+            }
+        }
+        text += #"", "metadata" : \#(message.metadata ?? "null")}"#
+        return text
+    }
+}
+
+struct RedisFloorResult: Codable {
+    var redisCPUSeconds: Double
+    var batchSize: Int
+
+    enum CodingKeys: String, CodingKey {
+        case redisCPUSeconds = "redis_cpu_seconds"
+        case batchSize = "batch_size"
+    }
+}
+
+/// Appends every message to `chat:messages`, 1,000 `XADD`s per pipeline.
+func prefill(_ redis: RedisConnection, with messages: [WorkloadMessage], of workload: Workload, phase: String) async throws {
+    report("\(phase): prefilling the stream with \(messages.count) entries")
+    let fillStart = monotonicNanoseconds()
+    var start = 0
+    while start < messages.count {
+        let commands: [[RedisArgument]] = messages[start..<min(start + 1000, messages.count)].map { message in
+            ["XADD", "chat:messages", "*"]
+                + workload.fields(of: message).flatMap { [RedisArgument($0.0), RedisArgument($0.1)] }
+        }
+        for reply in try await redis.pipeline(commands) where reply.string == nil {
+            throw BenchmarkError("XADD failed: \(reply)")
+        }
+        start += 1000
+    }
+    let fillSeconds = Double(monotonicNanoseconds() - fillStart) / 1e9
+    report("\(phase): prefilled at \(Int(Double(messages.count) / fillSeconds)) entries/s")
 }
 
 // MARK: - Drain
@@ -185,21 +347,7 @@ struct DrainPhase {
         let redis = try await servers.redisConnection()
         defer { redis.close() }
 
-        report("drain: prefilling the stream with \(messages.count) entries")
-        let fillStart = monotonicNanoseconds()
-        var start = 0
-        while start < messages.count {
-            let commands: [[RedisArgument]] = messages[start..<min(start + 1000, messages.count)].map { message in
-                ["XADD", "chat:messages", "*"]
-                    + workload.fields(of: message).flatMap { [RedisArgument($0.0), RedisArgument($0.1)] }
-            }
-            for reply in try await redis.pipeline(commands) where reply.string == nil {
-                throw BenchmarkError("XADD failed: \(reply)")
-            }
-            start += 1000
-        }
-        let fillSeconds = Double(monotonicNanoseconds() - fillStart) / 1e9
-        report("drain: prefilled at \(Int(Double(messages.count) / fillSeconds)) entries/s")
+        try await prefill(redis, with: messages, of: workload, phase: "drain")
         _ = try await database.execute("CHECKPOINT")
 
         report("drain: historian run --once \(arguments.joined(separator: " "))")

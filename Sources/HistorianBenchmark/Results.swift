@@ -43,8 +43,22 @@ struct BenchmarkResults: Encodable {
     var postgresSettings: [String] = []
     var averageContentBytes = 0
     var ceiling: CeilingResult?
+    var redisFloor: RedisFloorResult?
     var drain: DrainResult?
     var latency: LatencyResult?
+
+    /// CPU per message, in microseconds.
+    private func perMessage(_ seconds: Double) -> Double { seconds / Double(max(1, messages)) * 1e6 }
+
+    /// The most messages per second any drain could reach on this machine: its cores kept busy
+    /// with nothing but the least PostgreSQL CPU of the ceiling and Redis's CPU at the floor,
+    /// none left for Historian itself.
+    var bound: Double? {
+        guard let ceiling, let redisFloor else { return nil }
+        let microseconds = perMessage(ceiling.postgresCPUSeconds) + perMessage(redisFloor.redisCPUSeconds)
+        guard microseconds > 0 else { return nil }
+        return Double(machine.cores) * 1e6 / microseconds
+    }
 
     /// The targets of the benchmark, checked against this run's figures.
     var targets: [Target] {
@@ -80,6 +94,32 @@ struct BenchmarkResults: Encodable {
         if let ceiling {
             rows.append(("ceiling: COPY, 1 connection", rate(ceiling.oneConnection)))
             rows.append(("ceiling: COPY, 2 connections", rate(ceiling.twoConnections)))
+            rows.append(
+                (
+                    "ceiling: PostgreSQL CPU",
+                    String(
+                        format: "%.1f µs per message (1 connection), %.1f µs (2 connections)",
+                        perMessage(ceiling.oneConnectionPostgresCPUSeconds),
+                        perMessage(ceiling.twoConnectionsPostgresCPUSeconds)
+                    )
+                )
+            )
+        }
+        if let redisFloor {
+            rows.append(
+                (
+                    "Redis floor: Redis CPU",
+                    String(format: "%.1f µs per message (plain commands, batches of %d)", perMessage(redisFloor.redisCPUSeconds), redisFloor.batchSize)
+                )
+            )
+        }
+        if let bound, let ceiling {
+            rows.append(
+                (
+                    "bound: \(machine.cores) cores / (ceiling CPU + floor CPU)",
+                    rate(bound) + String(format: ", %.0f%% of ceiling, with no CPU left for historian", bound / ceiling.messagesPerSecond * 100)
+                )
+            )
         }
         if let drain {
             var line = rate(drain.messagesPerSecond) + String(format: " (%.1f s)", drain.seconds)
@@ -116,7 +156,8 @@ struct BenchmarkResults: Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case machine, messages, conversations, workers, ceiling, drain, latency, targets
+        case machine, messages, conversations, workers, ceiling, drain, latency, targets, bound
+        case redisFloor = "redis_floor"
         case daemonOptions = "historian_options"
         case postgresSettings = "postgres_settings"
         case averageContentBytes = "average_content_bytes"
@@ -132,6 +173,8 @@ struct BenchmarkResults: Encodable {
         try container.encode(postgresSettings, forKey: .postgresSettings)
         try container.encode(averageContentBytes, forKey: .averageContentBytes)
         try container.encodeIfPresent(ceiling, forKey: .ceiling)
+        try container.encodeIfPresent(redisFloor, forKey: .redisFloor)
+        try container.encodeIfPresent(bound, forKey: .bound)
         try container.encodeIfPresent(drain, forKey: .drain)
         try container.encodeIfPresent(latency, forKey: .latency)
         try container.encode(targets, forKey: .targets)
