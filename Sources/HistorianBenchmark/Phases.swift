@@ -200,9 +200,11 @@ struct RedisFloorPhase {
     let workload: Workload
     let messages: [WorkloadMessage]
 
+    /// Historian's default `batch_size`.
     static let batchSize = 500
-    static let recentSize = 10
-    static let ttlMilliseconds = "1800000"
+    /// Historian's default key names, list size and TTL.
+    static let cache = CacheSettings()
+    static let ttlMilliseconds = RedisArgument(String(cache.sessionTTL.components.seconds * 1000))
 
     func run() async throws -> RedisFloorResult {
         let redis = try await servers.redisConnection()
@@ -256,17 +258,17 @@ struct RedisFloorPhase {
         var commands: [[RedisArgument]] = []
         commands.reserveCapacity(7 * order.count)
         for index in order {
-            let key = RedisArgument("history:\(workload.conversations[index].id):recent")
+            let key = RedisArgument(Self.cache.recentKey(workload.conversations[index].id))
             commands.append(["RPUSH", key] + elements[index]!)
-            commands.append(["LTRIM", key, RedisArgument("-\(Self.recentSize)"), "-1"])
-            commands.append(["PEXPIRE", key, RedisArgument(Self.ttlMilliseconds)])
+            commands.append(["LTRIM", key, RedisArgument(-Self.cache.recentSize), "-1"])
+            commands.append(["PEXPIRE", key, Self.ttlMilliseconds])
         }
         // Sessions belong to conversations in this workload, one each.
         for index in order {
             let conversation = workload.conversations[index]
             let at = RedisArgument(Timestamp(milliseconds: latest[index]!.createdAt).rfc3339)
-            let session = RedisArgument("session:\(conversation.sessionID)")
-            let users = RedisArgument("user:\(conversation.userID):sessions")
+            let session = RedisArgument(Self.cache.sessionKey(conversation.sessionID))
+            let users = RedisArgument(Self.cache.userSessionsKey(conversation.userID))
             commands.append(
                 [
                     "HSET", session, "user_id", RedisArgument(conversation.userID), "dept_id",
@@ -274,9 +276,9 @@ struct RedisFloorPhase {
                     "created_at", at, "last_active", at,
                 ]
             )
-            commands.append(["PEXPIRE", session, RedisArgument(Self.ttlMilliseconds)])
+            commands.append(["PEXPIRE", session, Self.ttlMilliseconds])
             commands.append(["SADD", users, RedisArgument(conversation.sessionID)])
-            commands.append(["PEXPIRE", users, RedisArgument(Self.ttlMilliseconds)])
+            commands.append(["PEXPIRE", users, Self.ttlMilliseconds])
         }
         return commands
     }
