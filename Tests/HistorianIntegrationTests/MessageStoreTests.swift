@@ -66,6 +66,14 @@ struct MessageStoreTests {
             message(2, .user, "no title change: explicit titles stay", at: 0),
             message(3, .user, "", at: 55),
             message(5, .assistant, "title now explicit", at: 71, title: "Explicit 5"),
+            // What the direct path's elements, built in Swift, must escape and print exactly as
+            // PostgreSQL does: control bytes, quotes, backslashes, characters JSON leaves alone,
+            // and metadata that `jsonb` rewrites (key order, a duplicate, numbers, escapes).
+            message(
+                4, .assistant, "controls \u{01}\u{08}\u{0C}\r\u{1F} del \u{7F} separator \u{2028} \"q\" \\ / é",
+                at: 90,
+                metadata: #"{"b":1,"a":1.50,"a":2,"e":1E3,"s":"\u00e9\/\"","n":null,"t":true,"arr":[ 1 , {"z":0,"y":[]} ]}"#
+            ),
         ]
         return [first, second, third]
     }
@@ -144,7 +152,7 @@ struct MessageStoreTests {
             }
             let directRows = try await direct.withSession { try Self.snapshot($0) }
             let stagedRows = try await staged.withSession { try Self.snapshot($0) }
-            #expect(directRows.count == 6 + 19 + 3)
+            #expect(directRows.count == 6 + 20 + 3)
             #expect(directRows == stagedRows, "first difference: \(zip(directRows, stagedRows).first { $0 != $1 }.map { "\($0.0) / \($0.1)" } ?? "-")")
             // The titles the contract asks for, spelled out.
             let titles = try await direct.withSession {

@@ -272,8 +272,10 @@ public enum MessageStore {
             cache_version = c.cache_version + 1
         """
 
-    /// Updates the conversations the unit touched (one row each in the arrays), then returns
-    /// the cache elements of the stored messages `$6`, with their conversation's new version.
+    /// Updates the conversations the unit touched (one row each in the arrays) and returns
+    /// their new cache versions: rows of `(conversation_id, cache_version, NULL)`. Then, for
+    /// the cache elements, the metadata `$6` (an array) as PostgreSQL prints `jsonb`: rows of
+    /// `(NULL, position in $6 from 1, metadata)`.
     static let updateConversations = PreparedStatement(
         "historian_update_conversations",
         """
@@ -284,10 +286,9 @@ public enum MessageStore {
                 WHERE c.id = t.conversation_id
                 RETURNING c.id, c.cache_version
             )
-            SELECT m.id::text, m.conversation_id::text, u.cache_version::text, \(RecentCache.elementSQL("m"))
-            FROM messages AS m JOIN updated AS u ON u.id = m.conversation_id
-            WHERE m.id = ANY($6::uuid[])
-            ORDER BY m.conversation_id, m.created_at, m.arrival
+            SELECT id::text, cache_version::text, NULL::text FROM updated
+            UNION ALL
+            SELECT NULL, position::text, metadata::text FROM unnest($6::jsonb[]) WITH ORDINALITY AS n (metadata, position)
             """
     )
 
@@ -365,24 +366,62 @@ public enum MessageStore {
                 states[conversation]?.title.derivationMatters(at: at) ?? true
             }
             .sorted { $0.conversationID.text < $1.conversationID.text }
-            let elements = try session.query(
+            let rows = try session.query(
                 updateConversations,
                 [
                     arrayLiteral(touched.map(\.conversationID)), textArrayLiteral(touched.map(\.firstAt.rfc3339)),
                     textArrayLiteral(touched.map(\.explicitTitle)), textArrayLiteral(touched.map(\.derivedTitle)),
-                    textArrayLiteral(touched.map { $0.derivedAt?.rfc3339 }), arrayLiteral(unit.map(\.id)),
+                    textArrayLiteral(touched.map { $0.derivedAt?.rfc3339 }), textArrayLiteral(unit.compactMap(\.metadata)),
                 ]
             )
-            let report = report(elements, path: .direct)
-            guard report.results.count == unit.count else {
-                throw HistorianError(.unexpectedReply, "the direct store returned \(report.results.count) of \(unit.count) messages")
-            }
+            let report = try directReport(unit, rows)
             try session.execute("COMMIT")
             return report
         } catch {
             _ = try? session.execute("ROLLBACK")
             throw error
         }
+    }
+
+    /// The direct path's report from the rows of `updateConversations`: every message stored,
+    /// and one delta per conversation, its elements built in Swift in the order the staged
+    /// path reads them back (`created_at`, then arrival, which is the unit's order).
+    static func directReport(_ unit: [IncomingMessage], _ rows: PostgresRows) throws -> Report {
+        var versions: [String: Int64] = [:]
+        var metadata: [String?] = Array(repeating: nil, count: unit.count { $0.metadata != nil })
+        for row in rows.rows {
+            if let conversation = row[0], let version = row[1].flatMap({ Int64($0) }) {
+                versions[conversation] = version
+            } else if let position = row[1].flatMap({ Int($0) }), metadata.indices.contains(position - 1) {
+                metadata[position - 1] = row[2]
+            }
+        }
+        guard !metadata.contains(nil) else {
+            throw HistorianError(.unexpectedReply, "the conversation update returned metadata for \(metadata.count { $0 != nil }) of \(metadata.count) messages")
+        }
+        var report = Report(path: .direct)
+        report.results.reserveCapacity(unit.count)
+        var positions: [UUIDText: [Int]] = [:]
+        var metadataPositions: [Int] = []
+        metadataPositions.reserveCapacity(unit.count)
+        var metadataSeen = 0
+        for (index, message) in unit.enumerated() {
+            report.results[message.id] = .stored
+            positions[message.conversationID, default: []].append(index)
+            metadataPositions.append(message.metadata == nil ? -1 : metadataSeen)
+            if message.metadata != nil { metadataSeen += 1 }
+        }
+        for (conversation, indices) in positions.sorted(by: { $0.key.text < $1.key.text }) {
+            guard let version = versions[conversation.text] else {
+                throw HistorianError(.unexpectedReply, "the conversation update did not return conversation \(conversation)")
+            }
+            let ordered = indices.sorted { (unit[$0].createdAt, $0) < (unit[$1].createdAt, $1) }
+            let elements = ordered.map { index in
+                RecentCache.element(of: unit[index], metadata: metadataPositions[index] < 0 ? nil : metadata[metadataPositions[index]])
+            }
+            report.cacheWrites.append(CacheWrite(mode: .delta, conversationID: conversation.text, version: version, elements: elements))
+        }
+        return report
     }
 
     /// What the direct path needs of an existing conversation.
