@@ -270,6 +270,16 @@ struct MessageStoreTests {
             #expect(rows.first?.map { $0 ?? "∅" } == ["40", String(2 * unitsPerWriter), String(2 * unitsPerWriter)])
             let messages = try await first.query("SELECT count(*) FROM messages").rows.first?.first ?? nil
             #expect(messages == String(2 * unitsPerWriter * conversations.count))
+            // Every title comes from its conversation's earliest message, whichever writer's
+            // unit committed first.
+            let wrongTitles = try await first.query(
+                """
+                SELECT c.id FROM conversations AS c
+                WHERE c.title IS DISTINCT FROM (
+                    SELECT m.content FROM messages AS m WHERE m.conversation_id = c.id ORDER BY m.created_at LIMIT 1)
+                """
+            ).rows
+            #expect(wrongTitles.isEmpty)
         }
     }
 
