@@ -387,37 +387,32 @@ public enum MessageStore {
     /// and one delta per conversation, its elements built in Swift in the order the staged
     /// path reads them back (`created_at`, then arrival, which is the unit's order).
     static func directReport(_ unit: [IncomingMessage], _ rows: PostgresRows) throws -> Report {
+        let withMetadata = unit.filter { $0.metadata != nil }
         var versions: [String: Int64] = [:]
-        var metadata: [String?] = Array(repeating: nil, count: unit.count { $0.metadata != nil })
+        var metadata: [UUIDText: String] = [:]
         for row in rows.rows {
             if let conversation = row[0], let version = row[1].flatMap({ Int64($0) }) {
                 versions[conversation] = version
-            } else if let position = row[1].flatMap({ Int($0) }), metadata.indices.contains(position - 1) {
-                metadata[position - 1] = row[2]
+            } else if let position = row[1].flatMap({ Int($0) }), withMetadata.indices.contains(position - 1), let text = row[2] {
+                metadata[withMetadata[position - 1].id] = text
             }
         }
-        guard !metadata.contains(nil) else {
-            throw HistorianError(.unexpectedReply, "the conversation update returned metadata for \(metadata.count { $0 != nil }) of \(metadata.count) messages")
+        guard metadata.count == withMetadata.count else {
+            throw HistorianError(.unexpectedReply, "the conversation update returned metadata for \(metadata.count) of \(withMetadata.count) messages")
         }
         var report = Report(path: .direct)
         report.results.reserveCapacity(unit.count)
         var positions: [UUIDText: [Int]] = [:]
-        var metadataPositions: [Int] = []
-        metadataPositions.reserveCapacity(unit.count)
-        var metadataSeen = 0
         for (index, message) in unit.enumerated() {
             report.results[message.id] = .stored
             positions[message.conversationID, default: []].append(index)
-            metadataPositions.append(message.metadata == nil ? -1 : metadataSeen)
-            if message.metadata != nil { metadataSeen += 1 }
         }
         for (conversation, indices) in positions.sorted(by: { $0.key.text < $1.key.text }) {
             guard let version = versions[conversation.text] else {
                 throw HistorianError(.unexpectedReply, "the conversation update did not return conversation \(conversation)")
             }
-            let ordered = indices.sorted { (unit[$0].createdAt, $0) < (unit[$1].createdAt, $1) }
-            let elements = ordered.map { index in
-                RecentCache.element(of: unit[index], metadata: metadataPositions[index] < 0 ? nil : metadata[metadataPositions[index]])
+            let elements = indices.sorted { (unit[$0].createdAt, $0) < (unit[$1].createdAt, $1) }.map {
+                RecentCache.element(of: unit[$0], metadata: metadata[unit[$0].id])
             }
             report.cacheWrites.append(CacheWrite(mode: .delta, conversationID: conversation.text, version: version, elements: elements))
         }
