@@ -229,7 +229,7 @@ struct RedisFloorPhase {
             // One consumer reads the stream in order: the entries are the next messages.
             let batch = messages[next..<(next + ids.count)]
             next += ids.count
-            let replies = try await redis.pipeline(commands(for: batch) + [["XACK", "chat:messages", "floor"] + ids.map { RedisArgument($0) }])
+            let replies = try await redis.pipeline(try commands(for: batch) + [["XACK", "chat:messages", "floor"] + ids.map { RedisArgument($0) }])
             if let failed = replies.first(where: { if case .error = $0 { true } else { false } }) {
                 throw BenchmarkError("Redis floor: a command failed: \(failed)")
             }
@@ -246,13 +246,13 @@ struct RedisFloorPhase {
 
     /// The batch's cache writes: each conversation's messages in one `RPUSH`, each session's
     /// latest message in one `HSET`.
-    private func commands(for batch: ArraySlice<WorkloadMessage>) -> [[RedisArgument]] {
+    private func commands(for batch: ArraySlice<WorkloadMessage>) throws -> [[RedisArgument]] {
         var order: [Int] = []
         var elements: [Int: [RedisArgument]] = [:]
         var latest: [Int: WorkloadMessage] = [:]
         for message in batch {
             if elements[message.conversation] == nil { order.append(message.conversation) }
-            elements[message.conversation, default: []].append(RedisArgument(element(message)))
+            elements[message.conversation, default: []].append(RedisArgument(try element(message)))
             latest[message.conversation] = message
         }
         var commands: [[RedisArgument]] = []
@@ -283,23 +283,14 @@ struct RedisFloorPhase {
         return commands
     }
 
-    /// The contract's element, about the size Historian writes.
-    private func element(_ message: WorkloadMessage) -> String {
-        var text = #"{"id" : "\#(message.id)", "conversation_id" : "\#(workload.conversations[message.conversation].id)", "#
-        text += #""role" : "\#(message.role)", "created_at" : "\#(Timestamp(milliseconds: message.createdAt).rfc3339)", "#
-        text += #""tokens_used" : \#(message.tokensUsed.map(String.init) ?? "null"), "#
-        text += #""latency_ms" : \#(message.latencyMS.map(String.init) ?? "null"), "content" : ""#
-        for scalar in message.content.unicodeScalars {
-            switch scalar {
-            case "\"": text += "\\\""
-            case "\\": text += "\\\\"
-            case "\n": text += "\\n"
-            case _ where scalar.value < 0x20: text += String(format: "\\u%04x", scalar.value)
-            default: text.unicodeScalars.append(scalar)
-            }
+    /// The contract's element, as Historian builds it (with the metadata as the producer wrote it).
+    private func element(_ message: WorkloadMessage) throws -> String {
+        let fields = workload.fields(of: message).map { StreamEntry.Field(name: Array($0.0.utf8), value: Array($0.1.utf8)) }
+        let entry = StreamEntry(id: StreamID(milliseconds: UInt64(message.createdAt), sequence: 0), fields: fields)
+        switch EntryValidator().validate(entry) {
+        case .success(let incoming): return RecentCache.element(of: incoming, metadata: incoming.metadata)
+        case .failure(let rejection): throw BenchmarkError("Redis floor: a generated message is invalid: \(rejection.detail)")
         }
-        text += #"", "metadata" : \#(message.metadata ?? "null")}"#
-        return text
     }
 }
 

@@ -112,7 +112,7 @@ public enum RecentCache {
     /// strings are escaped as PostgreSQL's `escape_json` does (`\b \f \n \r \t \" \\`, other
     /// bytes below 0x20 as `\u00xx`, everything else as it is). `MessageStoreTests` compares
     /// both builders on awkward content.
-    static func element(of message: IncomingMessage, metadata: String?) -> String {
+    public static func element(of message: IncomingMessage, metadata: String?) -> String {
         var out: [UInt8] = []
         out.reserveCapacity(message.content.utf8.count + (metadata?.utf8.count ?? 0) + 240)
         func literal(_ text: StaticString) {
