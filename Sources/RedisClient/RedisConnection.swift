@@ -66,12 +66,34 @@ public final class RedisConnection: @unchecked Sendable {
     public func send(_ arguments: [RedisArgument], timeout: Duration? = nil) async throws -> RESPValue {
         try checkUsable()
         let reply = try await onQueue { () throws(RedisError) in
-            try self.pipelineOnQueue([arguments], timeout: timeout)[0]
+            try self.pipelineOnQueue([arguments], timeout: timeout) { view throws(RedisError) in try view.value }[0]
         }
         if case .error(let text) = reply {
             throw RedisError(serverReply: text)
         }
         return reply
+    }
+
+    /// Sends one command and hands its reply, in place, to `decode`: for large replies that the
+    /// caller turns into its own types, skipping the ``RESPValue`` copy of every element.
+    ///
+    /// An error reply throws ``RedisError`` with code ``RedisError/Code/server`` without calling
+    /// `decode`; an error that `decode` throws is rethrown and leaves the connection usable.
+    public func send<Decoded: Sendable>(
+        _ arguments: [RedisArgument],
+        timeout: Duration? = nil,
+        decode: @escaping @Sendable (RedisReplyView) throws -> Decoded
+    ) async throws -> Decoded {
+        try checkUsable()
+        let result = try await onQueue { () throws(RedisError) -> Result<Decoded, any Error> in
+            try self.pipelineOnQueue([arguments], timeout: timeout) { view -> Result<Decoded, any Error> in
+                if view.kind == .error {
+                    return .failure(RedisError(serverReply: view.withBytes { String(decoding: $0, as: UTF8.self) }))
+                }
+                return Result { try decode(view) }
+            }[0]
+        }
+        return try result.get()
     }
 
     /// Sends one command and returns its reply; see the array form.
@@ -87,8 +109,23 @@ public final class RedisConnection: @unchecked Sendable {
         guard !commands.isEmpty else { return [] }
         try checkUsable()
         return try await onQueue { () throws(RedisError) in
-            try self.pipelineOnQueue(commands, timeout: timeout)
+            try self.pipelineOnQueue(commands, timeout: timeout) { view throws(RedisError) in try view.value }
         }
+    }
+
+    /// Sends all commands in one write and hands each reply, in place, to `decode`, error replies included (as
+    /// ``RedisReplyView/Kind/error``); see ``send(_:timeout:decode:)``.
+    public func pipeline<Decoded: Sendable>(
+        _ commands: [[RedisArgument]],
+        timeout: Duration? = nil,
+        decode: @escaping @Sendable (RedisReplyView) throws -> Decoded
+    ) async throws -> [Decoded] {
+        guard !commands.isEmpty else { return [] }
+        try checkUsable()
+        let results = try await onQueue { () throws(RedisError) -> [Result<Decoded, any Error>] in
+            try self.pipelineOnQueue(commands, timeout: timeout) { view in Result { try decode(view) } }
+        }
+        return try results.map { try $0.get() }
     }
 
     /// Whether the connection can no longer be used: after an I/O error, timeout or protocol error, or `close()`.
@@ -173,7 +210,7 @@ public final class RedisConnection: @unchecked Sendable {
     private func handshake(_ command: [RedisArgument], password: String?) throws(RedisError) {
         let reply: RESPValue
         do {
-            reply = try pipelineOnQueue([command], timeout: nil)[0]
+            reply = try pipelineOnQueue([command], timeout: nil) { view throws(RedisError) in try view.value }[0]
         } catch {
             throw RedisError(code: .connectionFailed, message: "connection handshake failed: \(error.message)")
         }
@@ -193,8 +230,14 @@ public final class RedisConnection: @unchecked Sendable {
         throw RedisError(code: .authenticationFailed, message: "authentication failed: \(message)")
     }
 
-    /// Appends every command, then reads every reply, on the queue; error replies are returned as `.error`.
-    private func pipelineOnQueue(_ commands: [[RedisArgument]], timeout: Duration?) throws(RedisError) -> [RESPValue] {
+    /// Appends every command, then reads every reply, on the queue, handing each to `decode` before hiredis frees it.
+    /// An error `decode` throws is a reply hiredis could parse but this client cannot represent: it breaks the
+    /// connection.
+    private func pipelineOnQueue<Decoded>(
+        _ commands: [[RedisArgument]],
+        timeout: Duration?,
+        decode: (RedisReplyView) throws(RedisError) -> Decoded
+    ) throws(RedisError) -> [Decoded] {
         for command in commands where command.isEmpty {
             throw RedisError(code: .protocolError, message: "a command needs at least one argument")
         }
@@ -215,7 +258,7 @@ public final class RedisConnection: @unchecked Sendable {
             throw failure(pointer, errno: errno, timeout: effectiveTimeout)
         }
 
-        var replies: [RESPValue] = []
+        var replies: [Decoded] = []
         replies.reserveCapacity(commands.count)
         for _ in commands {
             var raw: UnsafeMutableRawPointer?
@@ -226,7 +269,7 @@ public final class RedisConnection: @unchecked Sendable {
             }
             defer { freeReplyObject(raw) }
             do {
-                replies.append(try decode(raw.assumingMemoryBound(to: redisReply.self)))
+                replies.append(try decode(RedisReplyView(raw.assumingMemoryBound(to: redisReply.self))))
             } catch {
                 breakConnection(code: error.code)
                 throw error
@@ -338,40 +381,6 @@ private func errorText(_ pointer: UnsafeMutablePointer<redisContext>) -> String 
     withUnsafeBytes(of: pointer.pointee.errstr) { buffer in
         let bytes = buffer.prefix { $0 != 0 }
         return String(decoding: bytes, as: UTF8.self)
-    }
-}
-
-/// Copies a `redisReply` tree into a ``RESPValue``; strings are copied byte-exact using `len`.
-private func decode(_ reply: UnsafeMutablePointer<redisReply>) throws(RedisError) -> RESPValue {
-    let reply = reply.pointee
-    func bytes() -> [UInt8] {
-        guard let string = reply.str, reply.len > 0 else { return [] }
-        return Array(UnsafeRawBufferPointer(start: string, count: reply.len))
-    }
-    switch reply.type {
-    case REDIS_REPLY_STRING:
-        return .bulkString(bytes())
-    case REDIS_REPLY_STATUS:
-        return .simpleString(String(decoding: bytes(), as: UTF8.self))
-    case REDIS_REPLY_ERROR:
-        return .error(String(decoding: bytes(), as: UTF8.self))
-    case REDIS_REPLY_INTEGER:
-        return .integer(Int64(reply.integer))
-    case REDIS_REPLY_NIL:
-        return .null
-    case REDIS_REPLY_ARRAY:
-        guard let elements = reply.element, reply.elements > 0 else { return .array([]) }
-        var values: [RESPValue] = []
-        values.reserveCapacity(reply.elements)
-        for index in 0..<reply.elements {
-            guard let element = elements[index] else {
-                throw RedisError(code: .protocolError, message: "array reply with a missing element")
-            }
-            values.append(try decode(element))
-        }
-        return .array(values)
-    default:
-        throw RedisError(code: .protocolError, message: "unsupported reply type \(reply.type)")
     }
 }
 

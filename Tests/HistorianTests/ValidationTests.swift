@@ -20,6 +20,34 @@ struct ValidationTests {
         return StreamEntry(id: StreamID(milliseconds: 1_700_000_000_123, sequence: 0), fields: list)
     }
 
+    @Test(arguments: ["0-0", "1-1", "1700000000123-7", "18446744073709551615-18446744073709551615", "", "-", "1-", "-1", "1", "1-1-1", "a-1", "1-b", "+1-1", "18446744073709551616-0", " 1-1"])
+    func streamIDsParseFromBytesAsFromText(text: String) {
+        let fromBytes = Array(text.utf8).withUnsafeBytes { StreamID(ascii: $0) }
+        #expect(fromBytes == StreamID(text))
+        let valid = ["0-0", "1-1", "1700000000123-7", "18446744073709551615-18446744073709551615"]
+        #expect(fromBytes?.description == (valid.contains(text) ? text : nil))
+    }
+
+    @Test func theContractsFieldNamesAreSharedAndOthersCopied() {
+        func storage(_ bytes: [UInt8]) -> UnsafePointer<UInt8>? { bytes.withUnsafeBufferPointer(\.baseAddress) }
+        for name in ["content", "message_id", "contexts", "x-trace", "Content", "conten"] {
+            let read = Array(name.utf8).withUnsafeBytes { StreamEntry.Field.name(copying: $0) }
+            let again = Array(name.utf8).withUnsafeBytes { StreamEntry.Field.name(copying: $0) }
+            #expect(read == Array(name.utf8))
+            #expect((storage(read) == storage(again)) == ["content", "message_id", "contexts"].contains(name))
+        }
+    }
+
+    @Test func copiesOfAMessageAreValues() throws {
+        let message = try EntryValidator().validate(Self.entry(Self.good)).get()
+        var changed = message
+        changed.content = "other"
+        #expect(message.content == "How do I request vacation?" && changed.content == "other")
+        #expect(message != changed && changed.id == message.id)
+        changed.content = message.content
+        #expect(changed == message && changed.hashValue == message.hashValue)
+    }
+
     @Test func acceptsAGoodEntryAndCanonicalizesIDs() throws {
         let message = try EntryValidator().validate(Self.entry(Self.good)).get()
         #expect(message.id.text == "0193a1b2-0000-7000-8000-000000000001")

@@ -95,6 +95,41 @@ struct RedisConnectionTests {
         }
     }
 
+    @Test("a reply read in place matches its copy; error replies and decode errors leave the connection usable")
+    func replyView() async throws {
+        struct Unreadable: Error {}
+        try await withRedis { _, redis in
+            let body: [UInt8] = [0x7B, 0x00, 0xFF, 0x7D]
+            _ = try await redis.send("XADD", "events", "1-1", "kind", "message", "body", RedisArgument(body))
+            _ = try await redis.send("XADD", "events", "2-0", "kind", "edit")
+            let copied = try await redis.send("XRANGE", "events", "-", "+")
+            let viewed = try await redis.send(["XRANGE", "events", "-", "+"]) { try $0.value }
+            #expect(viewed == copied)
+            let shape = try await redis.send(["XRANGE", "events", "-", "+"]) { reply in
+                (reply.kind, reply.count, reply[0]?[1]?.count, reply[0]?[1]?[3]?.bytes, reply[2] == nil, reply[0]?[0]?.kind)
+            }
+            #expect(shape.0 == .array && shape.1 == 2 && shape.2 == 4 && shape.3 == body && shape.4 && shape.5 == .bulkString)
+            #expect(try await redis.send(["XLEN", "events"]) { ($0.kind, try $0.value) } == (.integer, .integer(2)))
+            #expect(try await redis.send(["GET", "missing"]) { $0.kind } == .null)
+
+            let unknown = await #expect(throws: RedisError.self) {
+                try await redis.send(["NOSUCHCOMMAND"]) { _ in Issue.record("decode called for an error reply") }
+            }
+            #expect(unknown?.code == .server && unknown?.serverErrorPrefix == "ERR")
+            await #expect(throws: Unreadable.self) {
+                try await redis.send(["PING"]) { _ -> Int in throw Unreadable() }
+            }
+            #expect(!redis.isBroken)
+
+            let kinds = try await redis.pipeline([["PING"], ["NOSUCHCOMMAND"], ["XLEN", "events"]]) { reply in
+                (reply.kind, reply.withBytes { String(decoding: $0, as: UTF8.self) })
+            }
+            #expect(kinds.map(\.0) == [.simpleString, .error, .integer])
+            #expect(kinds[0].1 == "PONG" && kinds[1].1.hasPrefix("ERR") && kinds[2].1 == "")
+            #expect(try await redis.send("PING") == .simpleString("PONG"))
+        }
+    }
+
     @Test("an error reply throws .server with its prefix and leaves the connection usable")
     func serverError() async throws {
         try await withRedis { _, redis in

@@ -104,10 +104,10 @@ public struct DryRun: Sendable {
                 )
                 let ids = (reply.array ?? []).compactMap { $0.array?.first?.string }.compactMap { StreamID($0) }
                 if ids.isEmpty { break }
-                let replies = try await redis.pipeline(ids.map { ["XRANGE", RedisArgument(stream.stream), RedisArgument($0.description), RedisArgument($0.description)] })
-                let entries = try replies.map { reply -> StreamEntry? in
-                    guard let first = reply.array?.first else { return nil }
-                    return try IngestStream.decodeEntry(first).1
+                let entries = try await redis.pipeline(
+                    ids.map { ["XRANGE", RedisArgument(stream.stream), RedisArgument($0.description), RedisArgument($0.description)] }
+                ) { reply in
+                    reply.kind == .array && reply.count > 0 ? try IngestStream.decodeEntry(reply[0]).1 : nil
                 }
                 try await judge(ids, entries, pending: true)
                 after = "(" + ids.last!.description
@@ -131,11 +131,11 @@ public struct DryRun: Sendable {
         guard follow else { return lines }
         var last = lines.last.map { $0.entry.description } ?? (state.groupExists ? state.lastDelivered.description : "0-0")
         while !Task.isCancelled {
-            let reply = try await redis.send(
+            let delivery = try await redis.send(
                 ["XREAD", "COUNT", RedisArgument(settings.batchSize), "BLOCK", "1000", "STREAMS", RedisArgument(stream.stream), RedisArgument(last)],
-                timeout: .seconds(10)
+                timeout: .seconds(10),
+                decode: IngestStream.decodeDelivery
             )
-            let delivery = try IngestStream.decodeDelivery(reply)
             guard let newest = delivery.ids.last else { continue }
             try await judge(delivery.ids, delivery.entries, pending: false)
             last = newest.description

@@ -8,21 +8,30 @@ public struct UUIDText: Sendable, Hashable, Comparable, CustomStringConvertible 
     /// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in any case; `nil` for anything else.
     public init?(_ bytes: some Collection<UInt8>) {
         guard bytes.count == 36 else { return nil }
-        var canonical = [UInt8]()
-        canonical.reserveCapacity(36)
-        for (position, byte) in bytes.enumerated() {
-            if position == 8 || position == 13 || position == 18 || position == 23 {
-                guard byte == 0x2D else { return nil }
-                canonical.append(byte)
-                continue
+        var valid = true
+        // Written straight into the string's storage: one allocation.
+        let text = String(unsafeUninitializedCapacity: 36) { canonical in
+            for (position, byte) in bytes.enumerated() {
+                if position == 8 || position == 13 || position == 18 || position == 23 {
+                    guard byte == 0x2D else {
+                        valid = false
+                        return 0
+                    }
+                    canonical[position] = byte
+                    continue
+                }
+                switch byte {
+                case 0x30...0x39, 0x61...0x66: canonical[position] = byte
+                case 0x41...0x46: canonical[position] = byte + 0x20
+                default:
+                    valid = false
+                    return 0
+                }
             }
-            switch byte {
-            case 0x30...0x39, 0x61...0x66: canonical.append(byte)
-            case 0x41...0x46: canonical.append(byte + 0x20)
-            default: return nil
-            }
+            return 36
         }
-        self.text = String(decoding: canonical, as: UTF8.self)
+        guard valid else { return nil }
+        self.text = text
     }
 
     public init?(_ string: String) {

@@ -9,11 +9,31 @@ public struct StreamID: Sendable, Hashable, Comparable, CustomStringConvertible 
     }
 
     public init?(_ text: some StringProtocol) {
-        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
-        guard parts.count == 2, let milliseconds = UInt64(parts[0]), let sequence = UInt64(parts[1]) else {
-            return nil
+        var text = String(text)
+        guard let id = text.withUTF8({ StreamID(ascii: UnsafeRawBufferPointer($0)) }) else { return nil }
+        self = id
+    }
+
+    /// Parses `milliseconds-sequence` from ASCII bytes, as Redis sends IDs.
+    public init?(ascii bytes: UnsafeRawBufferPointer) {
+        var parts: (UInt64, UInt64) = (0, 0)
+        var part = 0
+        var digits = 0
+        for byte in bytes {
+            if byte == 0x2D, part == 0, digits > 0 {
+                part = 1
+                digits = 0
+                continue
+            }
+            guard byte >= 0x30, byte <= 0x39 else { return nil }
+            let (times10, overflow1) = (part == 0 ? parts.0 : parts.1).multipliedReportingOverflow(by: 10)
+            let (sum, overflow2) = times10.addingReportingOverflow(UInt64(byte - 0x30))
+            guard !overflow1, !overflow2 else { return nil }
+            if part == 0 { parts.0 = sum } else { parts.1 = sum }
+            digits += 1
         }
-        self.init(milliseconds: milliseconds, sequence: sequence)
+        guard part == 1, digits > 0 else { return nil }
+        self.init(milliseconds: parts.0, sequence: parts.1)
     }
 
     public static let zero = StreamID(milliseconds: 0, sequence: 0)
@@ -34,6 +54,22 @@ public struct StreamEntry: Sendable, Hashable {
         public init(name: [UInt8], value: [UInt8]) {
             self.name = name
             self.value = value
+        }
+
+        /// The contract's field names, each one array that every entry shares.
+        static let knownNames: [[UInt8]] = [
+            "message_id", "conversation_id", "user_id", "role", "content", "created_at", "session_id", "dept_id",
+            "title", "tokens_used", "latency_ms", "metadata", "contexts",
+        ]
+        .map { Array($0.utf8) }
+
+        /// A field name read from a reply: the shared array when it is one of the contract's,
+        /// else a copy.
+        static func name(copying bytes: UnsafeRawBufferPointer) -> [UInt8] {
+            for known in knownNames where known.count == bytes.count && known.elementsEqual(bytes) {
+                return known
+            }
+            return Array(bytes)
         }
     }
 

@@ -49,23 +49,144 @@ public enum Role: String, Sendable, Hashable, CaseIterable {
 }
 
 /// A validated message, ready to be stored.
+///
+/// A value, held in one immutable box: a batch's messages are passed around, collected and
+/// sorted many times on their way to PostgreSQL and Redis, and copying one is then one
+/// reference count rather than one for each of its strings. Changing a property (only tests
+/// do) puts the changed fields in a box of their own.
 public struct IncomingMessage: Sendable, Hashable {
-    public var entryID: StreamID
-    public var id: UUIDText
-    public var conversationID: UUIDText
-    public var userID: String
-    public var role: Role
-    public var content: String
-    public var createdAt: Timestamp
-    public var sessionID: String?
-    public var deptID: String?
-    public var title: String?
-    public var tokensUsed: Int32?
-    public var latencyMs: Int32?
+    struct Fields: Sendable, Hashable {
+        var entryID: StreamID
+        var id: UUIDText
+        var conversationID: UUIDText
+        var userID: String
+        var role: Role
+        var content: String
+        var createdAt: Timestamp
+        var sessionID: String?
+        var deptID: String?
+        var title: String?
+        var tokensUsed: Int32?
+        var latencyMs: Int32?
+        var metadata: String?
+        var contexts: String?
+    }
+
+    private final class Box: Sendable {
+        let fields: Fields
+        init(_ fields: Fields) { self.fields = fields }
+    }
+
+    private var box: Box
+
+    public init(
+        entryID: StreamID,
+        id: UUIDText,
+        conversationID: UUIDText,
+        userID: String,
+        role: Role,
+        content: String,
+        createdAt: Timestamp,
+        sessionID: String? = nil,
+        deptID: String? = nil,
+        title: String? = nil,
+        tokensUsed: Int32? = nil,
+        latencyMs: Int32? = nil,
+        metadata: String? = nil,
+        contexts: String? = nil
+    ) {
+        box = Box(
+            Fields(
+                entryID: entryID,
+                id: id,
+                conversationID: conversationID,
+                userID: userID,
+                role: role,
+                content: content,
+                createdAt: createdAt,
+                sessionID: sessionID,
+                deptID: deptID,
+                title: title,
+                tokensUsed: tokensUsed,
+                latencyMs: latencyMs,
+                metadata: metadata,
+                contexts: contexts
+            )
+        )
+    }
+
+    private mutating func change(_ body: (inout Fields) -> Void) {
+        var fields = box.fields
+        body(&fields)
+        box = Box(fields)
+    }
+
+    public var entryID: StreamID {
+        get { box.fields.entryID }
+        set { change { $0.entryID = newValue } }
+    }
+    public var id: UUIDText {
+        get { box.fields.id }
+        set { change { $0.id = newValue } }
+    }
+    public var conversationID: UUIDText {
+        get { box.fields.conversationID }
+        set { change { $0.conversationID = newValue } }
+    }
+    public var userID: String {
+        get { box.fields.userID }
+        set { change { $0.userID = newValue } }
+    }
+    public var role: Role {
+        get { box.fields.role }
+        set { change { $0.role = newValue } }
+    }
+    public var content: String {
+        get { box.fields.content }
+        set { change { $0.content = newValue } }
+    }
+    public var createdAt: Timestamp {
+        get { box.fields.createdAt }
+        set { change { $0.createdAt = newValue } }
+    }
+    public var sessionID: String? {
+        get { box.fields.sessionID }
+        set { change { $0.sessionID = newValue } }
+    }
+    public var deptID: String? {
+        get { box.fields.deptID }
+        set { change { $0.deptID = newValue } }
+    }
+    public var title: String? {
+        get { box.fields.title }
+        set { change { $0.title = newValue } }
+    }
+    public var tokensUsed: Int32? {
+        get { box.fields.tokensUsed }
+        set { change { $0.tokensUsed = newValue } }
+    }
+    public var latencyMs: Int32? {
+        get { box.fields.latencyMs }
+        set { change { $0.latencyMs = newValue } }
+    }
     /// A JSON object, as the producer wrote it (validated, not re-encoded).
-    public var metadata: String?
+    public var metadata: String? {
+        get { box.fields.metadata }
+        set { change { $0.metadata = newValue } }
+    }
     /// A JSON array of `{doc_id, content, score, metadata}`, as the producer wrote it (validated).
-    public var contexts: String?
+    public var contexts: String? {
+        get { box.fields.contexts }
+        set { change { $0.contexts = newValue } }
+    }
+
+    public static func == (lhs: IncomingMessage, rhs: IncomingMessage) -> Bool {
+        lhs.box === rhs.box || lhs.box.fields == rhs.box.fields
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        box.fields.hash(into: &hasher)
+    }
 
     /// The title this message would give a new conversation: the explicit title, else derived
     /// from a user message.

@@ -387,34 +387,41 @@ public enum MessageStore {
     /// and one delta per conversation, its elements built in Swift in the order the staged
     /// path reads them back (`created_at`, then arrival, which is the unit's order).
     static func directReport(_ unit: [IncomingMessage], _ rows: PostgresRows) throws -> Report {
-        let withMetadata = unit.filter { $0.metadata != nil }
+        // Positions in the unit rather than copies of the messages.
+        let withMetadata = unit.indices.filter { unit[$0].metadata != nil }
         var versions: [String: Int64] = [:]
-        var metadata: [UUIDText: String] = [:]
+        versions.reserveCapacity(rows.rows.count - withMetadata.count)
+        var metadata = [String?](repeating: nil, count: unit.count)
+        var metadataFound = 0
         for row in rows.rows {
             if let conversation = row[0], let version = row[1].flatMap({ Int64($0) }) {
                 versions[conversation] = version
-            } else if let position = row[1].flatMap({ Int($0) }), withMetadata.indices.contains(position - 1), let text = row[2] {
-                metadata[withMetadata[position - 1].id] = text
+            } else if let position = row[1].flatMap({ Int($0) }), withMetadata.indices.contains(position - 1),
+                let text = row[2], metadata[withMetadata[position - 1]] == nil
+            {
+                metadata[withMetadata[position - 1]] = text
+                metadataFound += 1
             }
         }
-        guard metadata.count == withMetadata.count else {
-            throw HistorianError(.unexpectedReply, "the conversation update returned metadata for \(metadata.count) of \(withMetadata.count) messages")
+        guard metadataFound == withMetadata.count else {
+            throw HistorianError(.unexpectedReply, "the conversation update returned metadata for \(metadataFound) of \(withMetadata.count) messages")
         }
         var report = Report(path: .direct)
         report.results.reserveCapacity(unit.count)
-        var positions: [UUIDText: [Int]] = [:]
-        for (index, message) in unit.enumerated() {
-            report.results[message.id] = .stored
-            positions[message.conversationID, default: []].append(index)
+        for message in unit { report.results[message.id] = .stored }
+        let order = unit.indices.sorted { a, b in
+            if unit[a].conversationID != unit[b].conversationID { return unit[a].conversationID < unit[b].conversationID }
+            return (unit[a].createdAt, a) < (unit[b].createdAt, b)
         }
-        for (conversation, indices) in positions.sorted(by: { $0.key.text < $1.key.text }) {
-            guard let version = versions[conversation.text] else {
-                throw HistorianError(.unexpectedReply, "the conversation update did not return conversation \(conversation)")
+        for index in order {
+            let message = unit[index]
+            if report.cacheWrites.last?.conversationID != message.conversationID.text {
+                guard let version = versions[message.conversationID.text] else {
+                    throw HistorianError(.unexpectedReply, "the conversation update did not return conversation \(message.conversationID)")
+                }
+                report.cacheWrites.append(CacheWrite(mode: .delta, conversationID: message.conversationID.text, version: version, elements: []))
             }
-            let elements = indices.sorted { (unit[$0].createdAt, $0) < (unit[$1].createdAt, $1) }.map {
-                RecentCache.element(of: unit[$0], metadata: metadata[unit[$0].id])
-            }
-            report.cacheWrites.append(CacheWrite(mode: .delta, conversationID: conversation.text, version: version, elements: elements))
+            report.cacheWrites[report.cacheWrites.count - 1].elements.append(RecentCache.element(of: message, metadata: metadata[index]))
         }
         return report
     }

@@ -65,23 +65,25 @@ public struct IngestStream: Sendable {
         case .pending(let after): arguments.append(RedisArgument(after.description))
         case .new: arguments.append(">")
         }
-        let reply = try await redis.send(arguments, timeout: timeout)
-        return try Self.decodeDelivery(reply)
+        return try await redis.send(arguments, timeout: timeout, decode: Self.decodeDelivery)
     }
 
-    /// Decodes `[[stream, [[id, [field, value, …] | nil], …]]]`.
-    static func decodeDelivery(_ reply: RESPValue) throws -> Delivery {
+    /// Decodes `[[stream, [[id, [field, value, …] | nil], …]]]` (XREADGROUP, XREAD) in place.
+    static func decodeDelivery(_ reply: RedisReplyView) throws -> Delivery {
         var delivery = Delivery()
-        guard let streams = reply.array else {
-            if reply.isNull { return delivery }
-            throw HistorianError(.unexpectedReply, "XREADGROUP returned an unexpected reply")
+        switch reply.kind {
+        case .null: return delivery
+        case .array: break
+        default: throw HistorianError(.unexpectedReply, "XREADGROUP returned an unexpected reply")
         }
-        for stream in streams {
-            guard let pair = stream.array, pair.count == 2, let items = pair[1].array else {
+        for streamIndex in 0..<reply.count {
+            guard let pair = reply[streamIndex], pair.count == 2, let items = pair[1], items.kind == .array else {
                 throw HistorianError(.unexpectedReply, "XREADGROUP returned an unexpected stream element")
             }
-            for item in items {
-                let (id, entry) = try decodeEntry(item)
+            delivery.ids.reserveCapacity(delivery.ids.count + items.count)
+            delivery.entries.reserveCapacity(delivery.entries.count + items.count)
+            for index in 0..<items.count {
+                let (id, entry) = try decodeEntry(items[index])
                 delivery.ids.append(id)
                 delivery.entries.append(entry)
             }
@@ -89,17 +91,25 @@ public struct IngestStream: Sendable {
         return delivery
     }
 
-    /// Decodes one `[id, [field, value, …]]` element of XRANGE/XREADGROUP/XCLAIM replies.
-    static func decodeEntry(_ item: RESPValue) throws -> (StreamID, StreamEntry?) {
-        guard let parts = item.array, parts.count == 2, let idText = parts[0].string, let id = StreamID(idText) else {
+    /// Decodes the entries of an XRANGE or XCLAIM reply, `[[id, [field, value, …] | nil], …]`.
+    static func decodeEntries(_ reply: RedisReplyView) throws -> [(StreamID, StreamEntry?)] {
+        try (0..<reply.count).map { try decodeEntry(reply[$0]) }
+    }
+
+    /// Decodes one `[id, [field, value, …] | nil]` element of XRANGE/XREADGROUP/XCLAIM replies.
+    /// The usual field names are shared rather than copied for every entry.
+    static func decodeEntry(_ item: RedisReplyView?) throws -> (StreamID, StreamEntry?) {
+        guard let item, item.count == 2, let idView = item[0], let id = idView.withBytes({ StreamID(ascii: $0) }) else {
             throw HistorianError(.unexpectedReply, "a stream entry had an unexpected shape")
         }
-        guard let flat = parts[1].array else { return (id, nil) }
+        guard let flat = item[1], flat.kind == .array else { return (id, nil) }
         var fields: [StreamEntry.Field] = []
         fields.reserveCapacity(flat.count / 2)
         var index = 0
         while index + 1 < flat.count {
-            fields.append(StreamEntry.Field(name: flat[index].bytes ?? [], value: flat[index + 1].bytes ?? []))
+            let name = flat[index]?.withBytes { StreamEntry.Field.name(copying: $0) } ?? []
+            let value = flat[index + 1]?.withBytes { Array($0) } ?? []
+            fields.append(StreamEntry.Field(name: name, value: value))
             index += 2
         }
         return (id, StreamEntry(id: id, fields: fields))
@@ -153,11 +163,11 @@ public struct IngestStream: Sendable {
         let ids = counts.keys.sorted()
         let claimed = try await redis.send(
             ["XCLAIM", RedisArgument(stream), RedisArgument(group), RedisArgument(consumer), milliseconds]
-                + ids.map { RedisArgument($0.description) }
+                + ids.map { RedisArgument($0.description) },
+            decode: Self.decodeEntries
         )
         var delivery = Delivery()
-        for item in claimed.array ?? [] {
-            let (id, entry) = try Self.decodeEntry(item)
+        for (id, entry) in claimed {
             delivery.ids.append(id)
             delivery.entries.append(entry)
             // XCLAIM counted one more delivery.
@@ -168,9 +178,11 @@ public struct IngestStream: Sendable {
 
     /// Entries from `start` (inclusive) on, without the consumer group; for the dry run.
     public func range(_ redis: RedisConnection, from start: String, count: Int) async throws -> [StreamEntry] {
-        let reply = try await redis.send(["XRANGE", RedisArgument(stream), RedisArgument(start), "+", "COUNT", RedisArgument(count)])
-        guard let items = reply.array else { return [] }
-        return try items.compactMap { try Self.decodeEntry($0).1 }
+        try await redis.send(
+            ["XRANGE", RedisArgument(stream), RedisArgument(start), "+", "COUNT", RedisArgument(count)],
+            decode: Self.decodeEntries
+        )
+        .compactMap(\.1)
     }
 
     /// Acknowledges a finished batch: one XACK for the done entries, and for each dead letter a
