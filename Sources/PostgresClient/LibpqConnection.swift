@@ -293,13 +293,15 @@ final class LibpqConnection {
         prepared.insert(name)
     }
 
-    /// Sends an extended-protocol query with text parameters and reads its result.
+    /// Sends an extended-protocol query and reads its result. Parameters are in text format,
+    /// except those whose entry in `binary` is true.
     ///
     /// With `statementName`, the statement is prepared under that name on first use and run
     /// from there on, so PostgreSQL parses and plans it once per connection.
     func query(
         _ sql: String,
         parameters: [[UInt8]?],
+        binary: [Bool] = [],
         statementName: String? = nil,
         deadline: Deadline
     ) throws -> PostgresRows {
@@ -307,7 +309,8 @@ final class LibpqConnection {
         if let statementName {
             try prepare(statementName, sql, deadline: deadline)
         }
-        for (index, parameter) in parameters.enumerated() where parameter?.contains(0) == true {
+        func isBinary(_ index: Int) -> Bool { binary.indices.contains(index) && binary[index] }
+        for (index, parameter) in parameters.enumerated() where !isBinary(index) && parameter?.contains(0) == true {
             // libpq passes text parameters as C strings, and PostgreSQL text cannot hold NUL;
             // the server reports the same SQLSTATE for it.
             throw PostgresError(
@@ -332,11 +335,12 @@ final class LibpqConnection {
         }
         let values = buffers.map { $0.map { UnsafePointer($0) } }
         let lengths = parameters.map { Int32($0?.count ?? 0) }
+        let formats: [Int32]? = binary.contains(true) ? parameters.indices.map { isBinary($0) ? 1 : 0 } : nil
         let sent =
             if let statementName {
-                PQsendQueryPrepared(conn, statementName, Int32(parameters.count), values, lengths, nil, 0)
+                PQsendQueryPrepared(conn, statementName, Int32(parameters.count), values, lengths, formats, 0)
             } else {
-                PQsendQueryParams(conn, sql, Int32(parameters.count), nil, values, lengths, nil, 0)
+                PQsendQueryParams(conn, sql, Int32(parameters.count), nil, values, lengths, formats, 0)
             }
         guard sent == 1 else { throw sendFailure() }
         try flush(deadline: deadline)

@@ -42,6 +42,32 @@ public final class PostgresSession {
         return try connection.query(statement.sql, parameters: bytes, statementName: statement.name, deadline: Deadline(after: timeout))
     }
 
+    /// Runs `statement` (see `query(_:_:)`) with parameters in text or binary format.
+    public func query(_ statement: PreparedStatement, parameters: [PostgresParameter]) throws -> PostgresRows {
+        try checkValid()
+        var bytes: [[UInt8]?] = []
+        var binary: [Bool] = []
+        bytes.reserveCapacity(parameters.count)
+        binary.reserveCapacity(parameters.count)
+        for parameter in parameters {
+            switch parameter {
+            case .text(let text):
+                bytes.append(text.map { Array($0.utf8) })
+                binary.append(false)
+            case .binary(let value):
+                bytes.append(value)
+                binary.append(true)
+            }
+        }
+        return try connection.query(
+            statement.sql,
+            parameters: bytes,
+            binary: binary,
+            statementName: statement.name,
+            deadline: Deadline(after: timeout)
+        )
+    }
+
     /// Prepares `statement` now rather than on first use: one that does not parse fails here,
     /// and its first run does not wait for parsing.
     public func prepare(_ statement: PreparedStatement) throws {

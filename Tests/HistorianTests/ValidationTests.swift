@@ -38,6 +38,12 @@ struct ValidationTests {
         }
     }
 
+    @Test func aUUIDsBytesAreItsSixteenOctets() {
+        let uuid = UUIDText("0193A1B2-0000-7000-8000-0000000000fF")!
+        #expect(uuid.bytes == [0x01, 0x93, 0xA1, 0xB2, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 0xFF])
+        #expect(UUIDText("00000000-0000-0000-0000-000000000000")!.bytes == Array(repeating: 0, count: 16))
+    }
+
     @Test func copiesOfAMessageAreValues() throws {
         let message = try EntryValidator().validate(Self.entry(Self.good)).get()
         var changed = message

@@ -83,6 +83,50 @@ struct PostgresConnectionTests {
         }
     }
 
+    @Test("binary array parameters arrive as their text-literal twins would, NULLs and empty arrays included")
+    func binaryArrays() async throws {
+        try await withServer { server in
+            try await withConnection(to: server) { connection in
+                let uuid: [UInt8] = [0x01, 0x93, 0xA1, 0xB2, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 0xFF]
+                let texts: [String?] = ["plain", nil, "", "quote \" backslash \\ {brace}, comma", "caf\u{E9} \u{1F30D}"]
+                // 1970, 1999-12-31 (before PostgreSQL's epoch), and a time with microseconds.
+                let times: [Int64?] = [0, nil, 946_684_799_999_999, 1_780_000_000_123_456]
+                let json: [String?] = [#"{"b": 1, "a": [1.50, "x"], "a": 2}"#, nil, "{}"]
+                let statement = PreparedStatement(
+                    "test_binary_arrays",
+                    """
+                    SELECT $1::uuid[]::text AS uuids, $2::text[] AS texts, $3::timestamptz[] AS times,
+                        $4::jsonb[]::text AS json, cardinality($5::uuid[]) AS empty,
+                        $2::text[] = $6::text[] AS same_texts
+                    """
+                )
+                let rows = try await connection.withSession { session in
+                    try session.execute("SET TIME ZONE 'UTC'")
+                    return try session.query(
+                        statement,
+                        parameters: [
+                            .binary(PostgresBinary.uuidArray([uuid, Array(repeating: 0, count: 16)])),
+                            .binary(PostgresBinary.textArray(texts)),
+                            .binary(PostgresBinary.timestamptzArray(times)),
+                            .binary(PostgresBinary.jsonbArray(json)),
+                            .binary(PostgresBinary.uuidArray([[UInt8]]())),
+                            .text(#"{plain,NULL,"","quote \" backslash \\ {brace}, comma","caf\#u{E9} \#u{1F30D}"}"#),
+                        ]
+                    )
+                }
+                #expect(rows[0, "uuids"] == "{0193a1b2-0000-7000-8000-0000000000ff,00000000-0000-0000-0000-000000000000}")
+                #expect(rows[0, "texts"] == #"{plain,NULL,"","quote \" backslash \\ {brace}, comma","caf\#u{E9} \#u{1F30D}"}"#)
+                #expect(
+                    rows[0, "times"]
+                        == #"{"1970-01-01 00:00:00+00",NULL,"1999-12-31 23:59:59.999999+00","2026-05-28 20:26:40.123456+00"}"#
+                )
+                #expect(rows[0, "json"] == #"{"{\"a\": 2, \"b\": 1}",NULL,"{}"}"#)
+                #expect(rows[0, "empty"] == "0")
+                #expect(rows[0, "same_texts"] == "t")
+            }
+        }
+    }
+
     @Test("execute runs several statements and returns the last result")
     func executeSeveralStatements() async throws {
         try await withServer { server in

@@ -38,6 +38,24 @@ public struct UUIDText: Sendable, Hashable, Comparable, CustomStringConvertible 
         self.init(Array(string.utf8))
     }
 
+    /// The UUID's 16 bytes, as PostgreSQL's binary format holds them.
+    public var bytes: [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(16)
+        var high: UInt8?
+        for character in text.utf8 where character != 0x2D {
+            // The text is canonical: 0-9 and a-f only.
+            let nibble = character <= 0x39 ? character - 0x30 : character - 0x61 + 10
+            if let first = high {
+                bytes.append(first << 4 | nibble)
+                high = nil
+            } else {
+                high = nibble
+            }
+        }
+        return bytes
+    }
+
     public static func < (lhs: UUIDText, rhs: UUIDText) -> Bool { lhs.text < rhs.text }
 
     public var description: String { text }

@@ -317,9 +317,11 @@ public enum MessageStore {
                 let new = firsts.values.sorted { $0.conversationID.text < $1.conversationID.text }
                 let created = try session.query(
                     createConversations,
-                    [
-                        arrayLiteral(new.map(\.conversationID)), textArrayLiteral(new.map(\.userID)),
-                        textArrayLiteral(new.map(\.deptID)), textArrayLiteral(new.map(\.createdAt.rfc3339)),
+                    parameters: [
+                        .binary(PostgresBinary.uuidArray(new.map(\.conversationID.bytes))),
+                        .binary(PostgresBinary.textArray(new.map(\.userID))),
+                        .binary(PostgresBinary.textArray(new.map(\.deptID))),
+                        .binary(PostgresBinary.timestamptzArray(new.map(\.createdAt.microseconds))),
                     ]
                 )
                 for message in new { owners[message.conversationID] = message.userID }
@@ -353,7 +355,10 @@ public enum MessageStore {
             if !withContexts.isEmpty {
                 _ = try session.query(
                     insertContexts,
-                    [arrayLiteral(withContexts.map(\.id)), textArrayLiteral(withContexts.map(\.contexts))]
+                    parameters: [
+                        .binary(PostgresBinary.uuidArray(withContexts.map(\.id.bytes))),
+                        .binary(PostgresBinary.jsonbArray(withContexts.map(\.contexts))),
+                    ]
                 )
             }
             try session.execute(forceCustomPlans)
@@ -368,10 +373,13 @@ public enum MessageStore {
             .sorted { $0.conversationID.text < $1.conversationID.text }
             let rows = try session.query(
                 updateConversations,
-                [
-                    arrayLiteral(touched.map(\.conversationID)), textArrayLiteral(touched.map(\.firstAt.rfc3339)),
-                    textArrayLiteral(touched.map(\.explicitTitle)), textArrayLiteral(touched.map(\.derivedTitle)),
-                    textArrayLiteral(touched.map { $0.derivedAt?.rfc3339 }), textArrayLiteral(unit.compactMap(\.metadata)),
+                parameters: [
+                    .binary(PostgresBinary.uuidArray(touched.map(\.conversationID.bytes))),
+                    .binary(PostgresBinary.timestamptzArray(touched.map(\.firstAt.microseconds))),
+                    .binary(PostgresBinary.textArray(touched.map(\.explicitTitle))),
+                    .binary(PostgresBinary.textArray(touched.map(\.derivedTitle))),
+                    .binary(PostgresBinary.timestamptzArray(touched.map { $0.derivedAt?.microseconds })),
+                    .binary(PostgresBinary.jsonbArray(unit.compactMap(\.metadata))),
                 ]
             )
             let report = try directReport(unit, rows)
@@ -433,7 +441,7 @@ public enum MessageStore {
     }
 
     static func conversationStates(of conversations: [UUIDText], in session: PostgresSession) throws -> [UUIDText: ConversationState] {
-        let rows = try session.query(conversationStates, [arrayLiteral(conversations)])
+        let rows = try session.query(conversationStates, parameters: [.binary(PostgresBinary.uuidArray(conversations.map(\.bytes)))])
         var found: [UUIDText: ConversationState] = [:]
         found.reserveCapacity(rows.rows.count)
         for row in rows.rows {
