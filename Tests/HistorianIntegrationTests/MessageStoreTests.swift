@@ -282,16 +282,4 @@ struct MessageStoreTests {
             #expect(wrongTitles.isEmpty)
         }
     }
-
-    @Test("array literals quote what PostgreSQL needs quoted and round-trip through text[]")
-    func arrayLiterals() async throws {
-        try await TestEnvironment.with { environment in
-            let postgres = try await environment.postgres()
-            defer { postgres.close() }
-            let values: [String?] = ["plain", nil, "", "NULL", "quote \" and backslash \\", "{braces},comma", "ünïcödé 🚀", " spaces "]
-            let literal = MessageStore.textArrayLiteral(values)
-            let rows = try await postgres.query("SELECT unnest($1::text[])", [literal]).rows.map { $0[0] }
-            #expect(rows == values)
-        }
-    }
 }

@@ -88,7 +88,7 @@ struct PostgresConnectionTests {
         try await withServer { server in
             try await withConnection(to: server) { connection in
                 let uuid: [UInt8] = [0x01, 0x93, 0xA1, 0xB2, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 0xFF]
-                let texts: [String?] = ["plain", nil, "", "quote \" backslash \\ {brace}, comma", "caf\u{E9} \u{1F30D}"]
+                let texts: [String?] = ["plain", nil, "", "quote \" backslash \\ {brace}, comma", "caf\u{E9} \u{1F30D}", "NULL", " spaces "]
                 // 1970, 1999-12-31 (before PostgreSQL's epoch), and a time with microseconds.
                 let times: [Int64?] = [0, nil, 946_684_799_999_999, 1_780_000_000_123_456]
                 let json: [String?] = [#"{"b": 1, "a": [1.50, "x"], "a": 2}"#, nil, "{}"]
@@ -110,12 +110,12 @@ struct PostgresConnectionTests {
                             .binary(PostgresBinary.timestamptzArray(times)),
                             .binary(PostgresBinary.jsonbArray(json)),
                             .binary(PostgresBinary.uuidArray([[UInt8]]())),
-                            .text(#"{plain,NULL,"","quote \" backslash \\ {brace}, comma","caf\#u{E9} \#u{1F30D}"}"#),
+                            .text(#"{plain,NULL,"","quote \" backslash \\ {brace}, comma","caf\#u{E9} \#u{1F30D}","NULL"," spaces "}"#),
                         ]
                     )
                 }
                 #expect(rows[0, "uuids"] == "{0193a1b2-0000-7000-8000-0000000000ff,00000000-0000-0000-0000-000000000000}")
-                #expect(rows[0, "texts"] == #"{plain,NULL,"","quote \" backslash \\ {brace}, comma","caf\#u{E9} \#u{1F30D}"}"#)
+                #expect(rows[0, "texts"] == #"{plain,NULL,"","quote \" backslash \\ {brace}, comma","caf\#u{E9} \#u{1F30D}","NULL"," spaces "}"#)
                 #expect(
                     rows[0, "times"]
                         == #"{"1970-01-01 00:00:00+00",NULL,"1999-12-31 23:59:59.999999+00","2026-05-28 20:26:40.123456+00"}"#

@@ -537,37 +537,6 @@ public enum MessageStore {
         "{" + ids.joined(separator: ",") + "}"
     }
 
-    /// A PostgreSQL array literal of any text (`text[]`, `jsonb[]`, `timestamptz[]`): each
-    /// element quoted, with `"` and `\` escaped; `nil` is NULL.
-    static func textArrayLiteral(_ values: [String?]) -> String {
-        var out: [UInt8] = [0x7B]
-        out.reserveCapacity(values.reduce(2) { $0 + ($1?.utf8.count ?? 4) + 3 })
-        for (index, value) in values.enumerated() {
-            if index > 0 { out.append(0x2C) }
-            guard var value else {
-                out.append(contentsOf: "NULL".utf8)
-                continue
-            }
-            out.append(0x22)
-            value.withUTF8 { bytes in
-                var runStart = 0
-                for index in bytes.indices where bytes[index] == 0x22 || bytes[index] == 0x5C {
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
-                    out.append(0x5C)
-                    runStart = index
-                }
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart...]))
-            }
-            out.append(0x22)
-        }
-        out.append(0x7D)
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    static func textArrayLiteral(_ values: [String]) -> String {
-        textArrayLiteral(values.map { Optional($0) })
-    }
-
     /// The unit as `messages` rows in `COPY … FROM STDIN` text format (see `copyMessages`).
     static func encodeMessages(_ unit: [IncomingMessage]) -> [UInt8] {
         var out: [UInt8] = []
