@@ -76,12 +76,12 @@ public enum PostgresBinary {
                 appendInteger(Int32(-1), to: &out)
                 continue
             }
+            // The length goes first; it is known once the element is written.
             let lengthAt = out.count
             appendInteger(Int32(0), to: &out)
             append(element, &out)
-            let length = UInt32(out.count - lengthAt - 4)
-            for shift in 0..<4 {
-                out[lengthAt + shift] = UInt8(truncatingIfNeeded: length >> (24 - 8 * shift))
+            withUnsafeBytes(of: Int32(out.count - lengthAt - 4).bigEndian) {
+                out.replaceSubrange(lengthAt..<(lengthAt + 4), with: $0)
             }
         }
         return out

@@ -37,9 +37,7 @@ public final class PostgresSession {
     /// Runs `statement`, prepared on first use on this connection (or by `prepare(_:)`) and run
     /// by name afterwards, so PostgreSQL parses it once per connection.
     public func query(_ statement: PreparedStatement, _ parameters: [String?] = []) throws -> PostgresRows {
-        try checkValid()
-        let bytes = parameters.map { $0.map { Array($0.utf8) } }
-        return try connection.query(statement.sql, parameters: bytes, statementName: statement.name, deadline: Deadline(after: timeout))
+        try query(statement, parameters: parameters.map { .text($0) })
     }
 
     /// Runs `statement` (see `query(_:_:)`) with parameters in text or binary format.

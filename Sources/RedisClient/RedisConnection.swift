@@ -84,16 +84,12 @@ public final class RedisConnection: @unchecked Sendable {
         timeout: Duration? = nil,
         decode: @escaping @Sendable (RedisReplyView) throws -> Decoded
     ) async throws -> Decoded {
-        try checkUsable()
-        let result = try await onQueue { () throws(RedisError) -> Result<Decoded, any Error> in
-            try self.pipelineOnQueue([arguments], timeout: timeout) { view -> Result<Decoded, any Error> in
-                if view.kind == .error {
-                    return .failure(RedisError(serverReply: view.withBytes { String(decoding: $0, as: UTF8.self) }))
-                }
-                return Result { try decode(view) }
-            }[0]
-        }
-        return try result.get()
+        try await pipeline([arguments], timeout: timeout) { view in
+            if view.kind == .error {
+                throw RedisError(serverReply: view.withBytes { String(decoding: $0, as: UTF8.self) })
+            }
+            return try decode(view)
+        }[0]
     }
 
     /// Sends one command and returns its reply; see the array form.
