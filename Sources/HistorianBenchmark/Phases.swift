@@ -509,6 +509,7 @@ struct LatencyPhase {
 
         report("latency: \(rate) messages/s for \(messages.count / max(1, rate)) s")
         let sent = SentLog(capacity: messages.count)
+        let serversBefore = ServerCPU(servers)
         let samples = try await withThrowingTaskGroup(of: [LatencySample]?.self) { group in
             group.addTask {
                 try await produce(producer, into: sent)
@@ -523,13 +524,19 @@ struct LatencyPhase {
             }
             return samples
         }
+        let serversAfter = ServerCPU(servers)
         daemon.signal(SIGTERM)
         guard try await daemon.wait(timeout: .seconds(30)) == 0 else {
             throw BenchmarkError("latency: historian did not exit cleanly; its log is \(log)")
         }
         keepLogIfNotEmpty(log)
         if let samplesPath { try writeSamples(samples, to: samplesPath) }
-        let result = LatencyResult(rate: rate, sorted: samples.map(\.latency).sorted(), achievedRate: sent.achievedRate)
+        var result = LatencyResult(rate: rate, sorted: samples.map(\.latency).sorted(), achievedRate: sent.achievedRate)
+        // The historian's figure includes its start and its exit, which take a few milliseconds.
+        let usage = daemon.resourceUsage
+        result.cpuSeconds = (usage?.userSeconds ?? 0) + (usage?.systemSeconds ?? 0)
+        result.postgresCPUSeconds = serversAfter.postgres - serversBefore.postgres
+        result.redisCPUSeconds = serversAfter.redis - serversBefore.redis
         report(
             "latency: p50 \(format(result.p50)) ms, p99 \(format(result.p99)) ms, max \(format(result.max)) ms "
                 + "over \(result.count) messages"
@@ -684,6 +691,10 @@ struct LatencyResult: Codable {
     var p99: Double
     var p999: Double
     var max: Double
+    /// CPU time meanwhile, as in `DrainResult`.
+    var cpuSeconds: Double?
+    var postgresCPUSeconds: Double?
+    var redisCPUSeconds: Double?
 
     /// From latencies in nanoseconds, sorted; the figures are in milliseconds.
     init(rate: Int, sorted: [UInt64], achievedRate: Double) {
@@ -709,6 +720,9 @@ struct LatencyResult: Codable {
         case p99 = "p99_ms"
         case p999 = "p999_ms"
         case max = "max_ms"
+        case cpuSeconds = "historian_cpu_seconds"
+        case postgresCPUSeconds = "postgres_cpu_seconds"
+        case redisCPUSeconds = "redis_cpu_seconds"
     }
 }
 

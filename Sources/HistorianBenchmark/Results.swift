@@ -143,6 +143,18 @@ struct BenchmarkResults: Encodable {
         if let latency {
             rows.append(("latency: rate", String(format: "%d messages/s target, %.0f achieved, %d messages", latency.rate, latency.achievedRate, latency.count)))
             rows.append(("latency: p50 / p99 / p99.9 / max", "\(format(latency.p50)) / \(format(latency.p99)) / \(format(latency.p999)) / \(format(latency.max)) ms"))
+            if let historian = latency.cpuSeconds, let postgres = latency.postgresCPUSeconds, let redis = latency.redisCPUSeconds {
+                let perMessage = { (seconds: Double) in seconds / Double(Swift.max(1, latency.count)) * 1e6 }
+                rows.append(
+                    (
+                        "CPU during latency run",
+                        String(
+                            format: "%.1f µs per message: historian %.1f, PostgreSQL %.1f, Redis %.1f",
+                            perMessage(historian + postgres + redis), perMessage(historian), perMessage(postgres), perMessage(redis)
+                        )
+                    )
+                )
+            }
         }
         for target in targets {
             rows.append(("target: " + target.name, target.value + (target.met ? "  met" : "  MISSED")))

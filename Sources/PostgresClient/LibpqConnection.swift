@@ -293,32 +293,82 @@ final class LibpqConnection {
         prepared.insert(name)
     }
 
-    /// Sends an extended-protocol query and reads its result. Parameters are in text format,
-    /// except those whose entry in `binary` is true.
-    ///
-    /// With `statementName`, the statement is prepared under that name on first use and run
-    /// from there on, so PostgreSQL parses and plans it once per connection.
-    func query(
-        _ sql: String,
-        parameters: [[UInt8]?],
-        binary: [Bool] = [],
-        statementName: String? = nil,
-        deadline: Deadline
-    ) throws -> PostgresRows {
-        let conn = try usableConnection()
-        if let statementName {
-            try prepare(statementName, sql, deadline: deadline)
-        }
+    /// One extended-protocol statement: parameters in text format, except those whose entry
+    /// in `binary` is true; with `statementName`, prepared under that name on first use and run
+    /// by name from there on, so PostgreSQL parses it once per connection.
+    struct Statement {
+        var sql: String
+        var parameters: [[UInt8]?] = []
+        var binary: [Bool] = []
+        var statementName: String?
+
         func isBinary(_ index: Int) -> Bool { binary.indices.contains(index) && binary[index] }
-        for (index, parameter) in parameters.enumerated() where !isBinary(index) && parameter?.contains(0) == true {
-            // libpq passes text parameters as C strings, and PostgreSQL text cannot hold NUL;
-            // the server reports the same SQLSTATE for it.
-            throw PostgresError(
-                code: .server,
-                sqlState: "22021",
-                message: "invalid byte sequence for encoding \"UTF8\": 0x00 (parameter $\(index + 1))"
-            )
+
+        /// libpq passes text parameters as C strings, and PostgreSQL text cannot hold NUL; the
+        /// server reports the same SQLSTATE for it.
+        func checkParameters() throws {
+            for (index, parameter) in parameters.enumerated() where !isBinary(index) && parameter?.contains(0) == true {
+                throw PostgresError(
+                    code: .server,
+                    sqlState: "22021",
+                    message: "invalid byte sequence for encoding \"UTF8\": 0x00 (parameter $\(index + 1))"
+                )
+            }
         }
+    }
+
+    /// Sends an extended-protocol statement and reads its result.
+    func query(_ statement: Statement, deadline: Deadline) throws -> PostgresRows {
+        let conn = try usableConnection()
+        try statement.checkParameters()
+        if let name = statement.statementName {
+            try prepare(name, statement.sql, deadline: deadline)
+        }
+        try send(statement, on: conn)
+        try flush(deadline: deadline)
+        return try collectResults(deadline: deadline, expectCopyIn: false) ?? PostgresRows()
+    }
+
+    /// Sends `statements` in pipeline mode and then reads all their results: one round trip
+    /// (statements prepared by name for the first time are prepared before, one each).
+    ///
+    /// A statement that fails ends the pipeline: PostgreSQL skips the ones after it, and its
+    /// error is thrown once every result was read, so the connection is idle again. Inside a
+    /// transaction block, that leaves the transaction failed, as any error does.
+    func pipeline(_ statements: [Statement], deadline: Deadline) throws -> [PostgresRows] {
+        let conn = try usableConnection()
+        for statement in statements {
+            try statement.checkParameters()
+            if let name = statement.statementName {
+                try prepare(name, statement.sql, deadline: deadline)
+            }
+        }
+        guard PQenterPipelineMode(conn) == 1 else {
+            throw protocolFailure(connectionErrorMessage(fallback: "could not enter pipeline mode"))
+        }
+        do {
+            for statement in statements {
+                try send(statement, on: conn)
+            }
+            guard PQpipelineSync(conn) == 1 else { throw sendFailure() }
+            try flush(deadline: deadline)
+            let results = try collectPipelineResults(expected: statements.count, deadline: deadline)
+            guard PQexitPipelineMode(conn) == 1 else {
+                throw protocolFailure(connectionErrorMessage(fallback: "could not leave pipeline mode"))
+            }
+            return results
+        } catch {
+            // Results left unread put the connection out of step with the server.
+            if PQexitPipelineMode(conn) != 1 {
+                flags.markBroken()
+            }
+            throw error
+        }
+    }
+
+    /// Queues one statement with libpq (prepared already, if it has a name).
+    private func send(_ statement: Statement, on conn: OpaquePointer) throws {
+        let parameters = statement.parameters
         let buffers: [UnsafeMutablePointer<CChar>?] = parameters.map { parameter in
             guard let parameter else { return nil }
             let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: parameter.count + 1)
@@ -335,16 +385,15 @@ final class LibpqConnection {
         }
         let values = buffers.map { $0.map { UnsafePointer($0) } }
         let lengths = parameters.map { Int32($0?.count ?? 0) }
-        let formats: [Int32]? = binary.contains(true) ? parameters.indices.map { isBinary($0) ? 1 : 0 } : nil
+        let formats: [Int32]? =
+            statement.binary.contains(true) ? parameters.indices.map { statement.isBinary($0) ? 1 : 0 } : nil
         let sent =
-            if let statementName {
-                PQsendQueryPrepared(conn, statementName, Int32(parameters.count), values, lengths, formats, 0)
+            if let name = statement.statementName {
+                PQsendQueryPrepared(conn, name, Int32(parameters.count), values, lengths, formats, 0)
             } else {
-                PQsendQueryParams(conn, sql, Int32(parameters.count), nil, values, lengths, formats, 0)
+                PQsendQueryParams(conn, statement.sql, Int32(parameters.count), nil, values, lengths, formats, 0)
             }
         guard sent == 1 else { throw sendFailure() }
-        try flush(deadline: deadline)
-        return try collectResults(deadline: deadline, expectCopyIn: false) ?? PostgresRows()
     }
 
     /// Sends one or more statements over the simple protocol; returns the last result.
@@ -493,23 +542,82 @@ final class LibpqConnection {
         if let unexpected {
             throw unexpected
         }
-        if var firstError {
-            if isStatusBad {
-                firstError.code = .connectionLost
-                flags.markBroken()
-                logger.debug(
-                    "postgres connection lost",
-                    metadata: ["postgres.sqlstate": "\(firstError.sqlState ?? "none")"]
-                )
-            } else if firstError.sqlState == nil {
-                // An error libpq made up itself while the connection still looks fine: the stream is out of step.
-                firstError.code = .protocolError
-                flags.markBroken()
-            }
-            throw firstError
+        if let firstError {
+            throw settled(firstError)
         }
         guard let last else { return PostgresRows() }
         return Self.rows(from: last)
+    }
+
+    /// Reads a pipeline's results up to its sync: one result per statement, empty for those
+    /// skipped after a failure. The first error is thrown once all were read.
+    private func collectPipelineResults(expected: Int, deadline: Deadline) throws -> [PostgresRows] {
+        guard let conn else { throw PostgresError(code: .closed, message: "the connection was closed") }
+        var results: [PostgresRows] = []
+        results.reserveCapacity(expected)
+        var firstError: PostgresError?
+        // libpq ends each statement's results with a NULL; two in a row mean it has nothing
+        // more queued, which cannot happen before the sync.
+        var endedStatement = false
+        while true {
+            do {
+                try waitUntilNotBusy(deadline: deadline)
+            } catch let error as PostgresError where error.code == .connectionLost {
+                guard var reason = firstError else { throw error }
+                reason.code = .connectionLost
+                throw reason
+            }
+            guard let result = PQgetResult(conn) else {
+                if endedStatement {
+                    throw protocolFailure("the pipeline ended without its sync")
+                }
+                endedStatement = true
+                continue
+            }
+            endedStatement = false
+            let status = PQresultStatus(result)
+            defer { PQclear(result) }
+            switch status {
+            case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
+                results.append(Self.rows(from: result))
+            case PGRES_FATAL_ERROR:
+                if firstError == nil {
+                    firstError = serverFailure(result)
+                }
+                results.append(PostgresRows())
+            case PGRES_PIPELINE_ABORTED:
+                results.append(PostgresRows())
+            case PGRES_NONFATAL_ERROR:
+                break
+            case PGRES_PIPELINE_SYNC:
+                if let firstError {
+                    throw settled(firstError)
+                }
+                guard results.count == expected else {
+                    throw protocolFailure("the pipeline returned \(results.count) results for \(expected) statements")
+                }
+                return results
+            default:
+                // COPY cannot run in a pipeline; nor can anything else this client did not send.
+                throw protocolFailure("unexpected result status in a pipeline: \(String(cString: PQresStatus(status)))")
+            }
+        }
+    }
+
+    /// A call's first error result as it is thrown: `.connectionLost` if the connection died
+    /// with it, `.protocolError` if libpq made it up while the connection still looks fine
+    /// (the stream is out of step); either way the connection is not used again.
+    private func settled(_ error: PostgresError) -> PostgresError {
+        var error = error
+        if isStatusBad {
+            error.code = .connectionLost
+            flags.markBroken()
+            logger.debug("postgres connection lost", metadata: ["postgres.sqlstate": "\(error.sqlState ?? "none")"])
+        } else if error.sqlState == nil {
+            error.code = .protocolError
+            flags.markBroken()
+        }
+        return error
     }
 
     /// Reads from the socket until PQgetResult would not block.

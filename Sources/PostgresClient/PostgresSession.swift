@@ -9,6 +9,37 @@ public struct PreparedStatement: Sendable {
     }
 }
 
+/// One statement of `PostgresSession.pipeline(_:)`.
+public enum PipelineStatement: Sendable {
+    /// A statement without parameters (one only: the extended protocol takes no `;` lists).
+    case plain(String)
+    /// A prepared statement (see `PostgresSession.query(_:parameters:)`).
+    case prepared(PreparedStatement, [PostgresParameter])
+
+    var libpq: LibpqConnection.Statement {
+        switch self {
+        case .plain(let sql):
+            return LibpqConnection.Statement(sql: sql)
+        case .prepared(let statement, let parameters):
+            var bytes: [[UInt8]?] = []
+            var binary: [Bool] = []
+            bytes.reserveCapacity(parameters.count)
+            binary.reserveCapacity(parameters.count)
+            for parameter in parameters {
+                switch parameter {
+                case .text(let text):
+                    bytes.append(text.map { Array($0.utf8) })
+                    binary.append(false)
+                case .binary(let value):
+                    bytes.append(value)
+                    binary.append(true)
+                }
+            }
+            return LibpqConnection.Statement(sql: statement.sql, parameters: bytes, binary: binary, statementName: statement.name)
+        }
+    }
+}
+
 /// Synchronous access to one connection, valid only inside `PostgresConnection.withSession`; must not escape.
 public final class PostgresSession {
     private let connection: LibpqConnection
@@ -29,9 +60,7 @@ public final class PostgresSession {
 
     /// Runs an extended-protocol query with text parameters `$1, $2, ...` (`nil` is NULL).
     public func query(_ sql: String, _ parameters: [String?] = []) throws -> PostgresRows {
-        try checkValid()
-        let bytes = parameters.map { $0.map { Array($0.utf8) } }
-        return try connection.query(sql, parameters: bytes, deadline: Deadline(after: timeout))
+        try query(sql, byteParameters: parameters.map { $0.map { Array($0.utf8) } })
     }
 
     /// Runs `statement`, prepared on first use on this connection (or by `prepare(_:)`) and run
@@ -43,27 +72,7 @@ public final class PostgresSession {
     /// Runs `statement` (see `query(_:_:)`) with parameters in text or binary format.
     public func query(_ statement: PreparedStatement, parameters: [PostgresParameter]) throws -> PostgresRows {
         try checkValid()
-        var bytes: [[UInt8]?] = []
-        var binary: [Bool] = []
-        bytes.reserveCapacity(parameters.count)
-        binary.reserveCapacity(parameters.count)
-        for parameter in parameters {
-            switch parameter {
-            case .text(let text):
-                bytes.append(text.map { Array($0.utf8) })
-                binary.append(false)
-            case .binary(let value):
-                bytes.append(value)
-                binary.append(true)
-            }
-        }
-        return try connection.query(
-            statement.sql,
-            parameters: bytes,
-            binary: binary,
-            statementName: statement.name,
-            deadline: Deadline(after: timeout)
-        )
+        return try connection.query(PipelineStatement.prepared(statement, parameters).libpq, deadline: Deadline(after: timeout))
     }
 
     /// Prepares `statement` now rather than on first use: one that does not parse fails here,
@@ -76,7 +85,19 @@ public final class PostgresSession {
     /// Runs an extended-protocol query with text-format parameters given as exact bytes (`nil` is NULL).
     public func query(_ sql: String, byteParameters: [[UInt8]?]) throws -> PostgresRows {
         try checkValid()
-        return try connection.query(sql, parameters: byteParameters, deadline: Deadline(after: timeout))
+        return try connection.query(.init(sql: sql, parameters: byteParameters), deadline: Deadline(after: timeout))
+    }
+
+    /// Sends all of `statements`, then reads their results: one round trip instead of one
+    /// each (PostgreSQL's pipeline mode). Returns one result per statement, in order.
+    ///
+    /// A statement that fails ends the pipeline: the ones after it are skipped, and its error
+    /// is thrown. Inside a transaction block, that leaves the transaction failed, as any error
+    /// does; outside one, each statement commits by itself. The timeout covers the whole
+    /// pipeline. `COPY` cannot run in a pipeline.
+    public func pipeline(_ statements: [PipelineStatement]) throws -> [PostgresRows] {
+        try checkValid()
+        return try connection.pipeline(statements.map(\.libpq), deadline: Deadline(after: timeout))
     }
 
     /// Runs one or more `;`-separated statements over the simple protocol; returns the last result.

@@ -149,6 +149,101 @@ struct PostgresConnectionTests {
         }
     }
 
+    @Test("a pipeline returns one result per statement, in order, and leaves pipeline mode behind it")
+    func pipelineResults() async throws {
+        try await withServer { server in
+            try await withConnection(to: server) { connection in
+                try await connection.execute("CREATE TABLE p (id int PRIMARY KEY, note text)")
+                let insert = PreparedStatement("test_pipeline_insert", "INSERT INTO p VALUES ($1, $2)")
+                let select = PreparedStatement("test_pipeline_select", "SELECT id, note FROM p WHERE id <> ALL($1::text[]::int[]) ORDER BY id")
+                try await connection.withSession { session in
+                    let results = try session.pipeline([
+                        .plain("BEGIN"),
+                        .prepared(insert, [.text("1"), .text("eins")]),
+                        .prepared(insert, [.text("2"), .text(nil)]),
+                        .prepared(insert, [.text("3"), .text("drei")]),
+                        .prepared(select, [.binary(PostgresBinary.textArray(["3"]))]),
+                        .plain("COMMIT"),
+                    ])
+                    #expect(results.count == 6)
+                    #expect(results[1].affectedRows == 1)
+                    #expect(results[4].columns == ["id", "note"])
+                    #expect(results[4].rows == [["1", "eins"], ["2", nil]])
+                    // Prepared already: run by name, in a second pipeline.
+                    let again = try session.pipeline([.prepared(select, [.binary(PostgresBinary.textArray([]))])])
+                    #expect(again.map(\.rows.count) == [3])
+                    // COPY is refused in pipeline mode, so this shows the connection left it.
+                    #expect(try session.copyIn("COPY p FROM STDIN", data: Array("4\tvier\n".utf8)) == 1)
+                }
+                #expect(try await connection.query("SELECT count(*) AS n FROM p")[0, "n"] == "4")
+            }
+        }
+    }
+
+    @Test("a failing statement ends its pipeline: the rest is skipped, its error thrown, and the connection stays usable")
+    func pipelineFailure() async throws {
+        try await withServer { server in
+            try await withConnection(to: server) { connection in
+                try await connection.execute("CREATE TABLE p (id int PRIMARY KEY)")
+                // In a transaction block: the transaction is left failed, for the caller to roll back.
+                let duplicate = await expectPostgresError {
+                    try await connection.withSession { session in
+                        do {
+                            _ = try session.pipeline([
+                                .plain("BEGIN"), .plain("INSERT INTO p VALUES (1)"), .plain("INSERT INTO p VALUES (1)"),
+                                .plain("INSERT INTO p VALUES (3)"), .plain("COMMIT"),
+                            ])
+                        } catch {
+                            #expect(throws: PostgresError.self, "the transaction should be failed") {
+                                try session.execute("SELECT 1")
+                            }
+                            throw error
+                        }
+                    }
+                }
+                #expect(duplicate?.sqlState == "23505")
+                #expect(duplicate?.code == .server)
+                let aborted = try await connection.execute("ROLLBACK")
+                #expect(aborted.rows.isEmpty)
+                // Outside one: the pipeline is one implicit transaction, undone as a whole.
+                let division = await expectPostgresError {
+                    try await connection.withSession { session in
+                        _ = try session.pipeline([.plain("INSERT INTO p VALUES (10)"), .plain("SELECT 1 / 0"), .plain("INSERT INTO p VALUES (11)")])
+                    }
+                }
+                #expect(division?.sqlState == "22012")
+                // A NUL in a text parameter is refused before anything is sent.
+                let nul = await expectPostgresError {
+                    try await connection.withSession { session in
+                        _ = try session.pipeline([
+                            .plain("INSERT INTO p VALUES (20)"),
+                            .prepared(PreparedStatement("test_pipeline_nul", "SELECT $1::text"), [.text("a\u{0}b")]),
+                        ])
+                    }
+                }
+                #expect(nul?.sqlState == "22021")
+                #expect(!connection.isBroken)
+                #expect(try await connection.query("SELECT count(*) AS n FROM p")[0, "n"] == "0")
+            }
+        }
+    }
+
+    @Test("a pipeline that overruns the session timeout fails with timeout and breaks the connection")
+    func pipelineTimeout() async throws {
+        try await withServer { server in
+            try await withConnection(to: server) { connection in
+                let error = await expectPostgresError {
+                    try await connection.withSession { session in
+                        session.timeout = .milliseconds(300)
+                        _ = try session.pipeline([.plain("SELECT 1"), .plain("SELECT pg_sleep(5)"), .plain("SELECT 2")])
+                    }
+                }
+                #expect(error?.code == .timeout)
+                #expect(connection.isBroken)
+            }
+        }
+    }
+
     @Test("copyIn loads 50,000 rows with escaped tabs, newlines and backslashes")
     func copyIn() async throws {
         func body(_ id: Int) -> String { "row \(id)\twith a tab\nand a newline \\ backslash\r é 日本 \(id)" }

@@ -157,8 +157,8 @@ public enum MessageStore {
 
     /// Around the direct path's COPY (see `storeDirect`); `SET LOCAL` ends with the transaction.
     static let allowCachedPlans = "SET LOCAL plan_cache_mode = auto; SET LOCAL enable_seqscan = off"
-    /// Back to the session's settings (see `prepare`).
-    static let forceCustomPlans = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_seqscan = on"
+    /// Back to the session's settings (see `prepare`); two statements, for a pipeline.
+    static let forceCustomPlans = ["SET LOCAL plan_cache_mode = force_custom_plan", "SET LOCAL enable_seqscan = on"]
 
     /// Prepares a fresh connection for `store`.
     ///
@@ -304,9 +304,11 @@ public enum MessageStore {
     /// from going away meanwhile.
     static func storeDirect(_ unit: [IncomingMessage], in session: PostgresSession) throws -> Report? {
         let conversations = Set(unit.map(\.conversationID)).sorted { $0.text < $1.text }
-        try session.execute("BEGIN")
         do {
-            let states = try conversationStates(of: conversations, in: session)
+            // BEGIN and the read in one round trip, as the end below: with batches of a few
+            // messages, as at moderate rates, round trips were most of the store's time.
+            let begun = try session.pipeline([.plain("BEGIN"), readConversationStates(conversations)])
+            let states = conversationStates(begun[1])
             var owners = states.mapValues(\.owner)
             if owners.count < conversations.count {
                 // New conversations: owned by the user of their first message in the unit.
@@ -343,25 +345,28 @@ public enum MessageStore {
             // fifth of the backend's time. So the COPY and the contexts' insert run with cached
             // plans allowed, and without sequential scans: a plan cached while `conversations`
             // was small would otherwise scan the whole table for every row as it grows.
-            try session.execute(allowCachedPlans)
             do {
-                try session.copyIn(copyMessages, data: encodeMessages(unit))
+                try session.copyIn(allowCachedPlans + "; " + copyMessages, data: encodeMessages(unit))
             } catch let error as PostgresError where error.sqlState == "23505" {
                 // A message_id that is stored already (a redelivery): judged on the staged path.
                 try session.execute("ROLLBACK")
                 return nil
             }
+            // The rest is one pipeline: the contexts, the settings back, the update, COMMIT.
+            var end: [PipelineStatement] = []
             let withContexts = unit.filter { $0.contexts != nil }
             if !withContexts.isEmpty {
-                _ = try session.query(
-                    insertContexts,
-                    parameters: [
-                        .binary(PostgresBinary.uuidArray(withContexts.map(\.id.bytes))),
-                        .binary(PostgresBinary.jsonbArray(withContexts.map(\.contexts))),
-                    ]
+                end.append(
+                    .prepared(
+                        insertContexts,
+                        [
+                            .binary(PostgresBinary.uuidArray(withContexts.map(\.id.bytes))),
+                            .binary(PostgresBinary.jsonbArray(withContexts.map(\.contexts))),
+                        ]
+                    )
                 )
             }
-            try session.execute(forceCustomPlans)
+            end += forceCustomPlans.map { .plain($0) }
             // Titles are derived only where they can matter. A title's state only ever moves
             // forward (none, then derived from ever earlier messages, then explicit), so a
             // state read without a lock can only make this derive too much, never too little;
@@ -371,20 +376,25 @@ public enum MessageStore {
                 states[conversation]?.title.derivationMatters(at: at) ?? true
             }
             .sorted { $0.conversationID.text < $1.conversationID.text }
-            let rows = try session.query(
-                updateConversations,
-                parameters: [
-                    .binary(PostgresBinary.uuidArray(touched.map(\.conversationID.bytes))),
-                    .binary(PostgresBinary.timestamptzArray(touched.map(\.firstAt.microseconds))),
-                    .binary(PostgresBinary.textArray(touched.map(\.explicitTitle))),
-                    .binary(PostgresBinary.textArray(touched.map(\.derivedTitle))),
-                    .binary(PostgresBinary.timestamptzArray(touched.map { $0.derivedAt?.microseconds })),
-                    .binary(PostgresBinary.jsonbArray(unit.compactMap(\.metadata))),
-                ]
+            end.append(
+                .prepared(
+                    updateConversations,
+                    [
+                        .binary(PostgresBinary.uuidArray(touched.map(\.conversationID.bytes))),
+                        .binary(PostgresBinary.timestamptzArray(touched.map(\.firstAt.microseconds))),
+                        .binary(PostgresBinary.textArray(touched.map(\.explicitTitle))),
+                        .binary(PostgresBinary.textArray(touched.map(\.derivedTitle))),
+                        .binary(PostgresBinary.timestamptzArray(touched.map { $0.derivedAt?.microseconds })),
+                        .binary(PostgresBinary.jsonbArray(unit.compactMap(\.metadata))),
+                    ]
+                )
             )
-            let report = try directReport(unit, rows)
-            try session.execute("COMMIT")
-            return report
+            let updated = end.count - 1
+            end.append(.plain("COMMIT"))
+            // Committed once this returns. Should the update's rows then not add up (which
+            // PostgreSQL does not do), the batch is retried and the messages are found stored.
+            let rows = try session.pipeline(end)[updated]
+            return try directReport(unit, rows)
         } catch {
             _ = try? session.execute("ROLLBACK")
             throw error
@@ -441,7 +451,15 @@ public enum MessageStore {
     }
 
     static func conversationStates(of conversations: [UUIDText], in session: PostgresSession) throws -> [UUIDText: ConversationState] {
-        let rows = try session.query(conversationStates, parameters: [.binary(PostgresBinary.uuidArray(conversations.map(\.bytes)))])
+        conversationStates(try session.query(conversationStates, parameters: [.binary(PostgresBinary.uuidArray(conversations.map(\.bytes)))]))
+    }
+
+    static func readConversationStates(_ conversations: [UUIDText]) -> PipelineStatement {
+        .prepared(conversationStates, [.binary(PostgresBinary.uuidArray(conversations.map(\.bytes)))])
+    }
+
+    /// The states in the rows of `conversationStates`.
+    static func conversationStates(_ rows: PostgresRows) -> [UUIDText: ConversationState] {
         var found: [UUIDText: ConversationState] = [:]
         found.reserveCapacity(rows.rows.count)
         for row in rows.rows {
