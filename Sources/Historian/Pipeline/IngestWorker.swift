@@ -161,6 +161,8 @@ struct IngestWorker {
         let deadline = ContinuousClock.now + settings.batchLinger
         while delivery.count < settings.batchSize {
             let remaining = deadline - ContinuousClock.now
+            // Redis blocks in whole milliseconds, so a read waits only while a whole one is
+            // left: with the default linger of 1 ms, the batch is what the first read returned.
             guard remaining > .milliseconds(1) else { break }
             let more = try await settings.stream.read(
                 redis,
