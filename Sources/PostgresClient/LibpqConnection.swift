@@ -495,15 +495,7 @@ final class LibpqConnection {
             }
         }
         while true {
-            do {
-                try waitUntilNotBusy(deadline: deadline)
-            } catch let error as PostgresError where error.code == .connectionLost {
-                // The server usually says why before it hangs up (57P01 and the like); keep that.
-                guard var reason = firstError else { throw error }
-                reason.code = .connectionLost
-                throw reason
-            }
-            guard let result = PQgetResult(conn) else { break }
+            guard let result = try nextResult(of: conn, after: firstError, deadline: deadline) else { break }
             let status = PQresultStatus(result)
             switch status {
             case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
@@ -560,14 +552,7 @@ final class LibpqConnection {
         // more queued, which cannot happen before the sync.
         var endedStatement = false
         while true {
-            do {
-                try waitUntilNotBusy(deadline: deadline)
-            } catch let error as PostgresError where error.code == .connectionLost {
-                guard var reason = firstError else { throw error }
-                reason.code = .connectionLost
-                throw reason
-            }
-            guard let result = PQgetResult(conn) else {
+            guard let result = try nextResult(of: conn, after: firstError, deadline: deadline) else {
                 if endedStatement {
                     throw protocolFailure("the pipeline ended without its sync")
                 }
@@ -618,6 +603,20 @@ final class LibpqConnection {
             flags.markBroken()
         }
         return error
+    }
+
+    /// The next result, read once it is in; nil between statements and at the end. When the
+    /// connection is lost meanwhile, an error result already read is thrown with that code:
+    /// the server usually says why before it hangs up (57P01 and the like).
+    private func nextResult(of conn: OpaquePointer, after firstError: PostgresError?, deadline: Deadline) throws -> OpaquePointer? {
+        do {
+            try waitUntilNotBusy(deadline: deadline)
+        } catch let error as PostgresError where error.code == .connectionLost {
+            guard var reason = firstError else { throw error }
+            reason.code = .connectionLost
+            throw reason
+        }
+        return PQgetResult(conn)
     }
 
     /// Reads from the socket until PQgetResult would not block.
