@@ -451,9 +451,11 @@ public enum MessageStore {
     }
 
     static func conversationStates(of conversations: [UUIDText], in session: PostgresSession) throws -> [UUIDText: ConversationState] {
-        conversationStates(try session.query(conversationStates, parameters: [.binary(PostgresBinary.uuidArray(conversations.map(\.bytes)))]))
+        conversationStates(try session.pipeline([readConversationStates(conversations)])[0])
     }
 
+    /// The read, to run alone or at the head of a pipeline (a pipeline of one costs what a
+    /// single query does: the same messages, one round trip).
     static func readConversationStates(_ conversations: [UUIDText]) -> PipelineStatement {
         .prepared(conversationStates, [.binary(PostgresBinary.uuidArray(conversations.map(\.bytes)))])
     }
