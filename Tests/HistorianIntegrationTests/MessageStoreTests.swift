@@ -181,9 +181,9 @@ struct MessageStoreTests {
             #expect(Set(again.results.values) == [.alreadyStored])
             #expect(again.cacheWrites.isEmpty)
             #expect(try await connection.withSession { try Self.snapshot($0) } == before)
-            // The direct path allows cached plans (and forbids sequential scans) for its COPY
-            // only, with SET LOCAL, also when it rolls back; the connection's statements are
-            // still planned on every call, with every plan allowed.
+            // The direct path allows cached plans (and forbids sequential scans) for its
+            // transaction only, with SET LOCAL, also when it rolls back; the connection's
+            // statements are still planned on every call, with every plan allowed.
             #expect(try await Self.settings(connection) == ["force_custom_plan", "on"])
 
             // One new message beside one with another user and one conflicting redelivery.
@@ -210,6 +210,53 @@ struct MessageStoreTests {
             #expect(newConversation.path == .staged)
             #expect(newConversation.results[fresh.id] == .stored)
             #expect(newConversation.results[intruder.id] == .userMismatch)
+        }
+    }
+
+    @Test("the direct path's cached plans look rows up by key, whatever the statistics said when they were made")
+    func cachedPlansLookUpByKey() async throws {
+        try await TestEnvironment.with { environment in
+            let connection = try await Self.migrated(environment, database: "plans")
+            defer { connection.close() }
+            // A few conversations, and statistics that say so, as autovacuum leaves them early
+            // on. Each statement's generic plan is made now, as the plan cache would make it.
+            _ = try await connection.withSession { try MessageStore.store(Self.units()[0], in: $0) }
+            try await connection.execute("ANALYZE conversations")
+            func plan(_ statement: String, _ settings: String) async throws -> String {
+                try await connection.withSession { session in
+                    try session.execute("BEGIN")
+                    defer { _ = try? session.execute("ROLLBACK") }
+                    try session.execute(settings)
+                    try session.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                    return try session.query("EXPLAIN EXECUTE " + statement).rows.compactMap { $0.first ?? nil }.joined(separator: "\n")
+                }
+            }
+            /// Whether every scan of a table is an index lookup with a condition.
+            func looksUpByKey(_ plan: String) -> Bool {
+                !plan.contains("Seq Scan") && plan.components(separatedBy: " Scan using ").count == plan.components(separatedBy: "Index Cond:").count
+            }
+            // The statements the direct path runs with cached plans.
+            for statement in [
+                "historian_conversation_states('{}')",
+                "historian_create_conversations('{}', '{}', '{}', '{}')",
+                "historian_insert_contexts('{}', '{}')",
+                "historian_update_conversations('{}', '{}', '{}', '{}', '{}', '{}')",
+            ] {
+                let cached = try await plan(statement, MessageStore.cachedPlanSettings)
+                #expect(looksUpByKey(cached), "\(statement): \(cached)")
+            }
+            // Why the update also names its conversations in an `= ANY` condition: joined only
+            // to the array, its generic plan reads every conversation, even without
+            // sequential scans (a hash join, or a nested loop, over the whole index).
+            try await connection.execute(
+                """
+                PREPARE joined_only (uuid[]) AS
+                UPDATE conversations AS c SET cache_version = c.cache_version FROM unnest($1) AS t (id) WHERE c.id = t.id
+                """
+            )
+            let joinedOnly = try await plan("joined_only('{}')", MessageStore.cachedPlanSettings)
+            #expect(joinedOnly.contains("conversations_pkey on conversations"))
+            #expect(!looksUpByKey(joinedOnly), "\(joinedOnly)")
         }
     }
 

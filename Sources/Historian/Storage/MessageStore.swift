@@ -155,19 +155,20 @@ public enum MessageStore {
         FROM messages AS m WHERE m.id = ANY($1::uuid[])
         """
 
-    /// Around the direct path's COPY (see `storeDirect`); `SET LOCAL` ends with the transaction.
-    static let allowCachedPlans = "SET LOCAL plan_cache_mode = auto; SET LOCAL enable_seqscan = off"
-    /// Back to the session's settings (see `prepare`); two statements, for a pipeline.
-    static let forceCustomPlans = ["SET LOCAL plan_cache_mode = force_custom_plan", "SET LOCAL enable_seqscan = on"]
+    /// The direct path's settings (see `storeDirect`), as `SET LOCAL` would make them (they end
+    /// with the transaction, committed or rolled back), in one statement.
+    static let cachedPlanSettings = """
+        SELECT set_config('plan_cache_mode', 'auto', true), set_config('enable_seqscan', 'off', true)
+        """
 
     /// Prepares a fresh connection for `store`.
     ///
     /// The direct path's statements are prepared here, so that the first batch does not wait
     /// for them to be parsed (and a schema they do not fit fails at startup); the staged path's
-    /// on first use. They are prepared (parsed once) but planned on every call (the COPY, which
-    /// runs none of them, is the exception; see `storeDirect`): their
-    /// arrays of IDs differ in length from batch to batch, and a generic plan chosen while the
-    /// tables were small (a sequential scan of `messages`) would stay in use as they grow.
+    /// on first use. Apart from the direct path's, which run with cached plans (see
+    /// `storeDirect`), they are planned on every call: their arrays of IDs differ in length
+    /// from batch to batch, and a generic plan chosen while the tables were small (a
+    /// sequential scan of `messages`) would stay in use as they grow.
     ///
     /// They look rows up by key, and the rows they touch (conversations with recent messages,
     /// messages just written) are in memory. With the default `random_page_cost` of 4, priced
@@ -283,7 +284,7 @@ public enum MessageStore {
                 UPDATE conversations AS c SET \(conversationChanges)
                 FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::timestamptz[])
                     AS t (conversation_id, first_at, explicit_title, derived_title, derived_at)
-                WHERE c.id = t.conversation_id
+                WHERE c.id = ANY($1::uuid[]) AND c.id = t.conversation_id
                 RETURNING c.id, c.cache_version
             )
             SELECT id::text, cache_version::text, NULL::text FROM updated
@@ -296,19 +297,31 @@ public enum MessageStore {
     ///
     /// The conversations' row locks are taken last, by the update itself: a concurrent writer
     /// whose batch shares a conversation then waits only for this transaction's update and
-    /// commit, not for its COPY as well. The update walks its ID-sorted arrays and looks each
-    /// conversation up by key, so it locks them in ID order, as every writer does; should a
-    /// plan ever lock them in another order, PostgreSQL reports the deadlock (40P01), which is
+    /// commit, not for its COPY as well. The update looks its conversations up by key and joins
+    /// them to its ID-sorted arrays; whichever side drives the join, the rows come in ID order,
+    /// so it locks them in ID order, as every writer does. Should a plan ever lock them in
+    /// another order, PostgreSQL reports the deadlock (40P01), which is
     /// retried like any transient error. Owners never change, so reading them without a lock
     /// is enough to check the messages; the messages' foreign keys keep their conversations
     /// from going away meanwhile.
     static func storeDirect(_ unit: [IncomingMessage], in session: PostgresSession) throws -> Report? {
         let conversations = Set(unit.map(\.conversationID)).sorted { $0.text < $1.text }
         do {
-            // BEGIN and the read in one round trip, as the end below: with batches of a few
-            // messages, as at moderate rates, round trips were most of the store's time.
-            let begun = try session.pipeline([.plain("BEGIN"), readConversationStates(conversations)])
-            let states = conversationStates(begun[1])
+            // BEGIN, the settings and the read in one round trip, as the end below: with batches
+            // of a few messages, as at moderate rates, round trips were most of the store's time.
+            //
+            // The transaction runs with cached plans allowed and without sequential scans.
+            // PostgreSQL checks each row's foreign key with a query of its own, through a cached
+            // plan; forced custom plans would plan that query again for every row, which took a
+            // fifth of the backend's time. The read, the update and the inserts of conversations
+            // and contexts are then planned once per connection rather than once per batch: at
+            // moderate rates, with a few messages a batch, planning the update alone cost about
+            // a tenth of PostgreSQL's CPU. Each of them looks rows up by key (the update names
+            // its conversations in an `= ANY` condition for that), so without sequential scans
+            // their plans are index lookups whatever the statistics say. A plan cached while
+            // `conversations` was small would otherwise read the whole table as it grows.
+            let begun = try session.pipeline([.plain("BEGIN"), .plain(cachedPlanSettings), readConversationStates(conversations)])
+            let states = conversationStates(begun[begun.count - 1])
             var owners = states.mapValues(\.owner)
             if owners.count < conversations.count {
                 // New conversations: owned by the user of their first message in the unit.
@@ -340,19 +353,14 @@ public enum MessageStore {
                 try session.execute("ROLLBACK")
                 return nil
             }
-            // PostgreSQL checks each row's foreign key with a query of its own, through a cached
-            // plan; forced custom plans would plan that query again for every row, which took a
-            // fifth of the backend's time. So the COPY and the contexts' insert run with cached
-            // plans allowed, and without sequential scans: a plan cached while `conversations`
-            // was small would otherwise scan the whole table for every row as it grows.
             do {
-                try session.copyIn(allowCachedPlans + "; " + copyMessages, data: encodeMessages(unit))
+                try session.copyIn(copyMessages, data: encodeMessages(unit))
             } catch let error as PostgresError where error.sqlState == "23505" {
                 // A message_id that is stored already (a redelivery): judged on the staged path.
                 try session.execute("ROLLBACK")
                 return nil
             }
-            // The rest is one pipeline: the contexts, the settings back, the update, COMMIT.
+            // The rest is one pipeline: the contexts, the update, COMMIT.
             var end: [PipelineStatement] = []
             let withContexts = unit.filter { $0.contexts != nil }
             if !withContexts.isEmpty {
@@ -366,7 +374,6 @@ public enum MessageStore {
                     )
                 )
             }
-            end += forceCustomPlans.map { .plain($0) }
             // Titles are derived only where they can matter. A title's state only ever moves
             // forward (none, then derived from ever earlier messages, then explicit), so a
             // state read without a lock can only make this derive too much, never too little;
