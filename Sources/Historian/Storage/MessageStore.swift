@@ -300,10 +300,10 @@ public enum MessageStore {
     /// commit, not for its COPY as well. The update looks its conversations up by key and joins
     /// them to its ID-sorted arrays; whichever side drives the join, the rows come in ID order,
     /// so it locks them in ID order, as every writer does. Should a plan ever lock them in
-    /// another order, PostgreSQL reports the deadlock (40P01), which is
-    /// retried like any transient error. Owners never change, so reading them without a lock
-    /// is enough to check the messages; the messages' foreign keys keep their conversations
-    /// from going away meanwhile.
+    /// another order, PostgreSQL reports the deadlock (40P01), which is retried like any
+    /// transient error. Owners never change, so reading them without a lock is enough to check
+    /// the messages; the messages' foreign keys keep their conversations from going away
+    /// meanwhile.
     static func storeDirect(_ unit: [IncomingMessage], in session: PostgresSession) throws -> Report? {
         let conversations = Set(unit.map(\.conversationID)).sorted { $0.text < $1.text }
         do {
@@ -316,9 +316,9 @@ public enum MessageStore {
             // fifth of the backend's time. The read, the update and the inserts of conversations
             // and contexts are then planned once per connection rather than once per batch: at
             // moderate rates, with a few messages a batch, planning the update cost 3 to 7% of
-            // PostgreSQL's CPU. Each of them looks rows up by key (the update names
-            // its conversations in an `= ANY` condition for that), so without sequential scans
-            // their plans are index lookups whatever the statistics say. A plan cached while
+            // PostgreSQL's CPU. Each of them looks rows up by key (the update names its
+            // conversations in an `= ANY` condition for that), so without sequential scans their
+            // plans are index lookups whatever the statistics say. A plan cached while
             // `conversations` was small would otherwise read the whole table as it grows.
             let begun = try session.pipeline([.plain("BEGIN"), .plain(cachedPlanSettings), readConversationStates(conversations)])
             let states = conversationStates(begun[begun.count - 1])
