@@ -3,7 +3,6 @@ import Historian
 import LocalServers
 import PostgresClient
 import RedisClient
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -457,8 +456,8 @@ struct ServerCPU {
 
 // MARK: - Latency
 
-/// A producer appends at a fixed rate to a stream a running `historian run` consumes; a second
-/// connection watches the consumer group and notes when each entry is acknowledged. Historian
+/// A producer appends at a fixed rate to a stream a running `historian run` consumes, and
+/// watches the consumer group to note when each entry is acknowledged. Historian
 /// acknowledges an entry only after its message is committed and the cache refreshed, so the
 /// time from XADD to acknowledgement is the time to committed-and-cached.
 struct LatencyPhase {
@@ -499,44 +498,29 @@ struct LatencyPhase {
             standardError: log
         )
         defer { daemon.signal(SIGKILL) }
-        let producer = try await servers.redisConnection()
-        let watcher = try await servers.redisConnection()
-        defer {
-            producer.close()
-            watcher.close()
-        }
-        try await waitUntilReading(watcher, daemon: daemon, log: log)
+        let redis = try await servers.redisConnection()
+        defer { redis.close() }
+        try await waitUntilReading(redis, daemon: daemon, log: log)
 
         report("latency: \(rate) messages/s for \(messages.count / max(1, rate)) s")
-        let sent = SentLog(capacity: messages.count)
         let serversBefore = ServerCPU(servers)
-        let samples = try await withThrowingTaskGroup(of: [LatencySample]?.self) { group in
-            group.addTask {
-                try await produce(producer, into: sent)
-                return nil
-            }
-            group.addTask {
-                try await watch(watcher, sent: sent)
-            }
-            var samples: [LatencySample] = []
-            for try await result in group {
-                if let result { samples = result }
-            }
-            return samples
-        }
+        let ownBefore = ServerCPU.stat(getpid())?.own ?? 0
+        let (samples, achievedRate) = try await produceAndWatch(redis)
         let serversAfter = ServerCPU(servers)
+        let ownAfter = ServerCPU.stat(getpid())?.own ?? 0
         daemon.signal(SIGTERM)
         guard try await daemon.wait(timeout: .seconds(30)) == 0 else {
             throw BenchmarkError("latency: historian did not exit cleanly; its log is \(log)")
         }
         keepLogIfNotEmpty(log)
         if let samplesPath { try writeSamples(samples, to: samplesPath) }
-        var result = LatencyResult(rate: rate, sorted: samples.map(\.latency).sorted(), achievedRate: sent.achievedRate)
+        var result = LatencyResult(rate: rate, sorted: samples.map(\.latency).sorted(), achievedRate: achievedRate)
         // The historian's figure includes its start and its exit, which take a few milliseconds.
         let usage = daemon.resourceUsage
         result.cpuSeconds = (usage?.userSeconds ?? 0) + (usage?.systemSeconds ?? 0)
         result.postgresCPUSeconds = serversAfter.postgres - serversBefore.postgres
         result.redisCPUSeconds = serversAfter.redis - serversBefore.redis
+        result.benchmarkCPUSeconds = ownAfter - ownBefore
         report(
             "latency: p50 \(format(result.p50)) ms, p99 \(format(result.p99)) ms, max \(format(result.max)) ms "
                 + "over \(result.count) messages"
@@ -555,60 +539,54 @@ struct LatencyPhase {
         throw BenchmarkError("latency: historian did not start reading within 30 s; its log is \(log)")
     }
 
-    /// Appends the messages on schedule: each round sends what is due by now, in one pipeline.
-    private func produce(_ redis: RedisConnection, into sent: SentLog) async throws {
-        let start = monotonicNanoseconds()
-        var next = 0
-        while next < messages.count {
-            let elapsed = monotonicNanoseconds() - start
-            let due = min(messages.count, Int(Double(elapsed) * Double(rate) / 1e9) + 1)
-            if due > next {
-                let commands: [[RedisArgument]] = messages[next..<due].map { fields in
-                    ["XADD", RedisArgument(Self.stream), "*"] + fields.flatMap { [RedisArgument($0.0), RedisArgument($0.1)] }
-                }
-                let time = monotonicNanoseconds()
-                let replies = try await redis.pipeline(commands)
-                var ids: [StreamID] = []
-                for reply in replies {
-                    guard let id = reply.string.flatMap(StreamID.init) else { throw BenchmarkError("XADD failed: \(reply)") }
-                    ids.append(id)
-                }
-                sent.append(ids, at: time)
-                next = due
-            }
-            try await Task.sleep(for: .microseconds(200))
-        }
-        sent.finish(elapsed: monotonicNanoseconds() - start)
-    }
-
-    /// Polls the group every millisecond: an entry at or below the group's last-delivered ID
-    /// that is no longer pending has been acknowledged.
-    private func watch(_ redis: RedisConnection, sent: SentLog) async throws -> [LatencySample] {
+    /// Appends the messages on schedule and watches the consumer group, on one connection in one
+    /// loop: every millisecond, one pipeline sends the `XADD`s that are due by then and reads the
+    /// group's state. An entry at or below the group's last-delivered ID that is no longer
+    /// pending has been acknowledged.
+    ///
+    /// The producer and the poller share the two cores with what they measure, so they wake as
+    /// rarely as the 1 ms resolution allows. The messages due in a millisecond go out together,
+    /// and each one's latency counts from the moment its pipeline is sent.
+    private func produceAndWatch(_ redis: RedisConnection) async throws -> (samples: [LatencySample], achievedRate: Double) {
         var samples: [LatencySample] = []
         samples.reserveCapacity(messages.count)
-        var cursor = 0
+        // Every entry sent, in ID order (one producer: also the sending order), and how many of
+        // them the group has delivered.
+        var sent: [(id: StreamID, sent: UInt64)] = []
+        sent.reserveCapacity(messages.count)
+        var delivered = 0
         var waiting: [(id: StreamID, sent: UInt64)] = []
+        var producing: UInt64 = 0
+        let start = monotonicNanoseconds()
         var lastProgress = ContinuousClock.now
         while true {
-            let replies = try await redis.pipeline([
-                ["XINFO", "GROUPS", RedisArgument(Self.stream)],
-                ["XPENDING", RedisArgument(Self.stream), RedisArgument(Self.group), "-", "+", "10000"],
-            ])
+            let due = min(messages.count, Int(Double(monotonicNanoseconds() - start) * Double(rate) / 1e9) + 1)
+            var commands: [[RedisArgument]] = messages[sent.count..<max(sent.count, due)].map { fields in
+                ["XADD", RedisArgument(Self.stream), "*"] + fields.flatMap { [RedisArgument($0.0), RedisArgument($0.1)] }
+            }
+            let appending = commands.count
+            commands.append(["XINFO", "GROUPS", RedisArgument(Self.stream)])
+            commands.append(["XPENDING", RedisArgument(Self.stream), RedisArgument(Self.group), "-", "+", "10000"])
+            let time = monotonicNanoseconds()
+            let replies = try await redis.pipeline(commands)
             let now = monotonicNanoseconds()
-            let groupInfo = (replies[0].array ?? []).map(\.fieldPairs).first { $0["name"]?.string == Self.group }
-            guard let delivered = groupInfo?["last-delivered-id"]?.string.flatMap(StreamID.init) else {
+            for reply in replies[..<appending] {
+                guard let id = reply.string.flatMap(StreamID.init) else { throw BenchmarkError("XADD failed: \(reply)") }
+                sent.append((id, time))
+            }
+            if appending > 0, sent.count == messages.count { producing = now - start }
+
+            let groupInfo = (replies[appending].array ?? []).map(\.fieldPairs).first { $0["name"]?.string == Self.group }
+            guard let lastDelivered = groupInfo?["last-delivered-id"]?.string.flatMap(StreamID.init) else {
                 throw BenchmarkError("latency: the consumer group is gone")
             }
-            let pendingList = (replies[1].array ?? []).compactMap { $0.array?.first?.string.flatMap(StreamID.init) }
+            let pendingList = (replies[appending + 1].array ?? []).compactMap { $0.array?.first?.string.flatMap(StreamID.init) }
             let pending = Set(pendingList)
             // With 10,000 listed, entries past the last listed one may be pending too.
-            let knownUpTo = pendingList.count >= 10_000 ? pendingList.last! : delivered
-
-            let (entries, finished) = sent.snapshot(from: cursor)
-            for entry in entries {
-                guard entry.id <= delivered else { break }
-                waiting.append(entry)
-                cursor += 1
+            let knownUpTo = pendingList.count >= 10_000 ? pendingList.last! : lastDelivered
+            while delivered < sent.count, sent[delivered].id <= lastDelivered {
+                waiting.append(sent[delivered])
+                delivered += 1
             }
             let before = samples.count
             waiting.removeAll { entry in
@@ -617,7 +595,9 @@ struct LatencyPhase {
                 return true
             }
             if samples.count > before { lastProgress = .now }
-            if finished, samples.count == sent.count { return samples }
+            if sent.count == messages.count, samples.count == sent.count {
+                return (samples, Double(sent.count) / max(1e-9, Double(producing) / 1e9))
+            }
             if ContinuousClock.now - lastProgress > .seconds(30) {
                 throw BenchmarkError("latency: no acknowledgement for 30 s (\(samples.count) of \(sent.count))")
             }
@@ -644,45 +624,6 @@ struct LatencySample {
     var latency: UInt64
 }
 
-/// The entries the producer appended and when, shared with the watcher.
-final class SentLog: Sendable {
-    private struct State {
-        var entries: [(id: StreamID, sent: UInt64)] = []
-        var finished = false
-        var elapsed: UInt64 = 0
-    }
-    private let state: Mutex<State>
-
-    init(capacity: Int) {
-        var state = State()
-        state.entries.reserveCapacity(capacity)
-        self.state = Mutex(state)
-    }
-
-    func append(_ ids: [StreamID], at time: UInt64) {
-        state.withLock { state in
-            for id in ids { state.entries.append((id, time)) }
-        }
-    }
-
-    func finish(elapsed: UInt64) {
-        state.withLock {
-            $0.finished = true
-            $0.elapsed = elapsed
-        }
-    }
-
-    func snapshot(from index: Int) -> (entries: ArraySlice<(id: StreamID, sent: UInt64)>, finished: Bool) {
-        state.withLock { state in (state.entries[min(index, state.entries.count)...], state.finished) }
-    }
-
-    var count: Int { state.withLock { $0.entries.count } }
-
-    var achievedRate: Double {
-        state.withLock { state in Double(state.entries.count) / max(1e-9, Double(state.elapsed) / 1e9) }
-    }
-}
-
 struct LatencyResult: Codable {
     var rate: Int
     var achievedRate: Double
@@ -695,6 +636,9 @@ struct LatencyResult: Codable {
     var cpuSeconds: Double?
     var postgresCPUSeconds: Double?
     var redisCPUSeconds: Double?
+    /// The benchmark's own CPU time meanwhile (its producer and its poller), which shares the
+    /// cores with the rest.
+    var benchmarkCPUSeconds: Double?
 
     /// From latencies in nanoseconds, sorted; the figures are in milliseconds.
     init(rate: Int, sorted: [UInt64], achievedRate: Double) {
@@ -723,6 +667,7 @@ struct LatencyResult: Codable {
         case cpuSeconds = "historian_cpu_seconds"
         case postgresCPUSeconds = "postgres_cpu_seconds"
         case redisCPUSeconds = "redis_cpu_seconds"
+        case benchmarkCPUSeconds = "benchmark_cpu_seconds"
     }
 }
 

@@ -154,6 +154,9 @@ struct BenchmarkResults: Encodable {
                         )
                     )
                 )
+                if let benchmark = latency.benchmarkCPUSeconds {
+                    rows.append(("benchmark's producer and poller", String(format: "%.1f µs per message", perMessage(benchmark))))
+                }
             }
         }
         for target in targets {
