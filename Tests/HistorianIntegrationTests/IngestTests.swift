@@ -184,6 +184,47 @@ struct IngestTests {
         }
     }
 
+    @Test("idle workers wait on the stream one at a time, so a burst is read as one batch")
+    func burstIsOneBatch() async throws {
+        try await TestEnvironment.with { environment in
+            let process = try HistorianProcess(
+                ["run", "--workers", "4", "--log-level", "debug"],
+                environment: environment.historianEnvironment
+            )
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            /// Clients blocked in a command: the workers waiting in `XREADGROUP`.
+            func blockedReaders() async throws -> Int {
+                let clients = try await redis.send("CLIENT", "LIST").string ?? ""
+                return clients.split(separator: "\n").filter { line in
+                    line.split(separator: " ").contains { $0.hasPrefix("flags=") && $0.contains("b") }
+                }.count
+            }
+            try await eventually("a worker waiting for entries", timeout: .seconds(30)) {
+                try await blockedReaders() == 1
+            }
+            // Four workers are idle, and only one of them waits in Redis.
+            for _ in 0..<5 {
+                #expect(try await blockedReaders() <= 1)
+                try await Task.sleep(for: .milliseconds(100))
+            }
+
+            // One pipeline: Redis hands the first entry to the waiting worker before it adds
+            // the others; that worker collects the rest before it stores anything.
+            let burst = Producer.workload(count: 10, conversations: 3, seed: 5)
+            _ = try await Producer.append(burst, redis: redis)
+            try await eventually("the burst stored", timeout: .seconds(30)) {
+                try await environment.scalar("SELECT count(*) FROM messages") == 10
+            }
+            process.signal(SIGTERM)
+            let status = try await process.wait(timeout: .seconds(15))
+            #expect(status == 0, "\(process.errorOutput)")
+            let batches = process.errorOutput.split(separator: "\n").filter { $0.contains("batch done") }
+            #expect(batches.count == 1, "\(batches)")
+            #expect(batches.first?.contains("entries=10") == true, "\(batches)")
+        }
+    }
+
     @Test("SIGTERM while idle: exit 0 promptly")
     func sigtermWhileIdle() async throws {
         try await TestEnvironment.with { environment in

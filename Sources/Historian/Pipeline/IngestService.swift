@@ -53,9 +53,10 @@ public struct IngestService: Service, CustomStringConvertible {
 
     private func runWorkers(_ maintenance: StreamMaintenance) async throws {
         var maintenance = maintenance
+        let turn = ReadTurn()
         try await withThrowingDiscardingTaskGroup { group in
             for index in 0..<settings.workers {
-                let worker = IngestWorker(index: index, settings: settings, endpoints: endpoints, logger: logger)
+                let worker = IngestWorker(index: index, settings: settings, turn: turn, endpoints: endpoints, logger: logger)
                 group.addTask { try await worker.run() }
             }
             if !settings.once {

@@ -54,12 +54,15 @@ public struct IngestSettings: Sendable {
 struct IngestWorker {
     let index: Int
     let settings: IngestSettings
+    /// Shared by the process's workers: whose turn it is to wait for new entries.
+    let turn: ReadTurn
     let connections: WorkerConnections
     let logger: Logger
 
-    init(index: Int, settings: IngestSettings, endpoints: ServerEndpoints, logger: Logger) {
+    init(index: Int, settings: IngestSettings, turn: ReadTurn, endpoints: ServerEndpoints, logger: Logger) {
         self.index = index
         self.settings = settings
+        self.turn = turn
         var logger = logger
         logger[metadataKey: "consumer"] = "\(settings.consumerName(worker: index))"
         self.logger = logger
@@ -120,7 +123,7 @@ struct IngestWorker {
     }
 
     /// Reads up to a batch: this consumer's own pending entries first (left by an earlier run),
-    /// then new entries, waiting up to `batchLinger` for a partial batch to fill.
+    /// then new entries, when it is this worker's turn to read them.
     private func readBatch(_ position: inout IngestStream.ReadPosition) async throws -> IngestStream.Delivery {
         let redis = try await connections.redis()
         if case .pending(let after) = position {
@@ -147,6 +150,16 @@ struct IngestWorker {
             }
             position = .new
         }
+        return try await turn.withTurn {
+            // Shutdown may have begun while this worker waited for its turn.
+            guard !Task.isShuttingDownGracefully else { return IngestStream.Delivery() }
+            return try await readNew(redis)
+        }
+    }
+
+    /// Reads new entries, waiting up to `readBlock` for the first and then up to `batchLinger`
+    /// for a partial batch to fill. Called holding the read turn.
+    private func readNew(_ redis: RedisConnection) async throws -> IngestStream.Delivery {
         var delivery = try await settings.stream.read(
             redis,
             consumer: settings.consumerName(worker: index),
@@ -161,19 +174,22 @@ struct IngestWorker {
         let deadline = ContinuousClock.now + settings.batchLinger
         while delivery.count < settings.batchSize {
             let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else { break }
             // Redis blocks in whole milliseconds, so a read waits only while a whole one is
-            // left: with the default linger of 1 ms, the batch is what the first read returned.
-            guard remaining > .milliseconds(1) else { break }
+            // left; the last read takes what has arrived without waiting. With the default
+            // linger of 1 ms that is the one extra read: it collects the rest of a burst whose
+            // first entry woke this worker.
+            let wait = settings.once || remaining <= .milliseconds(1) ? nil : remaining
             let more = try await settings.stream.read(
                 redis,
                 consumer: settings.consumerName(worker: index),
                 from: .new,
                 count: settings.batchSize - delivery.count,
-                block: settings.once ? nil : remaining
+                block: wait
             )
-            if more.isEmpty { break }
             delivery.ids += more.ids
             delivery.entries += more.entries
+            if more.isEmpty || wait == nil { break }
         }
         return delivery
     }

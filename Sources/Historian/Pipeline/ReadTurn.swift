@@ -1,0 +1,80 @@
+import Synchronization
+
+/// Which of a process's workers waits on the stream for new entries: one at a time, in turn.
+///
+/// Redis serves a client blocked in `XREADGROUP` as soon as an entry is added, before it reads
+/// the next command. When every idle worker blocks, a burst of entries (a producer's pipeline,
+/// a busy millisecond) is dealt out one entry per worker, and each worker pays a whole batch's
+/// round trips for one or two messages. With the turn, one worker blocks; the first entry wakes
+/// it, it passes the turn on, and the next worker's read takes everything that arrived
+/// meanwhile in one batch.
+///
+/// A worker holds the turn only while it reads, never while it stores, so a busy worker never
+/// keeps the others from reading. Waiters are served first come, first served.
+final class ReadTurn: Sendable {
+    private struct State {
+        var taken = false
+        var waiters: [(id: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+        /// Waiters cancelled before they queued (or after they got the turn).
+        var cancelled: Set<UInt64> = []
+        var lastID: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
+
+    init() {}
+
+    /// How many workers are waiting for the turn.
+    var waiting: Int { state.withLock { $0.waiters.count } }
+
+    /// Runs `body` holding the turn, waiting for it first.
+    /// - Throws: `CancellationError` when the task is cancelled while waiting; then `body` does not run.
+    func withTurn<T>(_ body: () async throws -> T) async throws -> T {
+        try await take()
+        defer { release() }
+        return try await body()
+    }
+
+    private func take() async throws {
+        let id = state.withLock { state in
+            state.lastID += 1
+            return state.lastID
+        }
+        defer { _ = state.withLock { $0.cancelled.remove(id) } }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let now: Result<Void, any Error>? = state.withLock { state in
+                    if state.cancelled.remove(id) != nil { return .failure(CancellationError()) }
+                    if !state.taken {
+                        state.taken = true
+                        return .success(())
+                    }
+                    state.waiters.append((id, continuation))
+                    return nil
+                }
+                if let now { continuation.resume(with: now) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else {
+                    state.cancelled.insert(id)
+                    return nil
+                }
+                return state.waiters.remove(at: index).continuation
+            }
+            waiter?.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Passes the turn to the longest waiter, or frees it.
+    private func release() {
+        let next = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+            guard !state.waiters.isEmpty else {
+                state.taken = false
+                return nil
+            }
+            return state.waiters.removeFirst().continuation
+        }
+        next?.resume()
+    }
+}
