@@ -2,12 +2,12 @@ import Synchronization
 
 /// Which of a process's workers waits on the stream for new entries: one at a time, in turn.
 ///
-/// Redis serves a client blocked in `XREADGROUP` as soon as an entry is added, before it reads
+/// Redis serves a client blocked in `XREADGROUP` as soon as an entry is added, before it runs
 /// the next command. When every idle worker blocks, a burst of entries (a producer's pipeline,
 /// a busy millisecond) is dealt out one entry per worker, and each worker pays a whole batch's
 /// round trips for one or two messages. With the turn, one worker blocks; the first entry wakes
-/// it, it passes the turn on, and the next worker's read takes everything that arrived
-/// meanwhile in one batch.
+/// it, its read without waiting (the linger's last) collects what arrived meanwhile, and only
+/// then does it pass the turn on.
 ///
 /// A worker holds the turn only while it reads, never while it stores, so a busy worker never
 /// keeps the others from reading. Waiters are served first come, first served.
