@@ -15,8 +15,6 @@ final class ReadTurn: Sendable {
     private struct State {
         var taken = false
         var waiters: [(id: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
-        /// Waiters cancelled before they queued (or after they got the turn).
-        var cancelled: Set<UInt64> = []
         var lastID: UInt64 = 0
     }
 
@@ -40,11 +38,12 @@ final class ReadTurn: Sendable {
             state.lastID += 1
             return state.lastID
         }
-        defer { _ = state.withLock { $0.cancelled.remove(id) } }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let now: Result<Void, any Error>? = state.withLock { state in
-                    if state.cancelled.remove(id) != nil { return .failure(CancellationError()) }
+                    // Checked under the lock: a cancellation handler that ran before this found
+                    // no waiter to remove, and one that runs after finds this one queued.
+                    if Task.isCancelled { return .failure(CancellationError()) }
                     if !state.taken {
                         state.taken = true
                         return .success(())
@@ -56,10 +55,7 @@ final class ReadTurn: Sendable {
             }
         } onCancel: {
             let waiter = state.withLock { state -> CheckedContinuation<Void, any Error>? in
-                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else {
-                    state.cancelled.insert(id)
-                    return nil
-                }
+                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
                 return state.waiters.remove(at: index).continuation
             }
             waiter?.resume(throwing: CancellationError())
