@@ -345,6 +345,8 @@ struct DrainPhase {
         report("drain: historian run --once \(arguments.joined(separator: " "))")
         let log = try temporaryFile("historian-drain")
         let serversBefore = ServerCPU(servers)
+        let probe = DiskProbe(directory: servers.postgres.directory)
+        defer { probe.cancel() }
         let timeStart = monotonicNanoseconds()
         let daemon = try ChildProcess(
             executable: executable,
@@ -366,6 +368,7 @@ struct DrainPhase {
         }
         let status = daemon.exitStatus ?? -1
         let seconds = Double(monotonicNanoseconds() - timeStart) / 1e9
+        let disk = try await probe.stop(origin: timeStart)
         // Lets the historian's backends exit and the postmaster reap them, so their CPU counts.
         try await Task.sleep(for: .milliseconds(300))
         let serversAfter = ServerCPU(servers)
@@ -385,7 +388,8 @@ struct DrainPhase {
             peakRSSBytes: peakRSS,
             cpuSeconds: (usage?.userSeconds ?? 0) + (usage?.systemSeconds ?? 0),
             postgresCPUSeconds: serversAfter.postgres - serversBefore.postgres,
-            redisCPUSeconds: serversAfter.redis - serversBefore.redis
+            redisCPUSeconds: serversAfter.redis - serversBefore.redis,
+            disk: disk
         )
         report(
             "drain: \(Int(result.messagesPerSecond)) messages/s, peak RSS \(result.peakRSSBytes / 1_048_576) MiB, "
@@ -410,6 +414,8 @@ struct DrainResult: Codable {
     var postgresCPUSeconds: Double
     /// CPU time of redis-server meanwhile.
     var redisCPUSeconds: Double
+    /// `fdatasync` times on PostgreSQL's disk meanwhile.
+    var disk: DiskProbeResult?
 
     enum CodingKeys: String, CodingKey {
         case messagesPerSecond = "messages_per_second"
@@ -418,6 +424,7 @@ struct DrainResult: Codable {
         case cpuSeconds = "historian_cpu_seconds"
         case postgresCPUSeconds = "postgres_cpu_seconds"
         case redisCPUSeconds = "redis_cpu_seconds"
+        case disk
     }
 }
 
@@ -505,7 +512,10 @@ struct LatencyPhase {
         report("latency: \(rate) messages/s for \(messages.count / max(1, rate)) s")
         let serversBefore = ServerCPU(servers)
         let ownBefore = ServerCPU.stat(getpid())?.own ?? 0
+        let probe = DiskProbe(directory: servers.postgres.directory)
+        defer { probe.cancel() }
         let (samples, achievedRate) = try await produceAndWatch(redis)
+        let disk = try await probe.stop(origin: samples.lazy.map(\.sent).min() ?? 0)
         let serversAfter = ServerCPU(servers)
         let ownAfter = ServerCPU.stat(getpid())?.own ?? 0
         daemon.signal(SIGTERM)
@@ -521,6 +531,7 @@ struct LatencyPhase {
         result.postgresCPUSeconds = serversAfter.postgres - serversBefore.postgres
         result.redisCPUSeconds = serversAfter.redis - serversBefore.redis
         result.benchmarkCPUSeconds = ownAfter - ownBefore
+        result.disk = disk
         report(
             "latency: p50 \(format(result.p50)) ms, p99 \(format(result.p99)) ms, max \(format(result.max)) ms "
                 + "over \(result.count) messages"
@@ -640,19 +651,17 @@ struct LatencyResult: Codable {
     /// cores with the rest.
     var benchmarkCPUSeconds: Double?
 
+    /// `fdatasync` times on PostgreSQL's disk meanwhile.
+    var disk: DiskProbeResult?
+
     /// From latencies in nanoseconds, sorted; the figures are in milliseconds.
     init(rate: Int, sorted: [UInt64], achievedRate: Double) {
-        func percentile(_ fraction: Double) -> Double {
-            guard !sorted.isEmpty else { return 0 }
-            let index = Swift.min(sorted.count - 1, Int((Double(sorted.count) * fraction).rounded(.up)) - 1)
-            return Double(sorted[Swift.max(0, index)]) / 1e6
-        }
         self.rate = rate
         self.achievedRate = achievedRate
         count = sorted.count
-        p50 = percentile(0.50)
-        p99 = percentile(0.99)
-        p999 = percentile(0.999)
+        p50 = percentile(sorted, 0.50)
+        p99 = percentile(sorted, 0.99)
+        p999 = percentile(sorted, 0.999)
         max = Double(sorted.last ?? 0) / 1e6
     }
 
@@ -668,6 +677,7 @@ struct LatencyResult: Codable {
         case postgresCPUSeconds = "postgres_cpu_seconds"
         case redisCPUSeconds = "redis_cpu_seconds"
         case benchmarkCPUSeconds = "benchmark_cpu_seconds"
+        case disk
     }
 }
 
@@ -676,6 +686,13 @@ struct LatencyResult: Codable {
 struct BenchmarkError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
+}
+
+/// The value at `fraction` of `sorted` (nanoseconds, ascending), in milliseconds.
+func percentile(_ sorted: [UInt64], _ fraction: Double) -> Double {
+    guard !sorted.isEmpty else { return 0 }
+    let index = min(sorted.count - 1, Int((Double(sorted.count) * fraction).rounded(.up)) - 1)
+    return Double(sorted[max(0, index)]) / 1e6
 }
 
 func format(_ milliseconds: Double) -> String {

@@ -138,6 +138,9 @@ struct BenchmarkResults: Encodable {
                     )
                 )
             )
+            if let disk = drain.disk {
+                rows.append(("disk during drain: fdatasync p50 / p99 / max", disk.summary))
+            }
             rows.append(("peak RSS during drain", String(format: "%.1f MiB", Double(drain.peakRSSBytes) / 1_048_576)))
         }
         if let latency {
@@ -157,6 +160,9 @@ struct BenchmarkResults: Encodable {
                 if let benchmark = latency.benchmarkCPUSeconds {
                     rows.append(("benchmark's producer and poller", String(format: "%.1f µs per message", perMessage(benchmark))))
                 }
+            }
+            if let disk = latency.disk {
+                rows.append(("disk during latency run: fdatasync p50 / p99 / max", disk.summary))
             }
         }
         for target in targets {
