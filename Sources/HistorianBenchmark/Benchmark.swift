@@ -122,7 +122,13 @@ struct HistorianBenchmark: AsyncParsableCommand {
                 )
                 let phase = LatencyPhase(
                     servers: servers,
-                    messages: (0..<(rate * latencyDuration)).map { _ in later.fields(of: later.next()) },
+                    messages: (0..<(rate * latencyDuration)).map { _ in
+                        // Not `later.fields(of: later.next())`: that reads `later` before
+                        // `next()` changes it, and the copy made every message copy the
+                        // conversations (seconds of start-up for a quick run).
+                        let message = later.next()
+                        return later.fields(of: message)
+                    },
                     rate: rate,
                     executable: executable,
                     arguments: daemonArguments,
