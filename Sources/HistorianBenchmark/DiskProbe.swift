@@ -126,7 +126,8 @@ struct DiskProbeResult: Codable {
     var summary: String {
         var line = "\(format(p50)) / \(format(p99)) / \(format(max)) ms over \(flushes) flushes"
         if !stalls.isEmpty {
-            line += String(format: "; %d over 25 ms, %.1f s in all", stalls.count, stalledSeconds)
+            let threshold = DiskProbe.stallNanoseconds / 1_000_000
+            line += "; \(stalls.count) over \(threshold) ms, " + String(format: "%.1f s in all", stalledSeconds)
         }
         return line
     }
