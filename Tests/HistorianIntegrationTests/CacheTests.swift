@@ -219,6 +219,7 @@ struct CacheTests {
             var deadlines: [String: Int64] = [:]
             for key in activeKeys {
                 deadlines[key] = try await redis.send("PEXPIRETIME", RedisArgument(key)).int ?? -1
+                #expect(deadlines[key]! > 0, "\(key) has no deadline after the first run")
             }
             try await Task.sleep(for: .seconds(2))
             var next = active
