@@ -34,11 +34,15 @@ let package = Package(
             providers: [.apt(["libpq-dev"])]
         ),
 
+        // A task executor with a thread of its own, on which the clients' blocking calls run in place.
+        .target(name: "BlockingThread"),
+
         // Thin Swift clients; their blocking calls run on threads of their own.
         .target(
             name: "RedisClient",
             dependencies: [
                 "CHiredis",
+                "BlockingThread",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -46,6 +50,7 @@ let package = Package(
             name: "PostgresClient",
             dependencies: [
                 "CLibpq",
+                "BlockingThread",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -54,6 +59,7 @@ let package = Package(
         .target(
             name: "Historian",
             dependencies: [
+                "BlockingThread",
                 "RedisClient",
                 "PostgresClient",
                 .product(name: "Logging", package: "swift-log"),
@@ -85,8 +91,9 @@ let package = Package(
         // Starts throwaway redis-server and PostgreSQL instances for tests and benchmarks.
         .target(name: "LocalServers"),
 
-        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "LocalServers"]),
-        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "LocalServers"]),
+        .testTarget(name: "BlockingThreadTests", dependencies: ["BlockingThread"]),
+        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "LocalServers", "BlockingThread"]),
+        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "LocalServers", "BlockingThread"]),
         .testTarget(name: "HistorianTests", dependencies: ["Historian"]),
         .testTarget(
             name: "HistorianIntegrationTests",

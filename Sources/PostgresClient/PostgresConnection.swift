@@ -1,3 +1,4 @@
+import BlockingThread
 import Dispatch
 import Logging
 
@@ -68,13 +69,18 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
-    /// Runs `body` on the connection's thread with exclusive access; the whole body is one hop.
+    /// Runs `body` on the connection's thread with exclusive access; the whole body is one hop. On a thread that
+    /// may block (a `BlockingThreadExecutor`'s), `body` runs right there, holding the connection's queue.
     ///
     /// A server error leaves the connection usable; inside a transaction the caller then issues ROLLBACK.
     /// Task cancellation does not interrupt `body`; `session.timeout` bounds each call in it.
     public func withSession<T: Sendable>(_ body: (PostgresSession) throws -> T) async throws -> T {
         if let error = flags.unusableError() {
             throw error
+        }
+        if BlockingThread.isCurrent {
+            // A thread that may block (a BlockingThreadExecutor's): run here, holding the queue, without a hand-off.
+            return try queue.sync { try runSession(body) }
         }
         return try await withoutActuallyEscaping(body) { body in
             // The caller stays suspended until the continuation resumes, i.e. until `body` has returned on the

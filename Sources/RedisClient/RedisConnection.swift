@@ -1,3 +1,4 @@
+internal import BlockingThread
 internal import CHiredis
 internal import Dispatch
 public import Logging
@@ -147,9 +148,13 @@ public final class RedisConnection: @unchecked Sendable {
 
     // MARK: - On the queue
 
-    /// Runs `body` on the connection's queue, suspending (not blocking) the calling task meanwhile.
+    /// Runs `body` on the connection's queue, suspending (not blocking) the calling task meanwhile; on a thread
+    /// that may block (a ``BlockingThreadExecutor``'s), runs it there, holding the queue, without a hand-off.
     private func onQueue<T: Sendable>(_ body: @escaping @Sendable () throws(RedisError) -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+        if BlockingThread.isCurrent {
+            return try queue.sync { () throws(RedisError) -> T in try body() }
+        }
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
             queue.async {
                 do {
                     continuation.resume(returning: try body())

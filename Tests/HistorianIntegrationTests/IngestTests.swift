@@ -165,7 +165,7 @@ struct IngestTests {
         }
     }
 
-    @Test("workers connect to PostgreSQL before the first entry arrives, so the first batch waits for no setup")
+    @Test("workers connect to PostgreSQL before the first entry arrives, so the first batch waits for no setup; each has a thread of its own")
     func connectedBeforeFirstEntry() async throws {
         try await TestEnvironment.with { environment in
             let process = try HistorianProcess(["run", "--workers", "3"], environment: environment.historianEnvironment)
@@ -178,6 +178,11 @@ struct IngestTests {
                 ) == 3
             }
             #expect(try await environment.scalar("SELECT count(*) FROM messages") == 0)
+            // Each worker runs, and its connections block, on a thread of its own (BlockingThreadExecutor).
+            let threads = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(process.child.pid)/task").map {
+                (try? String(contentsOfFile: "/proc/\(process.child.pid)/task/\($0)/comm", encoding: .utf8)) ?? ""
+            }
+            #expect(threads.filter { $0.hasPrefix("worker-") }.sorted() == ["worker-0\n", "worker-1\n", "worker-2\n"])
             process.signal(SIGTERM)
             let status = try await process.wait(timeout: .seconds(15))
             #expect(status == 0, "\(process.errorOutput)")

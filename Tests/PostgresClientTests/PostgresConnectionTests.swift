@@ -1,3 +1,4 @@
+import BlockingThread
 import LocalServers
 import Logging
 import PostgresClient
@@ -596,6 +597,47 @@ struct PostgresConnectionTests {
             let error = await expectPostgresError { _ = try await connection.query("SELECT 1") }
             #expect(error?.code == .closed)
             #expect(error?.isTransient == false)
+        }
+    }
+
+    @Test("from a blocking thread a session runs in place; callers there and on the pool still take turns")
+    func sessionsOnABlockingThread() async throws {
+        try await withServer { server in
+            try await withConnection(to: server) { connection in
+                _ = try await connection.execute("CREATE TABLE counter (n int NOT NULL); INSERT INTO counter VALUES (0)")
+                let executor = BlockingThreadExecutor(name: "test-worker")
+                defer { executor.shutdown() }
+
+                // Each caller reads, then writes, in one session: two sessions at once would lose increments.
+                @Sendable func increment() async throws -> Bool {
+                    try await connection.withSession { session in
+                        let n = Int(try session.query("SELECT n FROM counter")[0, "n"] ?? "") ?? -1
+                        _ = try session.query("UPDATE counter SET n = $1::int", [String(n + 1)])
+                        return BlockingThread.isCurrent
+                    }
+                }
+                let (inPlace, onQueue) = try await withThrowingTaskGroup(of: [Bool].self) { group in
+                    group.addTask(executorPreference: executor) {
+                        var seen: [Bool] = []
+                        for _ in 0..<100 { seen.append(try await increment()) }
+                        return seen + [true]
+                    }
+                    group.addTask {
+                        var seen: [Bool] = []
+                        for _ in 0..<100 { seen.append(try await increment()) }
+                        return seen + [false]
+                    }
+                    var inPlace: [Bool] = []
+                    var onQueue: [Bool] = []
+                    for try await seen in group {
+                        if seen.last == true { inPlace = seen.dropLast() } else { onQueue = Array(seen.dropLast()) }
+                    }
+                    return (inPlace, onQueue)
+                }
+                #expect(inPlace.count == 100 && inPlace.allSatisfy { $0 }, "the executor's sessions ran on its thread")
+                #expect(onQueue.count == 100 && onQueue.allSatisfy { !$0 }, "the pool's sessions ran on the queue")
+                #expect(try await connection.query("SELECT n FROM counter")[0, "n"] == "200")
+            }
         }
     }
 }

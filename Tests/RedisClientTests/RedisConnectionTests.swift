@@ -1,3 +1,4 @@
+import BlockingThread
 import LocalServers
 import RedisClient
 import Testing
@@ -311,6 +312,37 @@ struct RedisConnectionTests {
             let fresh = try await RedisConnection.connect(RedisConfiguration(url: server.url), logger: testLogger())
             defer { fresh.close() }
             #expect(try await fresh.send("PING") == .simpleString("PONG"))
+        }
+    }
+
+    @Test("from a blocking thread commands run in place; callers there and on the pool still get their own replies")
+    func commandsOnABlockingThread() async throws {
+        try await withRedis { _, redis in
+            let executor = BlockingThreadExecutor(name: "test-worker")
+            defer { executor.shutdown() }
+
+            // Each caller sends its own counter's INCR and checks the reply it gets: a reply read by the
+            // wrong caller would show as a gap or a repeat.
+            @Sendable func count(_ key: String) async throws -> (inPlace: [Bool], replies: [Int64]) {
+                var inPlace: [Bool] = []
+                var replies: [Int64] = []
+                for _ in 0..<200 {
+                    let (reply, onBlockingThread) = try await redis.send(["INCR", RedisArgument(key)]) { view in
+                        (try view.value.int ?? -1, BlockingThread.isCurrent)
+                    }
+                    replies.append(reply)
+                    inPlace.append(onBlockingThread)
+                }
+                return (inPlace, replies)
+            }
+            async let fromThread = Task(executorPreference: executor) { try await count("thread") }.value
+            async let fromPool = Task.detached { try await count("pool") }.value
+            let (thread, pool) = try await (fromThread, fromPool)
+
+            #expect(thread.inPlace.allSatisfy { $0 }, "the executor's commands ran on its thread")
+            #expect(pool.inPlace.allSatisfy { !$0 }, "the pool's commands ran on the queue")
+            #expect(thread.replies == Array(1...200))
+            #expect(pool.replies == Array(1...200))
         }
     }
 }

@@ -1,3 +1,4 @@
+import BlockingThread
 import Logging
 import PostgresClient
 import RedisClient
@@ -54,10 +55,13 @@ public struct IngestService: Service, CustomStringConvertible {
     private func runWorkers(_ maintenance: StreamMaintenance) async throws {
         var maintenance = maintenance
         let turn = ReadTurn()
+        // Each worker runs on a thread of its own, where its connections block in place (see BlockingThreadExecutor).
+        let threads = (0..<settings.workers).map { BlockingThreadExecutor(name: "worker-\($0)") }
+        defer { threads.forEach { $0.shutdown() } }
         try await withThrowingDiscardingTaskGroup { group in
             for index in 0..<settings.workers {
                 let worker = IngestWorker(index: index, settings: settings, turn: turn, endpoints: endpoints, logger: logger)
-                group.addTask { try await worker.run() }
+                group.addTask(executorPreference: threads[index]) { try await worker.run() }
             }
             if !settings.once {
                 group.addTask { [maintenance] in

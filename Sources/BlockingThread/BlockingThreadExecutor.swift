@@ -1,0 +1,117 @@
+internal import Dispatch
+internal import Foundation
+internal import Synchronization
+
+#if canImport(Glibc)
+internal import Glibc
+#elseif canImport(Musl)
+internal import Musl
+#elseif canImport(Darwin)
+internal import Darwin
+#endif
+
+/// A task executor that runs its jobs on one thread of its own, a thread on which blocking calls may run.
+///
+/// The Redis and PostgreSQL clients block in C (hiredis, libpq). Called from Swift's cooperative pool, they
+/// hop onto a dispatch queue for each call and back, which costs two thread wake-ups per call. A task that
+/// prefers this executor (`withTaskExecutorPreference`, `addTask(executorPreference:)`) runs on this thread
+/// instead, and there the clients make their calls in place (``BlockingThread/isCurrent``): one thread,
+/// no hand-offs, and the caller's data stays in one core's caches.
+///
+/// Jobs run one at a time, in the order they were enqueued. Call ``shutdown()`` when no task prefers the
+/// executor any more: the thread then finishes what is queued and exits; a job enqueued after that runs on
+/// the global concurrent executor.
+public final class BlockingThreadExecutor: TaskExecutor, Sendable {
+    private struct Jobs: ~Copyable {
+        var queue: [UnownedJob] = []
+        var head = 0
+        var stopping = false
+    }
+
+    private let jobs = Mutex(Jobs())
+    /// Signalled once per job and once by `shutdown()`.
+    private let wakeup = DispatchSemaphore(value: 0)
+
+    /// Starts the thread; `name` shows in `top -H`, `/proc` and debuggers (Linux takes names of up to 15 bytes).
+    public init(name: String) {
+        let thread = Thread { [self] in
+            // Set from the thread itself, Foundation passes the name on to the system.
+            Thread.current.name = name
+            self.runJobs()
+        }
+        thread.start()
+    }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let accepted = jobs.withLock { jobs in
+            if jobs.stopping { return false }
+            jobs.queue.append(job)
+            return true
+        }
+        if accepted {
+            wakeup.signal()
+        } else {
+            globalConcurrentExecutor.enqueue(job)
+        }
+    }
+
+    /// Lets the thread exit once the jobs already queued have run.
+    public func shutdown() {
+        let first = jobs.withLock { jobs in
+            defer { jobs.stopping = true }
+            return !jobs.stopping
+        }
+        if first { wakeup.signal() }
+    }
+
+    private func runJobs() {
+        BlockingThread.markCurrent()
+        let executor = asUnownedTaskExecutor()
+        while true {
+            wakeup.wait()
+            let next: UnownedJob?? = jobs.withLock { jobs in
+                guard jobs.head < jobs.queue.count else {
+                    return jobs.stopping ? .none : .some(nil)
+                }
+                let job = jobs.queue[jobs.head]
+                jobs.head += 1
+                if jobs.head == jobs.queue.count {
+                    jobs.queue.removeAll(keepingCapacity: true)
+                    jobs.head = 0
+                } else if jobs.head >= 64, jobs.head * 2 >= jobs.queue.count {
+                    // A queue that never runs empty still gives back the slots of the jobs that ran.
+                    jobs.queue.removeFirst(jobs.head)
+                    jobs.head = 0
+                }
+                return job
+            }
+            switch next {
+            case .none:
+                return
+            case .some(.none):
+                continue
+            case .some(.some(let job)):
+                job.runSynchronously(on: executor)
+            }
+        }
+    }
+}
+
+/// Whether the current thread may block: true on the thread of a ``BlockingThreadExecutor``.
+public enum BlockingThread {
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        precondition(pthread_key_create(&key, nil) == 0, "pthread_key_create failed")
+        return key
+    }()
+
+    /// True on a thread that exists to make blocking calls; Swift's cooperative pool is never such a thread.
+    public static var isCurrent: Bool {
+        pthread_getspecific(key) != nil
+    }
+
+    static func markCurrent() {
+        pthread_setspecific(key, UnsafeRawPointer(bitPattern: 1))
+    }
+}
