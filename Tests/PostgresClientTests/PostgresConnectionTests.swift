@@ -616,24 +616,14 @@ struct PostgresConnectionTests {
                         return BlockingThread.isCurrent
                     }
                 }
-                let (inPlace, onQueue) = try await withThrowingTaskGroup(of: [Bool].self) { group in
-                    group.addTask(executorPreference: executor) {
-                        var seen: [Bool] = []
-                        for _ in 0..<100 { seen.append(try await increment()) }
-                        return seen + [true]
-                    }
-                    group.addTask {
-                        var seen: [Bool] = []
-                        for _ in 0..<100 { seen.append(try await increment()) }
-                        return seen + [false]
-                    }
-                    var inPlace: [Bool] = []
-                    var onQueue: [Bool] = []
-                    for try await seen in group {
-                        if seen.last == true { inPlace = seen.dropLast() } else { onQueue = Array(seen.dropLast()) }
-                    }
-                    return (inPlace, onQueue)
+                @Sendable func incrementAll() async throws -> [Bool] {
+                    var seen: [Bool] = []
+                    for _ in 0..<100 { seen.append(try await increment()) }
+                    return seen
                 }
+                async let fromThread = Task(executorPreference: executor) { try await incrementAll() }.value
+                async let fromPool = Task.detached { try await incrementAll() }.value
+                let (inPlace, onQueue) = try await (fromThread, fromPool)
                 #expect(inPlace.count == 100 && inPlace.allSatisfy { $0 }, "the executor's sessions ran on its thread")
                 #expect(onQueue.count == 100 && onQueue.allSatisfy { !$0 }, "the pool's sessions ran on the queue")
                 #expect(try await connection.query("SELECT n FROM counter")[0, "n"] == "200")
