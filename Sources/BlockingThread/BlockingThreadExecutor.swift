@@ -35,8 +35,7 @@ public final class BlockingThreadExecutor: TaskExecutor, Sendable {
     /// Starts the thread; `name` shows in `top -H`, `/proc` and debuggers (Linux takes names of up to 15 bytes).
     public init(name: String) {
         let thread = Thread { [self] in
-            // Set from the thread itself, Foundation passes the name on to the system.
-            Thread.current.name = name
+            nameCurrentThread(name)
             self.runJobs()
         }
         thread.start()
@@ -96,6 +95,21 @@ public final class BlockingThreadExecutor: TaskExecutor, Sendable {
             }
         }
     }
+}
+
+/// Gives the current thread its name in the system (`Thread.name` may not: set from the new thread before
+/// `start()` has returned in the old one, Foundation keeps it to itself).
+private func nameCurrentThread(_ name: String) {
+    #if os(Linux)
+    // glibc's pthread_setname_np is not visible to Swift; this is what it does for the calling thread.
+    let fd = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
+    guard fd >= 0 else { return }
+    defer { close(fd) }
+    let bytes = Array(name.utf8.prefix(15))
+    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    #elseif canImport(Darwin)
+    _ = pthread_setname_np(name)
+    #endif
 }
 
 /// Whether the current thread may block: true on the thread of a ``BlockingThreadExecutor``.

@@ -1,4 +1,5 @@
 import BlockingThread
+import Foundation
 import Synchronization
 import Testing
 
@@ -37,6 +38,20 @@ struct BlockingThreadExecutorTests {
         #expect(!onPool.1)
         #expect(onPool.0 != seen[0].0)
     }
+
+    #if os(Linux)
+    @Test("each thread carries its name in the system, for top -H and /proc")
+    func threadsAreNamed() async throws {
+        for index in 0..<20 {
+            let executor = BlockingThreadExecutor(name: "named-\(index)")
+            defer { executor.shutdown() }
+            let name = try await withTaskExecutorPreference(executor) {
+                try String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)
+            }
+            #expect(name == "named-\(index)\n")
+        }
+    }
+    #endif
 
     @Test("jobs run one at a time, in the order they were enqueued")
     func runsJobsInOrderOneAtATime() async {
