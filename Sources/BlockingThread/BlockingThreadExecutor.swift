@@ -23,8 +23,8 @@ internal import Darwin
 /// the global concurrent executor.
 public final class BlockingThreadExecutor: TaskExecutor, Sendable {
     private struct Jobs: ~Copyable {
+        /// Rarely more than one or two: the continuations of the one task that prefers the executor.
         var queue: [UnownedJob] = []
-        var head = 0
         var stopping = false
     }
 
@@ -69,29 +69,13 @@ public final class BlockingThreadExecutor: TaskExecutor, Sendable {
         let executor = asUnownedTaskExecutor()
         while true {
             wakeup.wait()
-            let next: UnownedJob?? = jobs.withLock { jobs in
-                guard jobs.head < jobs.queue.count else {
-                    return jobs.stopping ? .none : .some(nil)
-                }
-                let job = jobs.queue[jobs.head]
-                jobs.head += 1
-                if jobs.head == jobs.queue.count {
-                    jobs.queue.removeAll(keepingCapacity: true)
-                    jobs.head = 0
-                } else if jobs.head >= 64, jobs.head * 2 >= jobs.queue.count {
-                    // A queue that never runs empty still gives back the slots of the jobs that ran.
-                    jobs.queue.removeFirst(jobs.head)
-                    jobs.head = 0
-                }
-                return job
+            let (job, stopping) = jobs.withLock { jobs in
+                (jobs.queue.isEmpty ? nil : jobs.queue.removeFirst(), jobs.stopping)
             }
-            switch next {
-            case .none:
-                return
-            case .some(.none):
-                continue
-            case .some(.some(let job)):
+            if let job {
                 job.runSynchronously(on: executor)
+            } else if stopping {
+                return
             }
         }
     }
