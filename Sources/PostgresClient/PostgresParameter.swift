@@ -24,11 +24,10 @@ public enum PostgresBinary {
     /// Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01 00:00:00 UTC.
     static let postgresEpochMicroseconds: Int64 = 946_684_800_000_000
 
-    /// `uuid[]` from UUIDs in their 16-byte form.
-    public static func uuidArray<UUID: Collection<UInt8>>(_ elements: [UUID]) -> [UInt8] {
-        array(.uuid, elements.map { $0 as UUID? }, payload: 16 * elements.count) { element, out in
-            precondition(element.count == 16, "a UUID is 16 bytes")
-            out.append(contentsOf: element)
+    /// `uuid[]` from UUIDs as 128-bit integers, the first byte most significant.
+    public static func uuidArray(_ elements: [UInt128]) -> [UInt8] {
+        array(.uuid, elements.map { $0 as UInt128? }, payload: 16 * elements.count) { element, out in
+            appendInteger(element, to: &out)
         }
     }
 

@@ -11,7 +11,7 @@ struct MessageStoreTests {
     /// delivered in three units so later units change titles and creation times.
     static func units() -> [[IncomingMessage]] {
         var random = SystemRandomNumberGenerator()
-        let conversations = (0..<6).map { _ in UUIDText(UUID().uuidString)! }
+        let conversations = (0..<6).map { _ in CanonicalUUID(UUID().uuidString)! }
         let base = Timestamp(milliseconds: 1_780_000_000_000)
         var sequence: UInt64 = 0
         func message(
@@ -26,7 +26,7 @@ struct MessageStoreTests {
             sequence += 1
             return IncomingMessage(
                 entryID: StreamID(milliseconds: 1_780_000_000_000, sequence: sequence),
-                id: UUIDText(UUID().uuidString.lowercased())!,
+                id: CanonicalUUID(UUID().uuidString.lowercased())!,
                 conversationID: conversations[conversation],
                 userID: "user-\(conversation % 3)",
                 role: role,
@@ -282,14 +282,14 @@ struct MessageStoreTests {
             }
             // 40 conversations; every unit touches all of them, in its own shuffled order, so
             // two writers that locked them in arrival order would deadlock at once.
-            let conversations = (0..<40).map { _ in UUIDText(UUID().uuidString.lowercased())! }
+            let conversations = (0..<40).map { _ in CanonicalUUID(UUID().uuidString.lowercased())! }
             var sequence: UInt64 = 0
             func unit() -> [IncomingMessage] {
                 conversations.shuffled().map { conversation in
                     sequence += 1
                     return IncomingMessage(
                         entryID: StreamID(milliseconds: 1_780_000_000_000, sequence: sequence),
-                        id: UUIDText(UUID().uuidString.lowercased())!,
+                        id: CanonicalUUID(UUID().uuidString.lowercased())!,
                         conversationID: conversation,
                         userID: "owner",
                         role: .user,

@@ -38,11 +38,6 @@ struct ValidationTests {
         }
     }
 
-    @Test func aUUIDsBytesAreItsSixteenOctets() {
-        let uuid = UUIDText("0193A1B2-0000-7000-8000-0000000000fF")!
-        #expect(uuid.bytes == [0x01, 0x93, 0xA1, 0xB2, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 0xFF])
-        #expect(UUIDText("00000000-0000-0000-0000-000000000000")!.bytes == Array(repeating: 0, count: 16))
-    }
 
     @Test func copiesOfAMessageAreValues() throws {
         let message = try EntryValidator().validate(Self.entry(Self.good)).get()
@@ -248,11 +243,34 @@ struct TitleTests {
     }
 }
 
-struct UUIDTextTests {
+struct CanonicalUUIDTests {
     @Test func canonicalizes() {
-        #expect(UUIDText("0193A1B2-ABCD-7EF0-8000-00000000000F")?.text == "0193a1b2-abcd-7ef0-8000-00000000000f")
-        #expect(UUIDText("0193a1b2abcd7ef0800000000000000f") == nil)
-        #expect(UUIDText("0193a1b2-abcd-7ef0-8000-00000000000") == nil)
-        #expect(UUIDText("0193a1b2-abcd-7ef0-8000_00000000000f") == nil)
+        #expect(CanonicalUUID("0193A1B2-ABCD-7EF0-8000-00000000000F")?.text == "0193a1b2-abcd-7ef0-8000-00000000000f")
+        #expect(CanonicalUUID("0193a1b2abcd7ef0800000000000000f") == nil)
+        #expect(CanonicalUUID("0193a1b2-abcd-7ef0-8000-00000000000") == nil)
+        #expect(CanonicalUUID("0193a1b2-abcd-7ef0-8000_00000000000f") == nil)
+        #expect(CanonicalUUID("0193a1b2-abcd-7ef0-8000-00000000000g") == nil)
+        #expect(CanonicalUUID("-193a1b2-abcd-7ef0-8000-00000000000f") == nil)
+    }
+
+    @Test func itsValueIsTheSixteenBytesFirstByteMostSignificant() {
+        let uuid = CanonicalUUID("0193A1B2-0000-7000-8000-0000000000fF")!
+        #expect(uuid.value == 0x0193A1B2_0000_7000_8000_0000000000FF)
+        #expect(CanonicalUUID("00000000-0000-0000-0000-000000000000")!.value == 0)
+        #expect(CanonicalUUID("FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF")!.value == .max)
+        #expect(CanonicalUUID(value: .max).text == "ffffffff-ffff-ffff-ffff-ffffffffffff")
+        #expect(CanonicalUUID(value: 0).text == "00000000-0000-0000-0000-000000000000")
+    }
+
+    @Test func textRoundTripsAndOrderFollowsTheText() {
+        var generator = SystemRandomNumberGenerator()
+        let uuids = (0..<200).map { _ in CanonicalUUID(value: UInt128(generator.next() as UInt64) << 64 | UInt128(generator.next() as UInt64)) }
+        for uuid in uuids {
+            #expect(CanonicalUUID(uuid.text) == uuid)
+            var appended: [UInt8] = [0x7C]
+            uuid.appendText(to: &appended)
+            #expect(appended == [0x7C] + Array(uuid.text.utf8))
+        }
+        #expect(uuids.sorted().map(\.text) == uuids.map(\.text).sorted())
     }
 }

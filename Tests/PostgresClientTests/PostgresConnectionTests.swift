@@ -88,7 +88,7 @@ struct PostgresConnectionTests {
     func binaryArrays() async throws {
         try await withServer { server in
             try await withConnection(to: server) { connection in
-                let uuid: [UInt8] = [0x01, 0x93, 0xA1, 0xB2, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 0xFF]
+                let uuid: UInt128 = 0x0193A1B2_0000_7000_8000_0000000000FF
                 let texts: [String?] = ["plain", nil, "", "quote \" backslash \\ {brace}, comma", "caf\u{E9} \u{1F30D}", "NULL", " spaces "]
                 // 1970, 1999-12-31 (before PostgreSQL's epoch), and a time with microseconds.
                 let times: [Int64?] = [0, nil, 946_684_799_999_999, 1_780_000_000_123_456]
@@ -106,11 +106,11 @@ struct PostgresConnectionTests {
                     return try session.query(
                         statement,
                         parameters: [
-                            .binary(PostgresBinary.uuidArray([uuid, Array(repeating: 0, count: 16)])),
+                            .binary(PostgresBinary.uuidArray([uuid, 0])),
                             .binary(PostgresBinary.textArray(texts)),
                             .binary(PostgresBinary.timestamptzArray(times)),
                             .binary(PostgresBinary.jsonbArray(json)),
-                            .binary(PostgresBinary.uuidArray([[UInt8]]())),
+                            .binary(PostgresBinary.uuidArray([])),
                             .text(#"{plain,NULL,"","quote \" backslash \\ {brace}, comma","caf\#u{E9} \#u{1F30D}","NULL"," spaces "}"#),
                         ]
                     )

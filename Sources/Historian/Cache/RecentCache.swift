@@ -122,9 +122,9 @@ public enum RecentCache {
             if let value { out.append(contentsOf: String(value).utf8) } else { out.append(contentsOf: "null".utf8) }
         }
         literal(#"{"id" : ""#)
-        out.append(contentsOf: message.id.text.utf8)
+        message.id.appendText(to: &out)
         literal(#"", "conversation_id" : ""#)
-        out.append(contentsOf: message.conversationID.text.utf8)
+        message.conversationID.appendText(to: &out)
         literal(#"", "role" : ""#)
         out.append(contentsOf: message.role.rawValue.utf8)
         literal(#"", "created_at" : ""#)

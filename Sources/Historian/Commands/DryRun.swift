@@ -168,8 +168,8 @@ public struct DryRun: Sendable {
     /// What the dry run has decided so far, so that later entries are judged as if earlier ones
     /// had been stored.
     struct Simulation {
-        var stored: [UUIDText: StoredMessage] = [:]
-        var owners: [UUIDText: String] = [:]
+        var stored: [CanonicalUUID: StoredMessage] = [:]
+        var owners: [CanonicalUUID: String] = [:]
 
         mutating func judge(
             ids: [StreamID],
@@ -194,8 +194,8 @@ public struct DryRun: Sendable {
                 }
             }
             let messages = valid.map(\.1)
-            var existing: [UUIDText: StoredMessage] = [:]
-            var databaseOwners: [UUIDText: String] = [:]
+            var existing: [CanonicalUUID: StoredMessage] = [:]
+            var databaseOwners: [CanonicalUUID: String] = [:]
             if let postgres, !messages.isEmpty {
                 (existing, databaseOwners) = try await postgres.withSession { session in
                     (

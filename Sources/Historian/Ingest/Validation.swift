@@ -38,7 +38,7 @@ public struct Rejection: Error, Sendable, Hashable {
     )
 
     /// The message's user is not its conversation's owner.
-    public static func userMismatch(_ conversation: UUIDText) -> Rejection {
+    public static func userMismatch(_ conversation: CanonicalUUID) -> Rejection {
         Rejection(.userMismatch, "user_id is not the owner of conversation \(conversation)")
     }
 }
@@ -57,8 +57,8 @@ public enum Role: String, Sendable, Hashable, CaseIterable {
 public struct IncomingMessage: Sendable, Hashable {
     struct Fields: Sendable, Hashable {
         var entryID: StreamID
-        var id: UUIDText
-        var conversationID: UUIDText
+        var id: CanonicalUUID
+        var conversationID: CanonicalUUID
         var userID: String
         var role: Role
         var content: String
@@ -81,8 +81,8 @@ public struct IncomingMessage: Sendable, Hashable {
 
     public init(
         entryID: StreamID,
-        id: UUIDText,
-        conversationID: UUIDText,
+        id: CanonicalUUID,
+        conversationID: CanonicalUUID,
         userID: String,
         role: Role,
         content: String,
@@ -125,11 +125,11 @@ public struct IncomingMessage: Sendable, Hashable {
         get { box.fields.entryID }
         set { change { $0.entryID = newValue } }
     }
-    public var id: UUIDText {
+    public var id: CanonicalUUID {
         get { box.fields.id }
         set { change { $0.id = newValue } }
     }
-    public var conversationID: UUIDText {
+    public var conversationID: CanonicalUUID {
         get { box.fields.conversationID }
         set { change { $0.conversationID = newValue } }
     }
@@ -223,9 +223,9 @@ public struct EntryValidator: Sendable {
             guard let value = entry[name] else { throw Rejection(.missingField, "field \(name) is missing") }
             return value
         }
-        func uuid(_ name: String) throws(Rejection) -> UUIDText {
+        func uuid(_ name: String) throws(Rejection) -> CanonicalUUID {
             let value = try required(name)
-            guard let parsed = UUIDText(value) else { throw Rejection(.invalidUUID, "\(name) is not a UUID") }
+            guard let parsed = CanonicalUUID(value) else { throw Rejection(.invalidUUID, "\(name) is not a UUID") }
             return parsed
         }
         func text(_ bytes: [UInt8], _ name: String) throws(Rejection) -> String {

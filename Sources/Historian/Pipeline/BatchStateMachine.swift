@@ -98,7 +98,7 @@ public struct BatchStateMachine: Sendable {
     /// a second delivery of an ID within one batch is judged after the first is committed.
     static func rounds(_ messages: [IncomingMessage]) -> [[IncomingMessage]] {
         var rounds: [[IncomingMessage]] = []
-        var seen: [UUIDText: Int] = [:]
+        var seen: [CanonicalUUID: Int] = [:]
         for message in messages {
             let round = seen[message.id, default: 0]
             seen[message.id] = round + 1
@@ -131,7 +131,7 @@ public struct BatchStateMachine: Sendable {
     }
 
     /// The unit that `nextAction()` returned was committed with these results.
-    public mutating func unitStored(_ results: [UUIDText: StoreResult]) {
+    public mutating func unitStored(_ results: [CanonicalUUID: StoreResult]) {
         let unit = units.removeFirst()
         for message in unit {
             let outcome: EntryOutcome

@@ -2,7 +2,7 @@ import PostgresClient
 
 /// A message as PostgreSQL holds it, for judging a redelivery.
 public struct StoredMessage: Sendable, Hashable {
-    public var conversationID: UUIDText
+    public var conversationID: CanonicalUUID
     public var role: String
     public var content: String
 }
@@ -186,7 +186,7 @@ public enum MessageStore {
 
     /// What one transaction did: each message's result, and the cache changes it made.
     public struct Report: Sendable {
-        public var results: [UUIDText: StoreResult] = [:]
+        public var results: [CanonicalUUID: StoreResult] = [:]
         /// One delta per conversation the transaction added messages to.
         public var cacheWrites: [CacheWrite] = []
         /// Which path wrote the unit.
@@ -305,7 +305,7 @@ public enum MessageStore {
     /// the messages; the messages' foreign keys keep their conversations from going away
     /// meanwhile.
     static func storeDirect(_ unit: [IncomingMessage], in session: PostgresSession) throws -> Report? {
-        let conversations = Set(unit.map(\.conversationID)).sorted { $0.text < $1.text }
+        let conversations = Set(unit.map(\.conversationID)).sorted()
         do {
             // BEGIN, the settings and the read in one round trip, as the end below: with batches
             // of a few messages, as at moderate rates, round trips were most of the store's time.
@@ -325,15 +325,15 @@ public enum MessageStore {
             var owners = states.mapValues(\.owner)
             if owners.count < conversations.count {
                 // New conversations: owned by the user of their first message in the unit.
-                var firsts: [UUIDText: IncomingMessage] = [:]
+                var firsts: [CanonicalUUID: IncomingMessage] = [:]
                 for message in unit where owners[message.conversationID] == nil && firsts[message.conversationID] == nil {
                     firsts[message.conversationID] = message
                 }
-                let new = firsts.values.sorted { $0.conversationID.text < $1.conversationID.text }
+                let new = firsts.values.sorted { $0.conversationID < $1.conversationID }
                 let created = try session.query(
                     createConversations,
                     parameters: [
-                        .binary(PostgresBinary.uuidArray(new.map(\.conversationID.bytes))),
+                        .binary(PostgresBinary.uuidArray(new.map(\.conversationID.value))),
                         .binary(PostgresBinary.textArray(new.map(\.userID))),
                         .binary(PostgresBinary.textArray(new.map(\.deptID))),
                         .binary(PostgresBinary.timestamptzArray(new.map(\.createdAt.microseconds))),
@@ -343,7 +343,7 @@ public enum MessageStore {
                 if created.rows.count < new.count {
                     // Another transaction created some of them first (and has committed, or the
                     // insert would still wait): learn their real owners.
-                    let ours = Set(created.rows.compactMap { $0[0].flatMap(UUIDText.init) })
+                    let ours = Set(created.rows.compactMap { $0[0].flatMap(CanonicalUUID.init) })
                     let theirs = new.map(\.conversationID).filter { !ours.contains($0) }
                     for id in theirs { owners[id] = nil }
                     owners.merge(try MessageStore.owners(of: theirs, in: session)) { _, read in read }
@@ -368,7 +368,7 @@ public enum MessageStore {
                     .prepared(
                         insertContexts,
                         [
-                            .binary(PostgresBinary.uuidArray(withContexts.map(\.id.bytes))),
+                            .binary(PostgresBinary.uuidArray(withContexts.map(\.id.value))),
                             .binary(PostgresBinary.jsonbArray(withContexts.map(\.contexts))),
                         ]
                     )
@@ -382,12 +382,12 @@ public enum MessageStore {
             let touched = ConversationTouch.of(unit) { conversation, at in
                 states[conversation]?.title.derivationMatters(at: at) ?? true
             }
-            .sorted { $0.conversationID.text < $1.conversationID.text }
+            .sorted { $0.conversationID < $1.conversationID }
             end.append(
                 .prepared(
                     updateConversations,
                     [
-                        .binary(PostgresBinary.uuidArray(touched.map(\.conversationID.bytes))),
+                        .binary(PostgresBinary.uuidArray(touched.map(\.conversationID.value))),
                         .binary(PostgresBinary.timestamptzArray(touched.map(\.firstAt.microseconds))),
                         .binary(PostgresBinary.textArray(touched.map(\.explicitTitle))),
                         .binary(PostgresBinary.textArray(touched.map(\.derivedTitle))),
@@ -414,12 +414,12 @@ public enum MessageStore {
     static func directReport(_ unit: [IncomingMessage], _ rows: PostgresRows) throws -> Report {
         // Positions in the unit rather than copies of the messages.
         let withMetadata = unit.indices.filter { unit[$0].metadata != nil }
-        var versions: [String: Int64] = [:]
+        var versions: [CanonicalUUID: Int64] = [:]
         versions.reserveCapacity(rows.rows.count - withMetadata.count)
         var metadata = [String?](repeating: nil, count: unit.count)
         var metadataFound = 0
         for row in rows.rows {
-            if let conversation = row[0], let version = row[1].flatMap({ Int64($0) }) {
+            if let conversation = row[0].flatMap(CanonicalUUID.init), let version = row[1].flatMap({ Int64($0) }) {
                 versions[conversation] = version
             } else if let position = row[1].flatMap({ Int($0) }), withMetadata.indices.contains(position - 1),
                 let text = row[2], metadata[withMetadata[position - 1]] == nil
@@ -438,10 +438,12 @@ public enum MessageStore {
             if unit[a].conversationID != unit[b].conversationID { return unit[a].conversationID < unit[b].conversationID }
             return (unit[a].createdAt, a) < (unit[b].createdAt, b)
         }
+        var conversation: CanonicalUUID?
         for index in order {
             let message = unit[index]
-            if report.cacheWrites.last?.conversationID != message.conversationID.text {
-                guard let version = versions[message.conversationID.text] else {
+            if message.conversationID != conversation {
+                conversation = message.conversationID
+                guard let version = versions[message.conversationID] else {
                     throw HistorianError(.unexpectedReply, "the conversation update did not return conversation \(message.conversationID)")
                 }
                 report.cacheWrites.append(CacheWrite(mode: .delta, conversationID: message.conversationID.text, version: version, elements: []))
@@ -457,22 +459,22 @@ public enum MessageStore {
         var title: TitleState
     }
 
-    static func conversationStates(of conversations: [UUIDText], in session: PostgresSession) throws -> [UUIDText: ConversationState] {
+    static func conversationStates(of conversations: [CanonicalUUID], in session: PostgresSession) throws -> [CanonicalUUID: ConversationState] {
         conversationStates(try session.pipeline([readConversationStates(conversations)])[0])
     }
 
     /// The read, to run alone or at the head of a pipeline (a pipeline of one costs what a
     /// single query does: the same messages, one round trip).
-    static func readConversationStates(_ conversations: [UUIDText]) -> PipelineStatement {
-        .prepared(conversationStates, [.binary(PostgresBinary.uuidArray(conversations.map(\.bytes)))])
+    static func readConversationStates(_ conversations: [CanonicalUUID]) -> PipelineStatement {
+        .prepared(conversationStates, [.binary(PostgresBinary.uuidArray(conversations.map(\.value)))])
     }
 
     /// The states in the rows of `conversationStates`.
-    static func conversationStates(_ rows: PostgresRows) -> [UUIDText: ConversationState] {
-        var found: [UUIDText: ConversationState] = [:]
+    static func conversationStates(_ rows: PostgresRows) -> [CanonicalUUID: ConversationState] {
+        var found: [CanonicalUUID: ConversationState] = [:]
         found.reserveCapacity(rows.rows.count)
         for row in rows.rows {
-            guard let id = row[0].flatMap(UUIDText.init), let owner = row[1] else { continue }
+            guard let id = row[0].flatMap(CanonicalUUID.init), let owner = row[1] else { continue }
             let derivedFrom = row[3].flatMap { Int64($0) }.map(Timestamp.init(microseconds:))
             found[id] = ConversationState(owner: owner, title: TitleState(missing: row[2] == "t", derivedFrom: derivedFrom))
         }
@@ -480,7 +482,7 @@ public enum MessageStore {
     }
 
     /// The owners of those of these conversations that exist, without locking them.
-    static func owners(of conversations: [UUIDText], in session: PostgresSession) throws -> [UUIDText: String] {
+    static func owners(of conversations: [CanonicalUUID], in session: PostgresSession) throws -> [CanonicalUUID: String] {
         guard !conversations.isEmpty else { return [:] }
         return try conversationStates(of: Array(Set(conversations)), in: session).mapValues(\.owner)
     }
@@ -491,7 +493,7 @@ public enum MessageStore {
         var report = Report(path: path)
         report.results.reserveCapacity(rows.rows.count)
         for row in rows.rows {
-            guard let id = row[0].flatMap(UUIDText.init), let conversation = row[1],
+            guard let id = row[0].flatMap(CanonicalUUID.init), let conversation = row[1],
                 let version = row[2].flatMap({ Int64($0) }), let element = row[3]
             else { continue }
             report.results[id] = .stored
@@ -507,7 +509,7 @@ public enum MessageStore {
     static func storeStaged(_ unit: [IncomingMessage], in session: PostgresSession) throws -> Report {
         try session.execute("BEGIN")
         do {
-            let conversations = Set(unit.map(\.conversationID)).sorted { $0.text < $1.text }
+            let conversations = Set(unit.map(\.conversationID)).sorted()
             try session.copyIn(copyStage, data: encodeStage(unit))
             _ = try session.query(insertConversations)
             let inserted = try session.query(insertMessages, [arrayLiteral(conversations)])
@@ -529,10 +531,10 @@ public enum MessageStore {
     }
 
     /// Judges messages against what is stored: the same judgement the dry run makes.
-    public static func judge(_ messages: [IncomingMessage], in session: PostgresSession) throws -> [UUIDText: StoreResult?] {
+    public static func judge(_ messages: [IncomingMessage], in session: PostgresSession) throws -> [CanonicalUUID: StoreResult?] {
         let existing = try existing(ids: messages.map(\.id), in: session)
         let owners = try owners(of: messages.map(\.conversationID), in: session)
-        var results: [UUIDText: StoreResult?] = [:]
+        var results: [CanonicalUUID: StoreResult?] = [:]
         for message in messages {
             results[message.id] = StoreJudgement.judge(
                 message,
@@ -543,11 +545,11 @@ public enum MessageStore {
         return results
     }
 
-    static func existing(ids: [UUIDText], in session: PostgresSession) throws -> [UUIDText: StoredMessage] {
+    static func existing(ids: [CanonicalUUID], in session: PostgresSession) throws -> [CanonicalUUID: StoredMessage] {
         let rows = try session.query(existingMessages, [arrayLiteral(ids)])
-        var found: [UUIDText: StoredMessage] = [:]
+        var found: [CanonicalUUID: StoredMessage] = [:]
         for row in rows.rows {
-            guard let id = row[0].flatMap(UUIDText.init), let conversation = row[1].flatMap(UUIDText.init) else {
+            guard let id = row[0].flatMap(CanonicalUUID.init), let conversation = row[1].flatMap(CanonicalUUID.init) else {
                 continue
             }
             found[id] = StoredMessage(conversationID: conversation, role: row[2] ?? "", content: row[3] ?? "")
@@ -556,7 +558,7 @@ public enum MessageStore {
     }
 
     /// `{a,b,c}`: a PostgreSQL array literal of UUIDs, which need no quoting.
-    static func arrayLiteral(_ ids: [UUIDText]) -> String {
+    static func arrayLiteral(_ ids: [CanonicalUUID]) -> String {
         arrayLiteral(ids.map(\.text))
     }
 
@@ -593,9 +595,9 @@ public enum MessageStore {
 
     /// The columns of `copyMessages`, tab-separated, without the newline.
     private static func appendMessageColumns(_ message: IncomingMessage, to out: inout [UInt8]) {
-        CopyText.append(message.id.text, to: &out)
+        message.id.appendText(to: &out)
         CopyText.tab(&out)
-        CopyText.append(message.conversationID.text, to: &out)
+        message.conversationID.appendText(to: &out)
         CopyText.tab(&out)
         CopyText.append(message.role.rawValue, to: &out)
         CopyText.tab(&out)
@@ -633,7 +635,7 @@ struct TitleState {
 /// What a unit did to one conversation, for the conversation update of the direct path: the
 /// same aggregates that `insertMessages` computes from the staging table.
 struct ConversationTouch {
-    var conversationID: UUIDText
+    var conversationID: CanonicalUUID
     /// The earliest `created_at` of its messages in the unit.
     var firstAt: Timestamp
     /// The title of its last message (in arrival order) that has one.
@@ -649,10 +651,10 @@ struct ConversationTouch {
     /// title exactly like one that loses to the stored title.
     static func of(
         _ unit: [IncomingMessage],
-        derivationMatters: (UUIDText, Timestamp) -> Bool = { _, _ in true }
+        derivationMatters: (CanonicalUUID, Timestamp) -> Bool = { _, _ in true }
     ) -> [ConversationTouch] {
         var touches: [ConversationTouch] = []
-        var index: [UUIDText: Int] = [:]
+        var index: [CanonicalUUID: Int] = [:]
         for message in unit {
             let position: Int
             if let known = index[message.conversationID] {
