@@ -66,8 +66,8 @@ public struct StreamEntry: Sendable, Hashable {
         /// A field name read from a reply: the shared array when it is one of the contract's,
         /// else a copy.
         static func name(copying bytes: UnsafeRawBufferPointer) -> [UInt8] {
-            for known in knownNames where known.count == bytes.count && known.elementsEqual(bytes) {
-                return known
+            for known in knownNames where known.count == bytes.count {
+                if known.withUnsafeBytes({ $0.elementsEqual(bytes) }) { return known }
             }
             return Array(bytes)
         }
@@ -88,7 +88,12 @@ public struct StreamEntry: Sendable, Hashable {
 
     /// The value of the first field with this name; a repeated field name keeps its first value.
     public subscript(name: String) -> [UInt8]? {
-        let key = name.utf8
-        return fields.first { $0.name.count == key.count && $0.name.elementsEqual(key) }?.value
+        var name = name
+        return name.withUTF8 { key in
+            fields.first { field in
+                field.name.count == key.count
+                    && field.name.withUnsafeBytes { $0.elementsEqual(UnsafeRawBufferPointer(key)) }
+            }?.value
+        }
     }
 }

@@ -232,7 +232,9 @@ public struct EntryValidator: Sendable {
             guard let string = String(validating: bytes, as: UTF8.self) else {
                 throw Rejection(.invalidUTF8, "\(name) is not valid UTF-8")
             }
-            if bytes.contains(0) { throw Rejection(.nulByte, "\(name) contains a NUL byte") }
+            if bytes.withUnsafeBytes({ $0.baseAddress.map { memchr($0, 0, bytes.count) != nil } ?? false }) {
+                throw Rejection(.nulByte, "\(name) contains a NUL byte")
+            }
             return string
         }
         func bounded(_ name: String, _ range: ClosedRange<Int>, required isRequired: Bool) throws(Rejection) -> String? {
@@ -249,11 +251,11 @@ public struct EntryValidator: Sendable {
         func count(_ name: String) throws(Rejection) -> Int32? {
             guard let bytes = entry[name] else { return nil }
             guard !bytes.isEmpty, bytes.count <= 10, bytes.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
-                let value = Int32(String(decoding: bytes, as: UTF8.self))
+                case let value = bytes.reduce(Int64(0), { $0 * 10 + Int64($1 - 0x30) }), value <= Int32.max
             else {
                 throw Rejection(.invalidNumber, "\(name) is not an integer from 0 to \(Int32.max)")
             }
-            return value
+            return Int32(value)
         }
 
         // Checked in the order of the contract's table, so the first problem is the one reported.
