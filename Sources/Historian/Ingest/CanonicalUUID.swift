@@ -22,28 +22,29 @@ public struct CanonicalUUID: Sendable, Hashable, Comparable, CustomStringConvert
     }
 
     private static func parse(_ bytes: UnsafeRawBufferPointer) -> CanonicalUUID? {
-        guard bytes.count == 36, bytes[8] == 0x2D, bytes[13] == 0x2D, bytes[18] == 0x2D, bytes[23] == 0x2D else {
-            return nil
-        }
-        // Two halves of 16 digits each; `invalid` collects any byte that is not a hex digit.
-        var halves: (UInt64, UInt64) = (0, 0)
-        var invalid = false
-        var digits = 0
-        for position in 0..<36 where position != 8 && position != 13 && position != 18 && position != 23 {
+        guard bytes.count == 36 else { return nil }
+        var value: UInt128 = 0
+        for position in 0..<36 {
             let byte = bytes[position]
-            let digit = byte &- 0x30
-            let letter = (byte | 0x20) &- 0x61
-            let nibble: UInt8 = digit < 10 ? digit : letter &+ 10
-            invalid = invalid || (digit >= 10 && letter >= 6)
-            if digits < 16 {
-                halves.0 = halves.0 << 4 | UInt64(nibble & 0xF)
-            } else {
-                halves.1 = halves.1 << 4 | UInt64(nibble & 0xF)
+            if isHyphen(position) {
+                guard byte == 0x2D else { return nil }
+                continue
             }
-            digits += 1
+            let nibble: UInt8
+            switch byte {
+            case 0x30...0x39: nibble = byte - 0x30
+            case 0x61...0x66: nibble = byte - 0x61 + 10
+            case 0x41...0x46: nibble = byte - 0x41 + 10
+            default: return nil
+            }
+            value = value << 4 | UInt128(nibble)
         }
-        guard !invalid else { return nil }
-        return CanonicalUUID(value: UInt128(halves.0) << 64 | UInt128(halves.1))
+        return CanonicalUUID(value: value)
+    }
+
+    /// Where the canonical text has its hyphens.
+    private static func isHyphen(_ position: Int) -> Bool {
+        position == 8 || position == 13 || position == 18 || position == 23
     }
 
     public init?(_ string: String) {
@@ -72,7 +73,7 @@ public struct CanonicalUUID: Sendable, Hashable, Comparable, CustomStringConvert
         var rest = value
         while position > 0 {
             position -= 1
-            if position == 8 || position == 13 || position == 18 || position == 23 {
+            if Self.isHyphen(position) {
                 buffer[position] = 0x2D
                 continue
             }
