@@ -38,6 +38,9 @@ struct HistorianBenchmark: AsyncParsableCommand {
     @Option(help: "Length of the latency run in seconds (default 60; 20 with --quick).")
     var latencySeconds: Int?
 
+    @Option(help: "Make every message's content this many bytes (default: 20 to 2,000, about 300 on average).")
+    var contentBytes: Int?
+
     @Option(help: "Workers of the historian process.")
     var workers = 3
 
@@ -73,6 +76,9 @@ struct HistorianBenchmark: AsyncParsableCommand {
         guard unknown.isEmpty else {
             throw ValidationError("unknown phase \(unknown.sorted().joined(separator: ", ")); the phases are ceiling, floor, drain, latency")
         }
+        if let contentBytes, contentBytes < 1 {
+            throw ValidationError("--content-bytes must be at least 1")
+        }
         let executable = try historianExecutable()
 
         var results = BenchmarkResults(
@@ -94,6 +100,7 @@ struct HistorianBenchmark: AsyncParsableCommand {
                 seed: seed,
                 startMilliseconds: Int64(Date().timeIntervalSince1970 * 1000) - 3_600_000
             )
+            workload.contentBytes = contentBytes
             let batch = (0..<messageCount).map { _ in workload.next() }
             results.averageContentBytes = batch.reduce(0) { $0 + $1.content.utf8.count } / max(1, batch.count)
 
@@ -120,6 +127,7 @@ struct HistorianBenchmark: AsyncParsableCommand {
                     stream: 1,
                     startMilliseconds: Int64(Date().timeIntervalSince1970 * 1000)
                 )
+                later.contentBytes = contentBytes
                 let phase = LatencyPhase(
                     servers: servers,
                     messages: (0..<(rate * latencyDuration)).map { _ in

@@ -80,6 +80,9 @@ struct Workload {
     private var sequence: UInt64 = 0
     /// Distinguishes the message IDs of workloads that share conversations.
     private let stream: UInt64
+    /// When set, every message's content is this long instead of 20 to 2,000 bytes: large
+    /// entries, as when a frontend sends whole documents.
+    var contentBytes: Int?
 
     /// - Parameters:
     ///   - conversations: how many conversations the messages spread over.
@@ -121,7 +124,7 @@ struct Workload {
             id: Self.uuid(milliseconds: clock, &random),
             conversation: index,
             role: role,
-            content: Self.content(&random),
+            content: contentBytes.map { Self.content(&random, bytes: $0) } ?? Self.content(&random),
             createdAt: clock,
             createdAtAsMilliseconds: random.chance(30),
             title: turn == 0 ? conversations[index].title : nil,
@@ -215,6 +218,17 @@ struct Workload {
             bytes += separator.utf8.count + word.utf8.count
         }
         return text
+    }
+
+    /// Exactly `bytes` bytes of text: the usual generated paragraphs, repeated (ASCII only, so
+    /// it can be cut anywhere).
+    private static func content(_ random: inout SplitMix64, bytes: Int) -> String {
+        var paragraph = ""
+        while paragraph.utf8.count < 1_000 {
+            paragraph += sentence(&random, words: random.next(in: 8...30)) + ".\n"
+        }
+        let whole = String(repeating: paragraph, count: bytes / paragraph.utf8.count + 1)
+        return String(whole.utf8.prefix(bytes))!
     }
 
     /// A version-7 UUID: the time in its first 48 bits, so IDs arrive roughly in index order.

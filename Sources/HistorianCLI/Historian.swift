@@ -57,6 +57,7 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: "Dead-letter stream key.") var dlqStream: String?
     @Option(help: "Largest content accepted (e.g. 1MiB).") var maxContentBytes: String?
     @Option(help: "Most entries in one batch.") var batchSize: String?
+    @Option(help: "About the most bytes of entries in one batch (e.g. 4MiB).") var batchBytes: String?
     @Option(help: "How long a batch waits to fill (e.g. 1ms).") var batchLinger: String?
     @Option(help: "Deliveries before an entry is poison.") var maxDeliveries: String?
     @Option(help: "Idle time before pending entries are claimed (e.g. 60s).") var claimIdle: String?
@@ -74,11 +75,11 @@ struct ConfigurationOptions: ParsableArguments {
         let pairs: [(String, String?)] = [
             ("redis_url", redisUrl), ("postgres_url", postgresUrl), ("stream", stream), ("group", group),
             ("consumer", consumer), ("instance", instance), ("workers", workers), ("dlq_stream", dlqStream),
-            ("max_content_bytes", maxContentBytes), ("batch_size", batchSize), ("batch_linger", batchLinger),
-            ("max_deliveries", maxDeliveries), ("claim_idle", claimIdle), ("recent_size", recentSize),
-            ("session_ttl", sessionTtl), ("key_prefix", keyPrefix), ("archive_dir", archiveDir),
-            ("archive_after", archiveAfter), ("archive_every", archiveEvery), ("shutdown_grace", shutdownGrace),
-            ("metrics_address", metricsAddress), ("log_level", logLevel),
+            ("max_content_bytes", maxContentBytes), ("batch_size", batchSize), ("batch_bytes", batchBytes),
+            ("batch_linger", batchLinger), ("max_deliveries", maxDeliveries), ("claim_idle", claimIdle),
+            ("recent_size", recentSize), ("session_ttl", sessionTtl), ("key_prefix", keyPrefix),
+            ("archive_dir", archiveDir), ("archive_after", archiveAfter), ("archive_every", archiveEvery),
+            ("shutdown_grace", shutdownGrace), ("metrics_address", metricsAddress), ("log_level", logLevel),
         ]
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { name, value in value.map { (name, $0) } })
     }

@@ -234,6 +234,40 @@ struct IngestTests {
         }
     }
 
+    @Test("large entries make smaller batches: a batch stays within batch_bytes")
+    func batchesStayWithinTheirBytes() async throws {
+        try await TestEnvironment.with { environment in
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            // 30 entries of about 60 KB, against a budget of 256 KiB: four to a batch at most.
+            let messages = Producer.workload(count: 30, conversations: 5, seed: 6).enumerated().map { index, message in
+                var message = message
+                message.content = String(repeating: "a page of a long document. ", count: 60_000 / 27) + "#\(index)"
+                return message
+            }
+            try await Producer.append(messages, redis: redis)
+            let run = try await HistorianProcess.run(
+                ["run", "--once", "--batch-bytes", "256KiB", "--log-level", "debug"],
+                environment: environment.historianEnvironment
+            )
+            #expect(run.status == 0, "\(run.errors)")
+            try await Self.expectStored(messages, in: environment)
+
+            let batches = run.errors.split(separator: "\n").filter { $0.contains("batch done") }.map { line in
+                let value = { (name: String) in
+                    line.split(separator: " ").first { $0.hasPrefix(name + "=") }.flatMap { Int($0.dropFirst(name.count + 1)) }
+                }
+                return (entries: value("entries") ?? 0, bytes: value("bytes") ?? 0)
+            }
+            #expect(batches.reduce(0) { $0 + $1.entries } == 30, "\(batches)")
+            #expect(batches.allSatisfy { $0.bytes <= 256 << 10 }, "\(batches)")
+            // The first read assumes entries of max_content_bytes (1 MiB) and takes one; the rest of
+            // each batch is sized by the entries it holds: four of them fill the budget.
+            #expect(batches.count >= 8, "\(batches)")
+            #expect(batches.map(\.entries).max() == 4, "\(batches)")
+        }
+    }
+
     @Test("SIGTERM while idle: exit 0 promptly")
     func sigtermWhileIdle() async throws {
         try await TestEnvironment.with { environment in

@@ -58,8 +58,21 @@ struct ConfigurationTests {
         #expect(configuration.group == "from-env")
         #expect(configuration.workers == 3)
         #expect(configuration.archiveDir == "/from/file")
-        #expect(configuration.batchSize == 500)
+        #expect(configuration.batchSize == 500 && configuration.batchBytes == 4 << 20)
         #expect(configuration.consumer == HistorianConfiguration.hostName() + "-7")
+    }
+
+    @Test func batchBytesTakesSizes() async throws {
+        let configuration = try await HistorianConfiguration.load(
+            flags: [:],
+            configFile: nil,
+            environment: ["HISTORIAN_BATCH_BYTES": "512KiB"]
+        )
+        #expect(configuration.batchBytes == 512 << 10)
+        #expect(configuration.redactedLines.contains("batch_bytes = 524288"))
+        await #expect(throws: HistorianError.self) {
+            try await HistorianConfiguration.load(flags: ["batch_bytes": "lots"], configFile: nil, environment: [:])
+        }
     }
 
     @Test func invalidValuesNameTheKey() async {

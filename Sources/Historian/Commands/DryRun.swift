@@ -84,7 +84,10 @@ public struct DryRun: Sendable {
 
         var simulation = Simulation()
         var lines: [Line] = []
+        // Entries are read as a worker reads them, within the batch's bytes as well as its count.
+        var budget = settings.readBudget()
         func judge(_ ids: [StreamID], _ entries: [StreamEntry?], pending: Bool) async throws {
+            budget.observe(largestEntryBytes: entries.reduce(0) { max($0, $1?.bytes ?? 0) })
             let chunk = try await simulation.judge(
                 ids: ids,
                 entries: entries,
@@ -100,7 +103,10 @@ public struct DryRun: Sendable {
             var after = "-"
             while true {
                 let reply = try await redis.send(
-                    ["XPENDING", RedisArgument(stream.stream), RedisArgument(stream.group), RedisArgument(after), "+", "1000"]
+                    [
+                        "XPENDING", RedisArgument(stream.stream), RedisArgument(stream.group), RedisArgument(after), "+",
+                        RedisArgument(budget.count()),
+                    ]
                 )
                 let ids = (reply.array ?? []).compactMap { $0.array?.first?.string }.compactMap { StreamID($0) }
                 if ids.isEmpty { break }
@@ -116,7 +122,7 @@ public struct DryRun: Sendable {
         var next = state.groupExists ? "(" + state.lastDelivered.description : "-"
         if state.streamExists {
             while true {
-                let entries = try await stream.range(redis, from: next, count: settings.batchSize)
+                let entries = try await stream.range(redis, from: next, count: budget.count())
                 if entries.isEmpty { break }
                 try await judge(entries.map(\.id), entries, pending: false)
                 next = "(" + entries.last!.id.description
@@ -132,7 +138,7 @@ public struct DryRun: Sendable {
         var last = lines.last.map { $0.entry.description } ?? (state.groupExists ? state.lastDelivered.description : "0-0")
         while !Task.isCancelled {
             let delivery = try await redis.send(
-                ["XREAD", "COUNT", RedisArgument(settings.batchSize), "BLOCK", "1000", "STREAMS", RedisArgument(stream.stream), RedisArgument(last)],
+                ["XREAD", "COUNT", RedisArgument(budget.count()), "BLOCK", "1000", "STREAMS", RedisArgument(stream.stream), RedisArgument(last)],
                 timeout: .seconds(10),
                 decode: IngestStream.decodeDelivery
             )

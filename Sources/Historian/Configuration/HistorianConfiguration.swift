@@ -19,6 +19,7 @@ public struct HistorianConfiguration: Sendable {
     public var dlqStream: String
     public var maxContentBytes: Int
     public var batchSize: Int
+    public var batchBytes: Int
     public var batchLinger: Duration
     public var maxDeliveries: Int
     public var claimIdle: Duration
@@ -57,6 +58,7 @@ public struct HistorianConfiguration: Sendable {
         Key(name: "dlq_stream", defaultValue: "chat:messages:dlq", help: "dead-letter stream key"),
         Key(name: "max_content_bytes", defaultValue: "1MiB", help: "largest content accepted"),
         Key(name: "batch_size", defaultValue: "500", help: "most entries in one batch"),
+        Key(name: "batch_bytes", defaultValue: "4MiB", help: "about the most bytes of entries in one batch"),
         Key(name: "batch_linger", defaultValue: "1ms", help: "how long a batch waits to fill up"),
         Key(name: "max_deliveries", defaultValue: "10", help: "deliveries before an entry is poison"),
         Key(name: "claim_idle", defaultValue: "60s", help: "idle time after which pending entries are claimed"),
@@ -137,6 +139,7 @@ public struct HistorianConfiguration: Sendable {
         workers = try count("workers", 1...64)
         maxContentBytes = try parsed("max_content_bytes", Self.parseSize, "a size like 1048576, 512KiB or 1MiB")
         batchSize = try count("batch_size", 1...100_000)
+        batchBytes = try parsed("batch_bytes", Self.parseSize, "a size like 4194304, 512KiB or 4MiB")
         batchLinger = try duration("batch_linger")
         maxDeliveries = try count("max_deliveries", 1...1_000_000)
         claimIdle = try duration("claim_idle")
@@ -208,7 +211,7 @@ public struct HistorianConfiguration: Sendable {
             ("postgres_url", postgresURL.isEmpty ? "(libpq defaults)" : Self.redactURL(postgresURL)),
             ("stream", stream), ("group", group), ("consumer", consumer), ("workers", String(workers)),
             ("dlq_stream", dlqStream), ("max_content_bytes", String(maxContentBytes)),
-            ("batch_size", String(batchSize)), ("batch_linger", "\(batchLinger)"),
+            ("batch_size", String(batchSize)), ("batch_bytes", String(batchBytes)), ("batch_linger", "\(batchLinger)"),
             ("max_deliveries", String(maxDeliveries)), ("claim_idle", "\(claimIdle)"),
             ("recent_size", String(recentSize)), ("session_ttl", "\(sessionTTL)"), ("key_prefix", keyPrefix),
             ("archive_dir", archiveDir), ("archive_after", "\(archiveAfter)"), ("archive_every", "\(archiveEvery)"),

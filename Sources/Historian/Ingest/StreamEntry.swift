@@ -86,6 +86,9 @@ public struct StreamEntry: Sendable, Hashable {
         self.fields = pairs.map { Field(name: Array($0.key.utf8), value: Array($0.value.utf8)) }
     }
 
+    /// The bytes of the entry's field names and values, as Redis sends them (without framing).
+    public var bytes: Int { fields.reduce(0) { $0 + $1.name.count + $1.value.count } }
+
     /// The value of the first field with this name; a repeated field name keeps its first value.
     public subscript(name: String) -> [UInt8]? {
         var name = name

@@ -9,6 +9,8 @@ public struct IngestSettings: Sendable {
     public var consumer: String
     public var workers: Int
     public var batchSize: Int
+    /// About the most bytes of entries in a batch (see `ReadBudget`).
+    public var batchBytes: Int
     public var batchLinger: Duration
     public var validator: EntryValidator
     public var cache: CacheSettings
@@ -28,6 +30,7 @@ public struct IngestSettings: Sendable {
         consumer = configuration.consumer
         workers = configuration.workers
         batchSize = configuration.batchSize
+        batchBytes = configuration.batchBytes
         batchLinger = configuration.batchLinger
         validator = EntryValidator(limits: ValidationLimits(maxContentBytes: configuration.maxContentBytes))
         maxDeliveries = configuration.maxDeliveries
@@ -44,6 +47,12 @@ public struct IngestSettings: Sendable {
     /// restarted worker finds its own pending entries.
     public func consumerName(worker index: Int) -> String {
         "\(consumer)-\(index)"
+    }
+
+    /// A worker's read budget before its first read: it assumes entries as large as the
+    /// validator accepts.
+    func readBudget() -> ReadBudget {
+        ReadBudget(batchSize: batchSize, batchBytes: batchBytes, firstEntryBytes: validator.limits.maxContentBytes)
     }
 }
 
@@ -72,6 +81,7 @@ struct IngestWorker {
     func run() async throws {
         defer { connections.close() }
         var position = IngestStream.ReadPosition.pending(after: .zero)
+        var budget = settings.readBudget()
         var nextClaim = ContinuousClock.now + settings.claimEvery
         logger.debug("worker started")
         // Connected before the first read, so that the first batch does not wait for two
@@ -88,7 +98,7 @@ struct IngestWorker {
             var delivery: IngestStream.Delivery
             do {
                 delivery = try await retrying("reading the stream", logger: logger) {
-                    try await readBatch(&position)
+                    try await readBatch(&position, budget: &budget)
                 }
                 if ContinuousClock.now >= nextClaim {
                     nextClaim = ContinuousClock.now + settings.claimEvery
@@ -97,9 +107,10 @@ struct IngestWorker {
                             try await connections.redis(),
                             consumer: settings.consumerName(worker: index),
                             idle: settings.claimIdle,
-                            count: settings.batchSize
+                            count: budget.count()
                         )
                     }
+                    budget.observe(largestEntryBytes: claimed.largestEntryBytes)
                     if !claimed.isEmpty {
                         logger.notice("claimed entries left pending by another consumer", metadata: ["entries": "\(claimed.count)"])
                         try await process(claimed)
@@ -124,16 +135,20 @@ struct IngestWorker {
 
     /// Reads up to a batch: this consumer's own pending entries first (left by an earlier run),
     /// then new entries, when it is this worker's turn to read them.
-    private func readBatch(_ position: inout IngestStream.ReadPosition) async throws -> IngestStream.Delivery {
+    private func readBatch(
+        _ position: inout IngestStream.ReadPosition,
+        budget: inout ReadBudget
+    ) async throws -> IngestStream.Delivery {
         let redis = try await connections.redis()
         if case .pending(let after) = position {
             let pending = try await settings.stream.read(
                 redis,
                 consumer: settings.consumerName(worker: index),
                 from: position,
-                count: settings.batchSize,
+                count: budget.count(),
                 block: nil
             )
+            budget.observe(largestEntryBytes: pending.largestEntryBytes)
             if let first = pending.ids.first, let last = pending.ids.last, last > after {
                 position = .pending(after: last)
                 var delivery = pending
@@ -153,26 +168,33 @@ struct IngestWorker {
         return try await turn.withTurn {
             // Shutdown may have begun while this worker waited for its turn.
             guard !Task.isShuttingDownGracefully else { return IngestStream.Delivery() }
-            return try await readNew(redis)
+            return try await readNew(redis, budget: &budget)
         }
     }
 
     /// Reads new entries, waiting up to `readBlock` for the first and then up to `batchLinger`
-    /// for a partial batch to fill. Called holding the read turn.
-    private func readNew(_ redis: RedisConnection) async throws -> IngestStream.Delivery {
+    /// for a partial batch to fill, as far as the budget allows. Called holding the read turn.
+    private func readNew(_ redis: RedisConnection, budget: inout ReadBudget) async throws -> IngestStream.Delivery {
         var delivery = try await settings.stream.read(
             redis,
             consumer: settings.consumerName(worker: index),
             from: .new,
-            count: settings.batchSize,
+            count: budget.count(),
             block: settings.once ? nil : settings.readBlock
         )
-        let partial = !delivery.isEmpty && delivery.count < settings.batchSize
-        guard partial, settings.batchLinger > .zero else {
+        var largest = delivery.largestEntryBytes
+        var bytes = delivery.bytes
+        defer { budget.observe(largestEntryBytes: largest) }
+        guard !delivery.isEmpty, settings.batchLinger > .zero else {
             return delivery
         }
         let deadline = ContinuousClock.now + settings.batchLinger
-        while delivery.count < settings.batchSize {
+        while true {
+            // The rest of the batch is sized by its own largest entry so far.
+            var estimate = budget
+            estimate.observe(largestEntryBytes: largest)
+            let count = estimate.count(entries: delivery.count, bytes: bytes)
+            guard count > 0 else { break }
             let remaining = deadline - ContinuousClock.now
             guard remaining > .zero else { break }
             // Redis blocks in whole milliseconds, so a read waits only while a whole one is
@@ -184,11 +206,13 @@ struct IngestWorker {
                 redis,
                 consumer: settings.consumerName(worker: index),
                 from: .new,
-                count: settings.batchSize - delivery.count,
+                count: count,
                 block: wait
             )
             delivery.ids += more.ids
             delivery.entries += more.entries
+            largest = max(largest, more.largestEntryBytes)
+            bytes += more.bytes
             if more.isEmpty || wait == nil { break }
         }
         return delivery
@@ -256,8 +280,8 @@ struct IngestWorker {
                 logger.debug(
                     "batch done",
                     metadata: [
-                        "entries": "\(delivery.count)", "stored": "\(acknowledgement.stored.count)",
-                        "dead_letters": "\(acknowledgement.deadLetters.count)",
+                        "entries": "\(delivery.count)", "bytes": "\(delivery.bytes)",
+                        "stored": "\(acknowledgement.stored.count)", "dead_letters": "\(acknowledgement.deadLetters.count)",
                         "store_ms": "\(Self.milliseconds(stored - started))",
                         "cache_ms": "\(Self.milliseconds(cached - stored))",
                         "ack_ms": "\(Self.milliseconds(clock.now - cached))",

@@ -41,6 +41,10 @@ public struct IngestStream: Sendable {
         public var deliveries: [StreamID: Int] = [:]
         public var isEmpty: Bool { ids.isEmpty }
         public var count: Int { ids.count }
+        /// The entries' size: the bytes of their field names and values.
+        public var bytes: Int { entries.reduce(0) { $0 + ($1?.bytes ?? 0) } }
+        /// The size of the largest entry.
+        public var largestEntryBytes: Int { entries.reduce(0) { max($0, $1?.bytes ?? 0) } }
     }
 
     /// `XREADGROUP`; `block` is how long to wait for new entries (`nil`: return at once).
