@@ -148,9 +148,11 @@ public enum RecentCache {
         value.withUTF8 { bytes in
             // Runs of plain bytes are copied whole.
             var runStart = 0
-            for index in bytes.indices {
+            var next = ByteScan.firstCandidate(in: bytes, from: 0, quote: true)
+            while next < bytes.count {
+                let index = next
+                next = ByteScan.firstCandidate(in: bytes, from: index + 1, quote: true)
                 let byte = bytes[index]
-                guard byte < 0x20 || byte == 0x22 || byte == 0x5C else { continue }
                 out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
                 runStart = index + 1
                 out.append(0x5C)

@@ -704,19 +704,23 @@ public enum CopyText {
         value.withUTF8 { bytes in
             // Copy runs of plain bytes whole; only the four special bytes are escaped one by one.
             var runStart = 0
-            for index in bytes.indices {
-                let escaped: UInt8
+            var index = ByteScan.firstCandidate(in: bytes, from: 0, quote: false)
+            while index < bytes.count {
+                let escaped: UInt8?
                 switch bytes[index] {
                 case 0x5C: escaped = 0x5C
                 case 0x09: escaped = 0x74
                 case 0x0A: escaped = 0x6E
                 case 0x0D: escaped = 0x72
-                default: continue
+                default: escaped = nil  // another control character: COPY takes it as it is
                 }
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
-                out.append(0x5C)
-                out.append(escaped)
-                runStart = index + 1
+                if let escaped {
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
+                    out.append(0x5C)
+                    out.append(escaped)
+                    runStart = index + 1
+                }
+                index = ByteScan.firstCandidate(in: bytes, from: index + 1, quote: false)
             }
             out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart...]))
         }
