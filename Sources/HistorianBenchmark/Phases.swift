@@ -342,6 +342,15 @@ struct DrainPhase {
         try await prefill(redis, with: messages, of: workload, phase: "drain")
         _ = try await database.execute("CHECKPOINT")
 
+        // Every command that keeps Redis busy for over a millisecond goes to the slow log: while
+        // one runs, Redis serves no other client (a frontend's XADD included).
+        for command: [RedisArgument] in [
+            ["CONFIG", "SET", "slowlog-log-slower-than", "1000"], ["CONFIG", "SET", "slowlog-max-len", "100000"],
+            ["SLOWLOG", "RESET"], ["CONFIG", "RESETSTAT"],
+        ] {
+            _ = try await redis.send(command)
+        }
+
         report("drain: historian run --once \(arguments.joined(separator: " "))")
         let log = try temporaryFile("historian-drain")
         let serversBefore = ServerCPU(servers)
@@ -382,6 +391,7 @@ struct DrainPhase {
             throw BenchmarkError("drain: \(stored) of \(messages.count) messages stored, \(deadLetters) dead letters")
         }
         let usage = daemon.resourceUsage
+        let pauses = try await RedisPauses.read(redis)
         let result = DrainResult(
             messagesPerSecond: Double(messages.count) / seconds,
             seconds: seconds,
@@ -389,7 +399,8 @@ struct DrainPhase {
             cpuSeconds: (usage?.userSeconds ?? 0) + (usage?.systemSeconds ?? 0),
             postgresCPUSeconds: serversAfter.postgres - serversBefore.postgres,
             redisCPUSeconds: serversAfter.redis - serversBefore.redis,
-            disk: disk
+            disk: disk,
+            redisPauses: pauses
         )
         report(
             "drain: \(Int(result.messagesPerSecond)) messages/s, peak RSS \(result.peakRSSBytes / 1_048_576) MiB, "
@@ -416,6 +427,8 @@ struct DrainResult: Codable {
     var redisCPUSeconds: Double
     /// `fdatasync` times on PostgreSQL's disk meanwhile.
     var disk: DiskProbeResult?
+    /// How long Redis was kept busy by single commands meanwhile.
+    var redisPauses: RedisPauses?
 
     enum CodingKeys: String, CodingKey {
         case messagesPerSecond = "messages_per_second"
@@ -425,6 +438,7 @@ struct DrainResult: Codable {
         case postgresCPUSeconds = "postgres_cpu_seconds"
         case redisCPUSeconds = "redis_cpu_seconds"
         case disk
+        case redisPauses = "redis_pauses"
     }
 }
 
@@ -653,6 +667,8 @@ struct LatencyResult: Codable {
 
     /// `fdatasync` times on PostgreSQL's disk meanwhile.
     var disk: DiskProbeResult?
+    /// How long Redis was kept busy by single commands meanwhile.
+    var redisPauses: RedisPauses?
 
     /// From latencies in nanoseconds, sorted; the figures are in milliseconds.
     init(rate: Int, sorted: [UInt64], achievedRate: Double) {
@@ -724,5 +740,66 @@ extension Sequence {
         var results: [T] = []
         for element in self { results.append(try await transform(element)) }
         return results
+    }
+}
+
+/// How long single commands kept Redis busy during a phase, from its slow log (commands over
+/// 1 ms) and its command statistics.
+struct RedisPauses: Codable {
+    /// Cache script calls (`EVALSHA`, `EVAL`) and their average time.
+    var scriptCalls: Int
+    var scriptMillisecondsPerCall: Double
+    /// Commands that took longer than 1 ms, and the longest of them.
+    var commandsOverOneMillisecond: Int
+    var longestMilliseconds: Double
+    var longestCommand: String
+
+    enum CodingKeys: String, CodingKey {
+        case scriptCalls = "script_calls"
+        case scriptMillisecondsPerCall = "script_ms_per_call"
+        case commandsOverOneMillisecond = "commands_over_1ms"
+        case longestMilliseconds = "longest_ms"
+        case longestCommand = "longest_command"
+    }
+
+    static func read(_ redis: RedisConnection) async throws -> RedisPauses {
+        var calls = 0
+        var microseconds = 0.0
+        let info = try await redis.send("INFO", "commandstats").string ?? ""
+        for line in info.split(whereSeparator: \.isNewline)
+        where line.hasPrefix("cmdstat_evalsha:") || line.hasPrefix("cmdstat_eval:") {
+            for field in line.split(separator: ":", maxSplits: 1).last?.split(separator: ",") ?? [] {
+                let pair = field.split(separator: "=")
+                guard pair.count == 2 else { continue }
+                if pair[0] == "calls" { calls += Int(pair[1]) ?? 0 }
+                if pair[0] == "usec" { microseconds += Double(pair[1]) ?? 0 }
+            }
+        }
+        // [id, time, microseconds, [command, arguments…], client, name]
+        let entries = try await redis.send("SLOWLOG", "GET", "-1").array ?? []
+        var longest = (microseconds: 0, command: "")
+        for entry in entries {
+            guard let fields = entry.array, fields.count >= 4, let duration = fields[2].int else { continue }
+            if Int(duration) > longest.microseconds {
+                longest = (Int(duration), fields[3].array?.first?.string ?? "")
+            }
+        }
+        return RedisPauses(
+            scriptCalls: calls,
+            scriptMillisecondsPerCall: calls == 0 ? 0 : microseconds / Double(calls) / 1000,
+            commandsOverOneMillisecond: entries.count,
+            longestMilliseconds: Double(longest.microseconds) / 1000,
+            longestCommand: longest.command
+        )
+    }
+
+    var summary: String {
+        String(
+            format: "cache script %.1f ms per call (%d calls); %d commands over 1 ms, longest %.1f ms",
+            scriptMillisecondsPerCall,
+            scriptCalls,
+            commandsOverOneMillisecond,
+            longestMilliseconds
+        ) + (longestCommand.isEmpty ? "" : " (\(longestCommand))")
     }
 }

@@ -138,6 +138,9 @@ struct BenchmarkResults: Encodable {
                     )
                 )
             )
+            if let pauses = drain.redisPauses {
+                rows.append(("Redis busy with one command during drain", pauses.summary))
+            }
             if let disk = drain.disk {
                 rows.append(("disk during drain: fdatasync p50 / p99 / max", disk.summary))
             }

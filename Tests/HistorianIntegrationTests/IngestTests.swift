@@ -268,6 +268,27 @@ struct IngestTests {
         }
     }
 
+    @Test("after a cautious first read, what is waiting is read at once, whatever the linger: one batch")
+    func cautiousFirstReadStillFillsTheBatch() async throws {
+        try await TestEnvironment.with { environment in
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            let messages = Producer.workload(count: 300, conversations: 30, seed: 8)
+            try await Producer.append(messages, redis: redis)
+            // The first read assumes entries of max_content_bytes (1 MiB) and asks for four; no
+            // linger at all, so only the rule "a full read is followed by another" reads the rest.
+            let run = try await HistorianProcess.run(
+                ["run", "--once", "--batch-linger", "0ms", "--log-level", "debug"],
+                environment: environment.historianEnvironment
+            )
+            #expect(run.status == 0, "\(run.errors)")
+            try await Self.expectStored(messages, in: environment)
+            let batches = run.errors.split(separator: "\n").filter { $0.contains("batch done") }
+            #expect(batches.count == 1, "\(batches)")
+            #expect(batches.first?.contains("entries=300") == true, "\(batches)")
+        }
+    }
+
     @Test("SIGTERM while idle: exit 0 promptly")
     func sigtermWhileIdle() async throws {
         try await TestEnvironment.with { environment in

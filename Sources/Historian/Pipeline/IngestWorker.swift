@@ -175,19 +175,22 @@ struct IngestWorker {
     /// Reads new entries, waiting up to `readBlock` for the first and then up to `batchLinger`
     /// for a partial batch to fill, as far as the budget allows. Called holding the read turn.
     private func readNew(_ redis: RedisConnection, budget: inout ReadBudget) async throws -> IngestStream.Delivery {
+        let firstCount = budget.count()
         var delivery = try await settings.stream.read(
             redis,
             consumer: settings.consumerName(worker: index),
             from: .new,
-            count: budget.count(),
+            count: firstCount,
             block: settings.once ? nil : settings.readBlock
         )
         var largest = delivery.largestEntryBytes
         var bytes = delivery.bytes
         defer { budget.observe(largestEntryBytes: largest) }
-        guard !delivery.isEmpty, settings.batchLinger > .zero else {
-            return delivery
-        }
+        guard !delivery.isEmpty else { return delivery }
+        // A read that returned all it asked for (the budget may have asked for few) can have
+        // left more waiting: that is read at once, whatever the linger. After a read that
+        // returned less, the batch waits for more only within the linger.
+        var full = delivery.count == firstCount
         let deadline = ContinuousClock.now + settings.batchLinger
         while true {
             // The rest of the batch is sized by its own largest entry so far.
@@ -195,13 +198,18 @@ struct IngestWorker {
             estimate.observe(largestEntryBytes: largest)
             let count = estimate.count(entries: delivery.count, bytes: bytes)
             guard count > 0 else { break }
-            let remaining = deadline - ContinuousClock.now
-            guard remaining > .zero else { break }
-            // Redis blocks in whole milliseconds, so a read waits only while a whole one is
-            // left; the last read takes what has arrived without waiting. With the default
-            // linger of 1 ms that is the one extra read: it collects the rest of a burst whose
-            // first entry woke this worker.
-            let wait = settings.once || remaining <= .milliseconds(1) ? nil : remaining
+            let wait: Duration?
+            if full {
+                wait = nil
+            } else {
+                let remaining = deadline - ContinuousClock.now
+                guard remaining > .zero else { break }
+                // Redis blocks in whole milliseconds, so a read waits only while a whole one
+                // is left; the last read takes what has arrived without waiting. With the
+                // default linger of 1 ms that is the one extra read: it collects the rest of a
+                // burst whose first entry woke this worker.
+                wait = settings.once || remaining <= .milliseconds(1) ? nil : remaining
+            }
             let more = try await settings.stream.read(
                 redis,
                 consumer: settings.consumerName(worker: index),
@@ -213,7 +221,8 @@ struct IngestWorker {
             delivery.entries += more.entries
             largest = max(largest, more.largestEntryBytes)
             bytes += more.bytes
-            if more.isEmpty || wait == nil { break }
+            full = more.count == count
+            if more.isEmpty || (wait == nil && !full) { break }
         }
         return delivery
     }
@@ -293,9 +302,9 @@ struct IngestWorker {
     }
 
     /// Brings the recent lists and sessions up to date with what this batch committed, before
-    /// anything is acknowledged: one script call, plus one snapshot round for conversations
-    /// whose list was missing or behind. The script call also acknowledges the batch's done
-    /// entries when no list was behind.
+    /// anything is acknowledged: script calls of `RecentCache.workPerCall` at most, plus one
+    /// snapshot round for conversations whose list was missing or behind. The last call also
+    /// acknowledges the batch's done entries when no list was behind.
     /// - Returns: whether the done entries (`acknowledgement.acknowledge`) were acknowledged.
     private func refreshCache(_ acknowledgement: Acknowledgement, deltas: [CacheWrite]) async throws -> Bool {
         let cache = settings.cache
