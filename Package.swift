@@ -99,6 +99,7 @@ let package = Package(
             name: "HistorianIntegrationTests",
             dependencies: [
                 "Historian", "HistorianCLI", "LocalServers", "RedisClient", "PostgresClient",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),

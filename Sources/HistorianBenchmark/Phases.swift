@@ -546,6 +546,7 @@ struct LatencyPhase {
         result.redisCPUSeconds = serversAfter.redis - serversBefore.redis
         result.benchmarkCPUSeconds = ownAfter - ownBefore
         result.disk = disk
+        result.streamLength = try await redis.send("XLEN", RedisArgument(Self.stream)).int.map { Int($0) }
         report(
             "latency: p50 \(format(result.p50)) ms, p99 \(format(result.p99)) ms, max \(format(result.max)) ms "
                 + "over \(result.count) messages"
@@ -667,8 +668,8 @@ struct LatencyResult: Codable {
 
     /// `fdatasync` times on PostgreSQL's disk meanwhile.
     var disk: DiskProbeResult?
-    /// How long Redis was kept busy by single commands meanwhile.
-    var redisPauses: RedisPauses?
+    /// Entries left in the run's stream when it ends: what upkeep has not trimmed (yet).
+    var streamLength: Int?
 
     /// From latencies in nanoseconds, sorted; the figures are in milliseconds.
     init(rate: Int, sorted: [UInt64], achievedRate: Double) {
@@ -694,6 +695,7 @@ struct LatencyResult: Codable {
         case redisCPUSeconds = "redis_cpu_seconds"
         case benchmarkCPUSeconds = "benchmark_cpu_seconds"
         case disk
+        case streamLength = "stream_length_at_end"
     }
 }
 

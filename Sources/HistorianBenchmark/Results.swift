@@ -167,6 +167,9 @@ struct BenchmarkResults: Encodable {
             if let disk = latency.disk {
                 rows.append(("disk during latency run: fdatasync p50 / p99 / max", disk.summary))
             }
+            if let length = latency.streamLength {
+                rows.append(("stream entries left at the end", "\(length) (trimmed every 5 s down to what all groups acknowledged)"))
+            }
         }
         for target in targets {
             rows.append(("target: " + target.name, target.value + (target.met ? "  met" : "  MISSED")))

@@ -111,13 +111,27 @@ struct StreamMaintenance {
             keepFrom = min(keepFrom ?? needed, needed)
         }
         guard let keepFrom, keepFrom > StreamID(milliseconds: 0, sequence: 1) else { return }
-        let trimmed = try await redis.send(
-            "XTRIM", RedisArgument(stream.stream), "MINID", "~", RedisArgument(keepFrom.description)
-        )
-        if let count = trimmed.int, count > 0 {
-            logger.debug("trimmed the stream", metadata: ["entries": "\(count)", "kept_from": "\(keepFrom)"])
+        var total = 0
+        while true {
+            let trimmed = try await redis.send(
+                "XTRIM", RedisArgument(stream.stream), "MINID", "~", RedisArgument(keepFrom.description),
+                "LIMIT", RedisArgument(Self.trimPerCall)
+            )
+            guard let count = trimmed.int, count > 0 else { break }
+            total += Int(count)
+        }
+        if total > 0 {
+            logger.debug("trimmed the stream", metadata: ["entries": "\(total)", "kept_from": "\(keepFrom)"])
         }
     }
+
+    /// The most entries one `XTRIM` removes. An approximate trim removes whole nodes, and
+    /// Redis stops it after 100 of them (10,000 entries with the default
+    /// `stream-node-max-entries`) unless told otherwise. One call per pass, as before, therefore
+    /// fell behind any stream fed faster than 2,000 entries a second, and the stream grew
+    /// without end. A pass now trims in calls of this many until one finds nothing left, each
+    /// its own round trip, so no single call holds Redis for long.
+    static let trimPerCall = 10_000
 
     /// Removes consumers that have nothing pending and have been idle for a long time.
     func forgetIdleConsumers(_ redis: RedisConnection) async throws {
