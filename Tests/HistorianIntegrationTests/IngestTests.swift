@@ -25,6 +25,25 @@ struct IngestTests {
         }
     }
 
+    /// Appends `messages`, stores them with `run --once` and these options at debug level, checks
+    /// that every one is stored, and returns the batches the daemon logged.
+    static func storeOnce(
+        _ messages: [TestMessage],
+        options: [String],
+        in environment: TestEnvironment
+    ) async throws -> [(entries: Int, bytes: Int)] {
+        let redis = try await environment.redis()
+        defer { redis.close() }
+        try await Producer.append(messages, redis: redis)
+        let run = try await HistorianProcess.run(
+            ["run", "--once", "--log-level", "debug"] + options,
+            environment: environment.historianEnvironment
+        )
+        #expect(run.status == 0, "\(run.errors)")
+        try await expectStored(messages, in: environment)
+        return batchesDone(run.errors)
+    }
+
     /// Checks that PostgreSQL holds exactly `messages`, byte for byte, with the right conversations.
     static func expectStored(_ messages: [TestMessage], in environment: TestEnvironment) async throws {
         let stored = try await storedMessages(environment)
@@ -246,23 +265,13 @@ struct IngestTests {
     @Test("large entries make smaller batches: a batch stays within batch_bytes")
     func batchesStayWithinTheirBytes() async throws {
         try await TestEnvironment.with { environment in
-            let redis = try await environment.redis()
-            defer { redis.close() }
             // 30 entries of about 60 KB, against a budget of 256 KiB: four to a batch at most.
             let messages = Producer.workload(count: 30, conversations: 5, seed: 6).enumerated().map { index, message in
                 var message = message
                 message.content = String(repeating: "a page of a long document. ", count: 60_000 / 27) + "#\(index)"
                 return message
             }
-            try await Producer.append(messages, redis: redis)
-            let run = try await HistorianProcess.run(
-                ["run", "--once", "--batch-bytes", "256KiB", "--log-level", "debug"],
-                environment: environment.historianEnvironment
-            )
-            #expect(run.status == 0, "\(run.errors)")
-            try await Self.expectStored(messages, in: environment)
-
-            let batches = Self.batchesDone(run.errors)
+            let batches = try await Self.storeOnce(messages, options: ["--batch-bytes", "256KiB"], in: environment)
             #expect(batches.reduce(0) { $0 + $1.entries } == 30, "\(batches)")
             #expect(batches.allSatisfy { $0.bytes <= 256 << 10 }, "\(batches)")
             // The first read assumes entries of max_content_bytes (1 MiB) and takes one; the rest of
@@ -275,19 +284,10 @@ struct IngestTests {
     @Test("after a cautious first read, what is waiting is read at once, whatever the linger: one batch")
     func cautiousFirstReadStillFillsTheBatch() async throws {
         try await TestEnvironment.with { environment in
-            let redis = try await environment.redis()
-            defer { redis.close() }
-            let messages = Producer.workload(count: 300, conversations: 30, seed: 8)
-            try await Producer.append(messages, redis: redis)
             // The first read assumes entries of max_content_bytes (1 MiB) and asks for four; no
             // linger at all, so only the rule "a full read is followed by another" reads the rest.
-            let run = try await HistorianProcess.run(
-                ["run", "--once", "--batch-linger", "0ms", "--log-level", "debug"],
-                environment: environment.historianEnvironment
-            )
-            #expect(run.status == 0, "\(run.errors)")
-            try await Self.expectStored(messages, in: environment)
-            let batches = Self.batchesDone(run.errors)
+            let messages = Producer.workload(count: 300, conversations: 30, seed: 8)
+            let batches = try await Self.storeOnce(messages, options: ["--batch-linger", "0ms"], in: environment)
             #expect(batches.map(\.entries) == [300], "\(batches)")
         }
     }
