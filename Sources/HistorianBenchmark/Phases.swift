@@ -37,6 +37,8 @@ struct CeilingPhase {
             defer { connections.forEach { $0.close() } }
             _ = try await connections[0].execute("CHECKPOINT")
             let cpuBefore = ServerCPU(servers)
+            let machine = MachineProbe()
+            defer { machine.cancel() }
             let start = monotonicNanoseconds()
             try await connections[0].withSession { session in
                 _ = try session.copyIn(
@@ -58,6 +60,7 @@ struct CeilingPhase {
             let seconds = Double(monotonicNanoseconds() - start) / 1e9
             // The backends of this round are still connected, so their CPU time is counted.
             let cpu = ServerCPU(servers).postgres - cpuBefore.postgres
+            let machineResult = await machine.stop(origin: start)
             let rate = Double(messages.count) / seconds
             report(
                 "ceiling, \(streams) connection(s): \(Int(rate)) messages/s (\(String(format: "%.2f", seconds)) s), "
@@ -66,10 +69,12 @@ struct CeilingPhase {
             if streams == 1 {
                 result.oneConnection = rate
                 result.oneConnectionPostgresCPUSeconds = cpu
+                result.oneConnectionMachine = machineResult
                 try await verifyCount(connections[0])
             } else {
                 result.twoConnections = rate
                 result.twoConnectionsPostgresCPUSeconds = cpu
+                result.twoConnectionsMachine = machineResult
             }
         }
         return result
@@ -169,6 +174,9 @@ struct CeilingResult: Codable {
     /// CPU time of every PostgreSQL process during each round.
     var oneConnectionPostgresCPUSeconds = 0.0
     var twoConnectionsPostgresCPUSeconds = 0.0
+    /// The whole machine's CPU during each round.
+    var oneConnectionMachine: MachineProbeResult?
+    var twoConnectionsMachine: MachineProbeResult?
     /// The better of the two: what PostgreSQL can take on this machine.
     var messagesPerSecond: Double { max(oneConnection, twoConnections) }
     /// The lesser of the two rounds' PostgreSQL CPU time: the least it spent to take in the
@@ -182,6 +190,8 @@ struct CeilingResult: Codable {
         case twoConnections = "two_connections_messages_per_second"
         case oneConnectionPostgresCPUSeconds = "one_connection_postgres_cpu_seconds"
         case twoConnectionsPostgresCPUSeconds = "two_connections_postgres_cpu_seconds"
+        case oneConnectionMachine = "one_connection_machine"
+        case twoConnectionsMachine = "two_connections_machine"
     }
 }
 
@@ -356,6 +366,8 @@ struct DrainPhase {
         let serversBefore = ServerCPU(servers)
         let probe = DiskProbe(directory: servers.postgres.directory)
         defer { probe.cancel() }
+        let machine = MachineProbe()
+        defer { machine.cancel() }
         let timeStart = monotonicNanoseconds()
         let daemon = try ChildProcess(
             executable: executable,
@@ -378,6 +390,7 @@ struct DrainPhase {
         let status = daemon.exitStatus ?? -1
         let seconds = Double(monotonicNanoseconds() - timeStart) / 1e9
         let disk = try await probe.stop(origin: timeStart)
+        let machineResult = await machine.stop(origin: timeStart)
         // Lets the historian's backends exit and the postmaster reap them, so their CPU counts.
         try await Task.sleep(for: .milliseconds(300))
         let serversAfter = ServerCPU(servers)
@@ -400,6 +413,7 @@ struct DrainPhase {
             postgresCPUSeconds: serversAfter.postgres - serversBefore.postgres,
             redisCPUSeconds: serversAfter.redis - serversBefore.redis,
             disk: disk,
+            machine: machineResult,
             redisPauses: pauses
         )
         report(
@@ -427,6 +441,8 @@ struct DrainResult: Codable {
     var redisCPUSeconds: Double
     /// `fdatasync` times on PostgreSQL's disk meanwhile.
     var disk: DiskProbeResult?
+    /// The whole machine's CPU meanwhile.
+    var machine: MachineProbeResult?
     /// How long Redis was kept busy by single commands meanwhile.
     var redisPauses: RedisPauses?
 
@@ -437,7 +453,7 @@ struct DrainResult: Codable {
         case cpuSeconds = "historian_cpu_seconds"
         case postgresCPUSeconds = "postgres_cpu_seconds"
         case redisCPUSeconds = "redis_cpu_seconds"
-        case disk
+        case disk, machine
         case redisPauses = "redis_pauses"
     }
 }
@@ -528,8 +544,12 @@ struct LatencyPhase {
         let ownBefore = ServerCPU.stat(getpid())?.own ?? 0
         let probe = DiskProbe(directory: servers.postgres.directory)
         defer { probe.cancel() }
+        let machine = MachineProbe()
+        defer { machine.cancel() }
         let (samples, achievedRate) = try await produceAndWatch(redis)
-        let disk = try await probe.stop(origin: samples.lazy.map(\.sent).min() ?? 0)
+        let firstSent = samples.lazy.map(\.sent).min() ?? 0
+        let disk = try await probe.stop(origin: firstSent)
+        let machineResult = await machine.stop(origin: firstSent)
         let serversAfter = ServerCPU(servers)
         let ownAfter = ServerCPU.stat(getpid())?.own ?? 0
         daemon.signal(SIGTERM)
@@ -546,6 +566,7 @@ struct LatencyPhase {
         result.redisCPUSeconds = serversAfter.redis - serversBefore.redis
         result.benchmarkCPUSeconds = ownAfter - ownBefore
         result.disk = disk
+        result.machine = machineResult
         result.streamLength = try await redis.send("XLEN", RedisArgument(Self.stream)).int.map { Int($0) }
         report(
             "latency: p50 \(format(result.p50)) ms, p99 \(format(result.p99)) ms, max \(format(result.max)) ms "
@@ -668,6 +689,8 @@ struct LatencyResult: Codable {
 
     /// `fdatasync` times on PostgreSQL's disk meanwhile.
     var disk: DiskProbeResult?
+    /// The whole machine's CPU meanwhile.
+    var machine: MachineProbeResult?
     /// Entries left in the run's stream when it ends: what upkeep has not trimmed (yet).
     var streamLength: Int?
 
@@ -694,7 +717,7 @@ struct LatencyResult: Codable {
         case postgresCPUSeconds = "postgres_cpu_seconds"
         case redisCPUSeconds = "redis_cpu_seconds"
         case benchmarkCPUSeconds = "benchmark_cpu_seconds"
-        case disk
+        case disk, machine
         case streamLength = "stream_length_at_end"
     }
 }

@@ -104,6 +104,9 @@ struct BenchmarkResults: Encodable {
                     )
                 )
             )
+            if let one = ceiling.oneConnectionMachine, let two = ceiling.twoConnectionsMachine {
+                rows.append(("machine during ceiling, 1 / 2 connections", one.summary + " / " + two.summary))
+            }
         }
         if let redisFloor {
             rows.append(
@@ -144,6 +147,9 @@ struct BenchmarkResults: Encodable {
             if let disk = drain.disk {
                 rows.append(("disk during drain: fdatasync p50 / p99 / max", disk.summary))
             }
+            if let machine = drain.machine {
+                rows.append(("machine during drain", machine.summary))
+            }
             rows.append(("peak RSS during drain", String(format: "%.1f MiB", Double(drain.peakRSSBytes) / 1_048_576)))
         }
         if let latency {
@@ -166,6 +172,9 @@ struct BenchmarkResults: Encodable {
             }
             if let disk = latency.disk {
                 rows.append(("disk during latency run: fdatasync p50 / p99 / max", disk.summary))
+            }
+            if let machine = latency.machine {
+                rows.append(("machine during latency run", machine.summary))
             }
             if let length = latency.streamLength {
                 rows.append(("stream entries left at the end", "\(length) (trimmed every 5 s down to what all groups acknowledged)"))

@@ -1,0 +1,121 @@
+import Foundation
+
+/// Samples the whole machine's CPU time from `/proc/stat` every 100 ms while a phase runs.
+///
+/// The machine this benchmark was written on is a virtual machine, and its speed varies: the
+/// same code has drained a fifth faster or slower from one run to the next, and now and then
+/// every process on it, the benchmark's own producer included, stopped for 100 ms at once. The
+/// hypervisor counts the time it ran something else while this machine had work to do as
+/// *steal*. With the probe beside them, the figures say whether a slow phase or a stall came
+/// from there.
+struct MachineProbe {
+    static let interval = Duration.milliseconds(100)
+    /// A 100 ms window with more steal than this (summed over the cores) is listed.
+    static let spellMilliseconds = 20.0
+
+    private let task: Task<[MachineSample], Never>
+
+    init() {
+        task = Task {
+            var samples: [MachineSample] = []
+            while !Task.isCancelled {
+                if let sample = MachineSample.now() { samples.append(sample) }
+                try? await Task.sleep(for: Self.interval)
+            }
+            if let sample = MachineSample.now() { samples.append(sample) }
+            return samples
+        }
+    }
+
+    /// Stops sampling; times are in seconds since `origin` (monotonic nanoseconds).
+    func stop(origin: UInt64) async -> MachineProbeResult? {
+        task.cancel()
+        return MachineProbeResult(samples: await task.value, origin: origin)
+    }
+
+    /// Stops sampling without waiting for it, as when a phase fails.
+    func cancel() {
+        task.cancel()
+    }
+}
+
+/// The first line of `/proc/stat` (every core's time since boot, in clock ticks) and when it
+/// was read.
+struct MachineSample {
+    var at: UInt64
+    var busy: Double
+    var idle: Double
+    var steal: Double
+
+    static func now() -> MachineSample? {
+        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+            let line = text.split(separator: "\n").first, line.hasPrefix("cpu ")
+        else { return nil }
+        // user nice system idle iowait irq softirq steal guest guest_nice; the guests are in
+        // user and nice already.
+        let ticks = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard ticks.count >= 8 else { return nil }
+        return MachineSample(
+            at: monotonicNanoseconds(),
+            busy: ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6],
+            idle: ticks[3] + ticks[4],
+            steal: ticks[7]
+        )
+    }
+}
+
+struct MachineProbeResult: Codable {
+    var seconds: Double
+    /// Cores kept busy on average, by every process and the kernel.
+    var busyCores: Double
+    /// CPU time the hypervisor took while this machine had work, summed over the cores.
+    var stealSeconds: Double
+    /// `stealSeconds` as a share of all the cores' time.
+    var stealFraction: Double
+    /// The 100 ms windows with over `MachineProbe.spellMilliseconds` of steal: when each
+    /// began, in seconds since the phase began (for a latency run, since its first message),
+    /// and the steal in it, in ms summed over the cores.
+    var spells: [Spell]
+
+    struct Spell: Codable {
+        var at: Double
+        var milliseconds: Double
+
+        enum CodingKeys: String, CodingKey {
+            case at = "at_s"
+            case milliseconds = "steal_ms"
+        }
+    }
+
+    init?(samples: [MachineSample], origin: UInt64) {
+        guard let first = samples.first, let last = samples.last, last.at > first.at else { return nil }
+        let tick = 1 / Double(sysconf(Int32(_SC_CLK_TCK)))
+        seconds = Double(last.at - first.at) / 1e9
+        busyCores = (last.busy - first.busy) * tick / seconds
+        stealSeconds = (last.steal - first.steal) * tick
+        let total = (last.busy + last.idle + last.steal) - (first.busy + first.idle + first.steal)
+        stealFraction = total > 0 ? (last.steal - first.steal) / total : 0
+        spells = zip(samples, samples.dropFirst()).compactMap { before, after in
+            let milliseconds = (after.steal - before.steal) * tick * 1000
+            guard milliseconds > MachineProbe.spellMilliseconds else { return nil }
+            return Spell(at: (Double(before.at) - Double(origin)) / 1e9, milliseconds: milliseconds)
+        }
+    }
+
+    /// One line for the table.
+    var summary: String {
+        var line = String(format: "%.2f cores busy; steal %.2f s (%.1f%% of the cores' time)", busyCores, stealSeconds, stealFraction * 100)
+        if !spells.isEmpty {
+            line += String(format: ", %d windows of 100 ms with over %.0f ms", spells.count, MachineProbe.spellMilliseconds)
+        }
+        return line
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case seconds
+        case busyCores = "busy_cores"
+        case stealSeconds = "steal_seconds"
+        case stealFraction = "steal_fraction"
+        case spells = "steal_spells"
+    }
+}
