@@ -567,6 +567,7 @@ struct LatencyPhase {
         result.benchmarkCPUSeconds = ownAfter - ownBefore
         result.disk = disk
         result.machine = machineResult
+        result.windows = LatencyWindow.split(samples, origin: firstSent, disk: disk, machine: machineResult)
         result.streamLength = try await redis.send("XLEN", RedisArgument(Self.stream)).int.map { Int($0) }
         report(
             "latency: p50 \(format(result.p50)) ms, p99 \(format(result.p99)) ms, max \(format(result.max)) ms "
@@ -691,6 +692,8 @@ struct LatencyResult: Codable {
     var disk: DiskProbeResult?
     /// The whole machine's CPU meanwhile.
     var machine: MachineProbeResult?
+    /// The run in windows of `LatencyWindow.seconds`, each with what the probes saw in it.
+    var windows: [LatencyWindow]?
     /// Entries left in the run's stream when it ends: what upkeep has not trimmed (yet).
     var streamLength: Int?
 
@@ -717,8 +720,71 @@ struct LatencyResult: Codable {
         case postgresCPUSeconds = "postgres_cpu_seconds"
         case redisCPUSeconds = "redis_cpu_seconds"
         case benchmarkCPUSeconds = "benchmark_cpu_seconds"
-        case disk, machine
+        case disk, machine, windows
         case streamLength = "stream_length_at_end"
+    }
+}
+
+/// A few seconds of a latency run: the latencies of the messages sent in it, and whether the
+/// disk stalled or the host took the cores meanwhile. Those two hold up every message in flight
+/// whatever Historian does, so the windows they spared show what the code itself achieves.
+struct LatencyWindow: Codable {
+    static let seconds = 5.0
+
+    /// Seconds since the first message.
+    var start: Double
+    var messages: Int
+    var p50: Double
+    var p99: Double
+    var max: Double
+    /// Flushes over `DiskProbe.stallNanoseconds` that overlapped the window.
+    var slowFlushes: Int
+    /// 100 ms windows of the machine probe with over `MachineProbe.spellMilliseconds` of steal
+    /// in the window.
+    var stealSpells: Int
+
+    /// Whether neither the disk nor the host held the window up.
+    var isClean: Bool { slowFlushes == 0 && stealSpells == 0 }
+
+    static func split(
+        _ samples: [LatencySample],
+        origin: UInt64,
+        disk: DiskProbeResult,
+        machine: MachineProbeResult?
+    ) -> [LatencyWindow] {
+        let since = { (sample: LatencySample) in Double(sample.sent - Swift.min(sample.sent, origin)) / 1e9 }
+        // The last few messages of a run can fall just past its last whole window; they join it.
+        let count = Swift.max(1, Int(((samples.map(since).max() ?? 0) / seconds).rounded()))
+        var latencies: [Int: [UInt64]] = [:]
+        for sample in samples {
+            latencies[Swift.min(count - 1, Int(since(sample) / seconds)), default: []].append(sample.latency)
+        }
+        return latencies.keys.sorted().map { index in
+            let sorted = latencies[index]!.sorted()
+            let start = Double(index) * seconds
+            // A message sent just before a stall waits through it too, so a stall counts for the
+            // window it ends in as well as the one it starts in.
+            let overlapping = { (at: Double, milliseconds: Double) in at < start + seconds && at + milliseconds / 1000 > start }
+            return LatencyWindow(
+                start: start,
+                messages: sorted.count,
+                p50: percentile(sorted, 0.50),
+                p99: percentile(sorted, 0.99),
+                max: Double(sorted.last ?? 0) / 1e6,
+                slowFlushes: disk.stalls.filter { overlapping($0.at, $0.milliseconds) }.count,
+                stealSpells: machine?.spells.filter { overlapping($0.at, 100) }.count ?? 0
+            )
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case start = "start_s"
+        case messages
+        case p50 = "p50_ms"
+        case p99 = "p99_ms"
+        case max = "max_ms"
+        case slowFlushes = "slow_flushes"
+        case stealSpells = "steal_spells"
     }
 }
 

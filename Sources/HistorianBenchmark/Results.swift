@@ -176,6 +176,9 @@ struct BenchmarkResults: Encodable {
             if let machine = latency.machine {
                 rows.append(("machine during latency run", machine.summary))
             }
+            if let windows = latency.windows, !windows.isEmpty {
+                rows.append(("latency: p99 in 5 s windows", LatencyWindow.summary(windows)))
+            }
             if let length = latency.streamLength {
                 rows.append(("stream entries left at the end", "\(length) (trimmed every 5 s down to what all groups acknowledged)"))
             }
@@ -214,5 +217,27 @@ struct BenchmarkResults: Encodable {
         try container.encodeIfPresent(drain, forKey: .drain)
         try container.encodeIfPresent(latency, forKey: .latency)
         try container.encode(targets, forKey: .targets)
+    }
+}
+
+extension LatencyWindow {
+    /// One line for the table: the range of the p99s in the windows that neither the disk nor the
+    /// host held up, and in the others.
+    static func summary(_ windows: [LatencyWindow]) -> String {
+        func range(_ group: [LatencyWindow]) -> String {
+            let p99s = group.map(\.p99)
+            guard let low = p99s.min(), let high = p99s.max() else { return "" }
+            return low == high ? "\(format(low)) ms" : "\(format(low)) to \(format(high)) ms"
+        }
+        let clean = windows.filter(\.isClean)
+        let held = windows.filter { !$0.isClean }
+        var parts: [String] = []
+        if !clean.isEmpty {
+            parts.append("\(range(clean)) in the \(clean.count) of \(windows.count) without a slow flush or steal")
+        }
+        if !held.isEmpty {
+            parts.append("\(range(held)) in the \(held.count) with one")
+        }
+        return parts.joined(separator: "; ")
     }
 }
