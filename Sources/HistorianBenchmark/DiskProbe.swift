@@ -89,24 +89,26 @@ final class DiskProbe: Sendable {
     }
 }
 
+/// Something a probe saw during a phase: when, in seconds since the phase began (for a latency
+/// run, since its first message), and how many milliseconds of it (a flush's time, a window's
+/// steal).
+struct ProbeEvent: Codable {
+    var at: Double
+    var milliseconds: Double
+
+    enum CodingKeys: String, CodingKey {
+        case at = "at_s"
+        case milliseconds = "ms"
+    }
+}
+
 struct DiskProbeResult: Codable {
     var flushes: Int
     var p50: Double
     var p99: Double
     var max: Double
-    /// Flushes slower than `DiskProbe.stallNanoseconds`: when each began, in seconds since the
-    /// phase began (for a latency run, since its first message), and how long it took, in ms.
-    var stalls: [Stall]
-
-    struct Stall: Codable {
-        var at: Double
-        var milliseconds: Double
-
-        enum CodingKeys: String, CodingKey {
-            case at = "at_s"
-            case milliseconds = "ms"
-        }
-    }
+    /// Flushes slower than `DiskProbe.stallNanoseconds`: when each began, and how long it took.
+    var stalls: [ProbeEvent]
 
     init(flushes samples: [(started: UInt64, nanoseconds: UInt64)], origin: UInt64) {
         let sorted = samples.map(\.nanoseconds).sorted()
@@ -115,7 +117,7 @@ struct DiskProbeResult: Codable {
         p99 = percentile(sorted, 0.99)
         max = Double(sorted.last ?? 0) / 1e6
         stalls = samples.filter { $0.nanoseconds > DiskProbe.stallNanoseconds }.map { sample in
-            Stall(at: (Double(sample.started) - Double(origin)) / 1e9, milliseconds: Double(sample.nanoseconds) / 1e6)
+            ProbeEvent(at: (Double(sample.started) - Double(origin)) / 1e9, milliseconds: Double(sample.nanoseconds) / 1e6)
         }
     }
 

@@ -73,19 +73,8 @@ struct MachineProbeResult: Codable {
     /// `stealSeconds` as a share of all the cores' time.
     var stealFraction: Double
     /// The 100 ms windows with over `MachineProbe.spellMilliseconds` of steal: when each
-    /// began, in seconds since the phase began (for a latency run, since its first message),
-    /// and the steal in it, in ms summed over the cores.
-    var spells: [Spell]
-
-    struct Spell: Codable {
-        var at: Double
-        var milliseconds: Double
-
-        enum CodingKeys: String, CodingKey {
-            case at = "at_s"
-            case milliseconds = "steal_ms"
-        }
-    }
+    /// began, and the steal in it, in ms summed over the cores.
+    var spells: [ProbeEvent]
 
     init?(samples: [MachineSample], origin: UInt64) {
         guard let first = samples.first, let last = samples.last, last.at > first.at else { return nil }
@@ -98,7 +87,7 @@ struct MachineProbeResult: Codable {
         spells = zip(samples, samples.dropFirst()).compactMap { before, after in
             let milliseconds = (after.steal - before.steal) * tick * 1000
             guard milliseconds > MachineProbe.spellMilliseconds else { return nil }
-            return Spell(at: (Double(before.at) - Double(origin)) / 1e9, milliseconds: milliseconds)
+            return ProbeEvent(at: (Double(before.at) - Double(origin)) / 1e9, milliseconds: milliseconds)
         }
     }
 
