@@ -546,10 +546,15 @@ struct LatencyPhase {
         defer { probe.cancel() }
         let machine = MachineProbe()
         defer { machine.cancel() }
+        let watcher = try await servers.postgresConnection("drain")
+        defer { watcher.close() }
+        let autovacuum = AutovacuumProbe(connection: watcher)
+        defer { autovacuum.cancel() }
         let (samples, achievedRate) = try await produceAndWatch(redis)
         let firstSent = samples.lazy.map(\.sent).min() ?? 0
         let disk = try await probe.stop(origin: firstSent)
         let machineResult = await machine.stop(origin: firstSent)
+        let autovacuumRuns = await autovacuum.stop(origin: firstSent)
         let serversAfter = ServerCPU(servers)
         let ownAfter = ServerCPU.stat(getpid())?.own ?? 0
         daemon.signal(SIGTERM)
@@ -567,7 +572,10 @@ struct LatencyPhase {
         result.benchmarkCPUSeconds = ownAfter - ownBefore
         result.disk = disk
         result.machine = machineResult
-        result.windows = LatencyWindow.split(samples, origin: firstSent, disk: disk, machine: machineResult)
+        result.autovacuum = autovacuumRuns
+        result.windows = LatencyWindow.split(
+            samples, origin: firstSent, disk: disk, machine: machineResult, autovacuum: autovacuumRuns
+        )
         result.streamLength = try await redis.send("XLEN", RedisArgument(Self.stream)).int.map { Int($0) }
         report(
             "latency: p50 \(format(result.p50)) ms, p99 \(format(result.p99)) ms, max \(format(result.max)) ms "
@@ -692,6 +700,8 @@ struct LatencyResult: Codable {
     var disk: DiskProbeResult?
     /// The whole machine's CPU meanwhile.
     var machine: MachineProbeResult?
+    /// PostgreSQL's autovacuum runs in the benchmark's database meanwhile.
+    var autovacuum: [AutovacuumEvent]?
     /// The run in windows of `LatencyWindow.seconds`, each with what the probes saw in it.
     var windows: [LatencyWindow]?
     /// Entries left in the run's stream when it ends: what upkeep has not trimmed (yet).
@@ -720,7 +730,7 @@ struct LatencyResult: Codable {
         case postgresCPUSeconds = "postgres_cpu_seconds"
         case redisCPUSeconds = "redis_cpu_seconds"
         case benchmarkCPUSeconds = "benchmark_cpu_seconds"
-        case disk, machine, windows
+        case disk, machine, autovacuum, windows
         case streamLength = "stream_length_at_end"
     }
 }
@@ -742,6 +752,10 @@ struct LatencyWindow: Codable {
     /// 100 ms windows of the machine probe with over `MachineProbe.spellMilliseconds` of steal
     /// in the window.
     var stealSpells: Int
+    /// Autovacuum runs that overlapped the window. PostgreSQL's own upkeep is part of the
+    /// workload, not the machine's doing, so it does not make a window unclean; it is listed
+    /// to explain a stall the other probes do not.
+    var autovacuumRuns: Int
 
     /// Whether neither the disk nor the host held the window up.
     var isClean: Bool { slowFlushes == 0 && stealSpells == 0 }
@@ -750,7 +764,8 @@ struct LatencyWindow: Codable {
         _ samples: [LatencySample],
         origin: UInt64,
         disk: DiskProbeResult,
-        machine: MachineProbeResult?
+        machine: MachineProbeResult?,
+        autovacuum: [AutovacuumEvent] = []
     ) -> [LatencyWindow] {
         let since = { (sample: LatencySample) in Double(sample.sent - Swift.min(sample.sent, origin)) / 1e9 }
         // The last few messages of a run can fall just past its last whole window; they join it.
@@ -772,7 +787,8 @@ struct LatencyWindow: Codable {
                 p99: percentile(sorted, 0.99),
                 max: Double(sorted.last ?? 0) / 1e6,
                 slowFlushes: disk.stalls.filter { overlapping($0.at, $0.milliseconds) }.count,
-                stealSpells: machine?.spells.filter { overlapping($0.at, 100) }.count ?? 0
+                stealSpells: machine?.spells.filter { overlapping($0.at, 100) }.count ?? 0,
+                autovacuumRuns: autovacuum.filter { overlapping($0.at, $0.milliseconds) }.count
             )
         }
     }
@@ -785,6 +801,7 @@ struct LatencyWindow: Codable {
         case max = "max_ms"
         case slowFlushes = "slow_flushes"
         case stealSpells = "steal_spells"
+        case autovacuumRuns = "autovacuum_runs"
     }
 }
 

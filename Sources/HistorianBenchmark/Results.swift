@@ -176,6 +176,10 @@ struct BenchmarkResults: Encodable {
             if let machine = latency.machine {
                 rows.append(("machine during latency run", machine.summary))
             }
+            if let runs = latency.autovacuum {
+                let list = runs.isEmpty ? "none" : runs.map(\.summary).joined(separator: "; ")
+                rows.append(("PostgreSQL autovacuum during latency run", list))
+            }
             if let windows = latency.windows, !windows.isEmpty {
                 rows.append(("latency: p99 in 5 s windows", LatencyWindow.summary(windows)))
             }
@@ -233,7 +237,10 @@ extension LatencyWindow {
         let held = windows.filter { !$0.isClean }
         var parts: [String] = []
         if !clean.isEmpty {
-            parts.append("\(range(clean)) in the \(clean.count) of \(windows.count) without a slow flush or steal")
+            var part = "\(range(clean)) in the \(clean.count) of \(windows.count) without a slow flush or steal"
+            let vacuumed = clean.filter { $0.autovacuumRuns > 0 }.count
+            if vacuumed > 0 { part += " (\(vacuumed) of them with autovacuum)" }
+            parts.append(part)
         }
         if !held.isEmpty {
             parts.append("\(range(held)) in the \(held.count) with one")
