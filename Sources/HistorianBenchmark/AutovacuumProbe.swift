@@ -17,28 +17,38 @@ import PostgresClient
 struct AutovacuumProbe {
     static let interval = Duration.milliseconds(100)
 
-    private let task: Task<[String: AutovacuumRun], Never>
+    /// Each run as seen: what it did, and the first and last time (monotonic nanoseconds).
+    private typealias Run = (what: String, first: UInt64, last: UInt64)
+
+    private let task: Task<[String: Run], Never>
 
     init(connection: PostgresConnection) {
         task = Task {
             // Keyed by the worker's process and the run's start, as PostgreSQL reports them.
-            var runs: [String: AutovacuumRun] = [:]
+            var runs: [String: Run] = [:]
             while !Task.isCancelled {
-                let rows = try? await connection.query(
+                if let rows = try? await connection.query(
                     """
                     SELECT pid || ' ' || query_start AS run, query FROM pg_stat_activity
                     WHERE backend_type = 'autovacuum worker' AND datname = current_database() AND query <> ''
                     """
-                )
-                let seen = monotonicNanoseconds()
-                for row in 0..<(rows?.rows.count ?? 0) {
-                    guard let key = rows?[row, "run"], let query = rows?[row, "query"] else { continue }
-                    runs[key, default: AutovacuumRun(what: AutovacuumRun.name(query), first: seen)].last = seen
+                ) {
+                    let seen = monotonicNanoseconds()
+                    for row in rows.rows.indices {
+                        guard let key = rows[row, "run"], let query = rows[row, "query"] else { continue }
+                        runs[key, default: (Self.name(query), seen, seen)].last = seen
+                    }
                 }
                 try? await Task.sleep(for: Self.interval)
             }
             return runs
         }
+    }
+
+    /// `autovacuum: VACUUM ANALYZE public.conversations` → `VACUUM ANALYZE public.conversations`.
+    private static func name(_ query: String) -> String {
+        let prefix = "autovacuum: "
+        return query.hasPrefix(prefix) ? String(query.dropFirst(prefix.count)) : query
     }
 
     /// Stops watching; the runs are in the order they were first seen, in seconds since
@@ -59,26 +69,6 @@ struct AutovacuumProbe {
     /// Stops watching without waiting, as when a phase fails.
     func cancel() {
         task.cancel()
-    }
-}
-
-/// One autovacuum worker's run as the probe saw it: the first and last time, in monotonic
-/// nanoseconds.
-struct AutovacuumRun {
-    var what: String
-    var first: UInt64
-    var last: UInt64
-
-    init(what: String, first: UInt64) {
-        self.what = what
-        self.first = first
-        last = first
-    }
-
-    /// `autovacuum: VACUUM ANALYZE public.conversations` → `VACUUM ANALYZE public.conversations`.
-    static func name(_ query: String) -> String {
-        let prefix = "autovacuum: "
-        return query.hasPrefix(prefix) ? String(query.dropFirst(prefix.count)) : query
     }
 }
 
