@@ -756,6 +756,10 @@ struct LatencyWindow: Codable {
     /// workload, not the machine's doing, so it does not make a window unclean; it is listed
     /// to explain a stall the other probes do not.
     var autovacuumRuns: Int
+    /// The page cache's writebacks (`Writeback`) that overlapped the window. Linux writes back
+    /// PostgreSQL's pages as it would in production, on this disk, so they do not make a window
+    /// unclean either; they too are listed to explain a stall.
+    var writebacks: Int
 
     /// Whether neither the disk nor the host held the window up.
     var isClean: Bool { slowFlushes == 0 && stealSpells == 0 }
@@ -788,7 +792,8 @@ struct LatencyWindow: Codable {
                 max: Double(sorted.last ?? 0) / 1e6,
                 slowFlushes: disk.stalls.filter { overlapping($0.at, $0.milliseconds) }.count,
                 stealSpells: machine?.spells.filter { overlapping($0.at, 100) }.count ?? 0,
-                autovacuumRuns: autovacuum.filter { overlapping($0.at, $0.milliseconds) }.count
+                autovacuumRuns: autovacuum.filter { overlapping($0.at, $0.milliseconds) }.count,
+                writebacks: machine?.writebacks.filter { overlapping($0.at, $0.milliseconds + 100) }.count ?? 0
             )
         }
     }
@@ -802,6 +807,7 @@ struct LatencyWindow: Codable {
         case slowFlushes = "slow_flushes"
         case stealSpells = "steal_spells"
         case autovacuumRuns = "autovacuum_runs"
+        case writebacks
     }
 }
 

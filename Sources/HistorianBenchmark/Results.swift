@@ -180,6 +180,10 @@ struct BenchmarkResults: Encodable {
                 let list = runs.isEmpty ? "none" : runs.map(\.summary).joined(separator: "; ")
                 rows.append(("PostgreSQL autovacuum during latency run", list))
             }
+            if let writebacks = latency.machine?.writebacks {
+                let list = writebacks.isEmpty ? "none" : writebacks.map(\.summary).joined(separator: "; ")
+                rows.append(("page cache writebacks during latency run", list))
+            }
             if let windows = latency.windows, !windows.isEmpty {
                 rows.append(("latency: p99 in 5 s windows", LatencyWindow.summary(windows)))
             }
@@ -239,7 +243,11 @@ extension LatencyWindow {
         if !clean.isEmpty {
             var part = "\(range(clean)) in the \(clean.count) of \(windows.count) without a slow flush or steal"
             let vacuumed = clean.filter { $0.autovacuumRuns > 0 }.count
-            if vacuumed > 0 { part += " (\(vacuumed) of them with autovacuum)" }
+            let writtenBack = clean.filter { $0.writebacks > 0 }.count
+            let notes = [(vacuumed, "autovacuum"), (writtenBack, "a writeback")].filter { $0.0 > 0 }
+            if !notes.isEmpty {
+                part += " (" + notes.map { "\($0.0) of them with \($0.1)" }.joined(separator: ", ") + ")"
+            }
             parts.append(part)
         }
         if !held.isEmpty {
