@@ -793,7 +793,7 @@ struct LatencyWindow: Codable {
                 slowFlushes: disk.stalls.filter { overlapping($0.at, $0.milliseconds) }.count,
                 stealSpells: machine?.spells.filter { overlapping($0.at, 100) }.count ?? 0,
                 autovacuumRuns: autovacuum.filter { overlapping($0.at, $0.milliseconds) }.count,
-                writebacks: machine?.writebacks.filter { overlapping($0.at, $0.milliseconds + 100) }.count ?? 0
+                writebacks: machine?.writebacks.filter { overlapping($0.at, $0.milliseconds) }.count ?? 0
             )
         }
     }

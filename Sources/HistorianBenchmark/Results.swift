@@ -242,12 +242,12 @@ extension LatencyWindow {
         var parts: [String] = []
         if !clean.isEmpty {
             var part = "\(range(clean)) in the \(clean.count) of \(windows.count) without a slow flush or steal"
-            let vacuumed = clean.filter { $0.autovacuumRuns > 0 }.count
-            let writtenBack = clean.filter { $0.writebacks > 0 }.count
-            let notes = [(vacuumed, "autovacuum"), (writtenBack, "a writeback")].filter { $0.0 > 0 }
-            if !notes.isEmpty {
-                part += " (" + notes.map { "\($0.0) of them with \($0.1)" }.joined(separator: ", ") + ")"
+            // What production has too, in the clean windows: PostgreSQL's autovacuum, Linux's writebacks.
+            let notes = [("autovacuum", \LatencyWindow.autovacuumRuns), ("a writeback", \.writebacks)].compactMap { what, count in
+                let touched = clean.filter { $0[keyPath: count] > 0 }.count
+                return touched > 0 ? "\(touched) of them with \(what)" : nil
             }
+            if !notes.isEmpty { part += " (" + notes.joined(separator: ", ") + ")" }
             parts.append(part)
         }
         if !held.isEmpty {
