@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(
             url: "https://github.com/apple/swift-configuration",
             from: "1.4.0",
@@ -33,6 +34,14 @@ let package = Package(
             pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]
         ),
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
+
+        // gzip streams over zlib, for the archive files.
+        .target(name: "Gzip", dependencies: ["CZlib"]),
 
         // A task executor with a thread of its own, on which the clients' blocking calls run in place.
         .target(name: "BlockingThread"),
@@ -55,13 +64,15 @@ let package = Package(
             ]
         ),
 
-        // The daemon: configuration, validation, the ingest pipeline, schema, commands.
+        // The daemon: configuration, validation, the ingest pipeline, schema, archive, commands.
         .target(
             name: "Historian",
             dependencies: [
                 "BlockingThread",
                 "RedisClient",
                 "PostgresClient",
+                "Gzip",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Configuration", package: "swift-configuration"),
@@ -94,7 +105,7 @@ let package = Package(
         .testTarget(name: "BlockingThreadTests", dependencies: ["BlockingThread"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "LocalServers", "BlockingThread"]),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "LocalServers", "BlockingThread"]),
-        .testTarget(name: "HistorianTests", dependencies: ["Historian"]),
+        .testTarget(name: "HistorianTests", dependencies: ["Historian", "Gzip"]),
         .testTarget(
             name: "HistorianIntegrationTests",
             dependencies: [

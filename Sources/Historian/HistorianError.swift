@@ -7,6 +7,7 @@ public struct HistorianError: Error, Sendable, Hashable, CustomStringConvertible
             case invalidConfiguration = "invalid_configuration"
             case schemaTooNew = "schema_too_new"
             case unexpectedReply = "unexpected_reply"
+            case archiveUnreadable = "archive_unreadable"
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -14,6 +15,7 @@ public struct HistorianError: Error, Sendable, Hashable, CustomStringConvertible
         public static let invalidConfiguration = Code(.invalidConfiguration)
         public static let schemaTooNew = Code(.schemaTooNew)
         public static let unexpectedReply = Code(.unexpectedReply)
+        public static let archiveUnreadable = Code(.archiveUnreadable)
 
         public var description: String { base.rawValue }
     }

@@ -12,7 +12,7 @@ struct HistorianCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "historian",
         abstract: "Keeps chat history durable: Redis stream in, PostgreSQL out.",
-        subcommands: [Run.self, Migrate.self, Check.self]
+        subcommands: [Run.self, Migrate.self, Check.self, ArchiveCommand.self, Restore.self]
     )
 
     static func main() async {
@@ -128,8 +128,15 @@ struct Run: AsyncParsableCommand {
             return
         }
         let ingest = try IngestService(configuration: configuration, once: once, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: ingest, successTerminationBehavior: .gracefullyShutdownGroup)
+        ]
+        if !once {
+            // Archive passes on their schedule; one that ends (archive_every 0s) leaves the rest running.
+            services.append(.init(service: try ArchiveService(configuration: configuration, logger: logger), successTerminationBehavior: .ignore))
+        }
         var groupConfiguration = ServiceGroupConfiguration(
-            services: [.init(service: ingest, successTerminationBehavior: .gracefullyShutdownGroup)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         )
@@ -168,5 +175,88 @@ struct Check: AsyncParsableCommand {
         let (configuration, logger) = try await options.load()
         let problems = await HealthCheck(configuration: configuration, logger: logger).run { print($0) }
         if !problems.isEmpty { throw ExitCode(1) }
+    }
+}
+
+struct ArchiveCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "archive",
+        abstract: "Run one archive pass now: idle conversations to verified gzipped JSONL files."
+    )
+
+    @OptionGroup var options: ConfigurationOptions
+
+    @Option(help: "Archive conversations idle for longer than this, e.g. 30d (default: archive_after).")
+    var olderThan: String?
+
+    @Flag(help: "List what would be archived; write and delete nothing.")
+    var dryRun = false
+
+    func validate() throws {
+        if let olderThan, HistorianConfiguration.parseDuration(olderThan) == nil {
+            throw ValidationError("--older-than: expected a duration like 30m, 36h or 30d, got '\(olderThan)'")
+        }
+    }
+
+    func run() async throws {
+        let (configuration, logger) = try await options.load()
+        let olderThan = olderThan.flatMap(HistorianConfiguration.parseDuration) ?? configuration.archiveAfter
+        let started = ContinuousClock.now
+        let summary = try await ArchivePass(configuration: configuration, logger: logger).run(olderThan: olderThan, dryRun: dryRun) {
+            print($0)
+        }
+        let seconds = Double((ContinuousClock.now - started).components.attoseconds) / 1e18
+            + Double((ContinuousClock.now - started).components.seconds)
+        if dryRun {
+            print("dry run: would archive \(summary.archived) conversations (\(summary.messages) messages); nothing written")
+        } else if !summary.locked {
+            print(
+                String(
+                    format: "archived %d conversations (%d messages) in %.1f s; %d skipped, %d failed",
+                    summary.archived, summary.messages, seconds, summary.skipped, summary.failed
+                )
+            )
+        }
+        if summary.failed > 0 { throw ExitCode(1) }
+    }
+}
+
+struct Restore: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Bring archived conversations back into PostgreSQL.")
+
+    @OptionGroup var options: ConfigurationOptions
+
+    @Argument(help: "IDs of the conversations to restore.")
+    var ids: [String]
+
+    func validate() throws {
+        guard !ids.isEmpty else { throw ValidationError("name at least one conversation ID") }
+        for id in ids where CanonicalUUID(id) == nil {
+            throw ValidationError("'\(id)' is not a UUID")
+        }
+    }
+
+    func run() async throws {
+        let (configuration, logger) = try await options.load()
+        let postgres = try await ServerEndpoints(configuration).connectPostgres(logger: logger, applicationName: "historian-restore")
+        defer { postgres.close() }
+        var problems = 0
+        for id in ids.compactMap(CanonicalUUID.init) {
+            do {
+                switch try await postgres.withSession({ try Archiver.restore(id, in: $0) }) {
+                case .restored(let messages, let path):
+                    print("restored \(id.text): \(messages) messages from \(path)")
+                case .alreadyInPostgres:
+                    print("\(id.text) is in PostgreSQL, not archived: nothing to do")
+                case .notArchived:
+                    problems += 1
+                    print("\(id.text): no such conversation, archived or not")
+                }
+            } catch {
+                problems += 1
+                print("\(id.text): not restored: \(error)")
+            }
+        }
+        if problems > 0 { throw ExitCode(1) }
     }
 }

@@ -90,6 +90,7 @@ public enum MessageStore {
                 ORDER BY conversation_id, seq
             ) AS first_messages
             WHERE NOT EXISTS (SELECT 1 FROM conversations AS c WHERE c.id = first_messages.id)
+                AND NOT EXISTS (SELECT 1 FROM archived_conversations AS a WHERE a.id = first_messages.id)
             ORDER BY id
             ON CONFLICT (id) DO NOTHING
             """
@@ -201,10 +202,49 @@ public enum MessageStore {
     /// Writes one unit in one transaction and reports what became of each message.
     /// The caller has run `prepare` on this connection.
     public static func store(_ unit: [IncomingMessage], in session: PostgresSession) throws -> Report {
-        if let report = try storeDirect(unit, in: session) {
-            return report
+        // A message for an archived conversation brings the conversation back first. Each round
+        // restores what the direct path found archived, or follows a conversation that an
+        // archive pass took away meanwhile; a unit still not stored after a few takes the staged
+        // path, and anything left unstored there is retried by the caller.
+        for _ in 0..<3 {
+            switch try storeDirect(unit, in: session) {
+            case .stored(let report):
+                return report
+            case .needsStagedPath:
+                return try storeStaged(unit, in: session)
+            case .archived(let conversations):
+                try restore(conversations, in: session)
+            case .conversationGone:
+                continue
+            }
         }
         return try storeStaged(unit, in: session)
+    }
+
+    /// What the direct path did with a unit; all but `stored` rolled back.
+    enum DirectOutcome {
+        case stored(Report)
+        /// A redelivery or a message from someone other than the owner: for the staged path.
+        case needsStagedPath
+        /// Conversations of the unit that are archived: to restore before storing.
+        case archived([CanonicalUUID])
+        /// A conversation was deleted (archived) while the unit was being stored.
+        case conversationGone
+    }
+
+    /// Restores archived conversations before their new messages are stored. A failure other
+    /// than an outage (a missing or damaged file) needs an operator: it is never the messages'
+    /// fault, so it must not turn them into dead letters.
+    static func restore(_ conversations: [CanonicalUUID], in session: PostgresSession) throws {
+        for conversation in conversations {
+            do {
+                _ = try Archiver.restore(conversation, in: session)
+            } catch let error as PostgresError where error.isTransient {
+                throw error
+            } catch {
+                throw HistorianError(.archiveUnreadable, "cannot restore archived conversation \(conversation.text): \(error)")
+            }
+        }
     }
 
     /// The unit's conversations that exist, read without locking them: their owners, and what
@@ -220,13 +260,14 @@ public enum MessageStore {
     )
 
     /// Creates conversations in ID order; returns the ones it created (not those that a
-    /// concurrent transaction created first).
+    /// concurrent transaction created first, nor archived ones, which are restored instead).
     static let createConversations = PreparedStatement(
         "historian_create_conversations",
         """
             INSERT INTO conversations (id, user_id, dept_id, created_at, updated_at)
             SELECT id, user_id, dept_id, created_at, now()
             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS n (id, user_id, dept_id, created_at)
+            WHERE NOT EXISTS (SELECT 1 FROM archived_conversations AS a WHERE a.id = n.id)
             ORDER BY id
             ON CONFLICT (id) DO NOTHING
             RETURNING id::text
@@ -293,7 +334,7 @@ public enum MessageStore {
             """
     )
 
-    /// The direct path; `nil` (with the transaction rolled back) when the unit needs the staged one.
+    /// The direct path; anything but `stored` rolled back.
     ///
     /// The conversations' row locks are taken last, by the update itself: a concurrent writer
     /// whose batch shares a conversation then waits only for this transaction's update and
@@ -304,7 +345,7 @@ public enum MessageStore {
     /// transient error. Owners never change, so reading them without a lock is enough to check
     /// the messages; the messages' foreign keys keep their conversations from going away
     /// meanwhile.
-    static func storeDirect(_ unit: [IncomingMessage], in session: PostgresSession) throws -> Report? {
+    static func storeDirect(_ unit: [IncomingMessage], in session: PostgresSession) throws -> DirectOutcome {
         let conversations = Set(unit.map(\.conversationID)).sorted()
         do {
             // BEGIN, the settings and the read in one round trip, as the end below: with batches
@@ -347,18 +388,30 @@ public enum MessageStore {
                     let theirs = new.map(\.conversationID).filter { !ours.contains($0) }
                     for id in theirs { owners[id] = nil }
                     owners.merge(try MessageStore.owners(of: theirs, in: session)) { _, read in read }
+                    // Neither created nor there: archived (or deleted meanwhile).
+                    let missing = theirs.filter { owners[$0] == nil }
+                    if !missing.isEmpty {
+                        let archived = try Archiver.archived(missing, in: session)
+                        try session.execute("ROLLBACK")
+                        return archived.isEmpty ? .conversationGone : .archived(archived)
+                    }
                 }
             }
             guard unit.allSatisfy({ owners[$0.conversationID] == $0.userID }) else {
                 try session.execute("ROLLBACK")
-                return nil
+                return .needsStagedPath
             }
             do {
                 try session.copyIn(copyMessages, data: encodeMessages(unit))
             } catch let error as PostgresError where error.sqlState == "23505" {
                 // A message_id that is stored already (a redelivery): judged on the staged path.
                 try session.execute("ROLLBACK")
-                return nil
+                return .needsStagedPath
+            } catch let error as PostgresError where error.sqlState == "23503" {
+                // A conversation read above was archived before the foreign-key check could lock
+                // it: start again, which restores it.
+                try session.execute("ROLLBACK")
+                return .conversationGone
             }
             // The rest is one pipeline: the contexts, the update, COMMIT.
             var end: [PipelineStatement] = []
@@ -401,7 +454,7 @@ public enum MessageStore {
             // Committed once this returns. Should the update's rows then not add up (which
             // PostgreSQL does not do), the batch is retried and the messages are found stored.
             let rows = try session.pipeline(end)[updated]
-            return try directReport(unit, rows)
+            return .stored(try directReport(unit, rows))
         } catch {
             _ = try? session.execute("ROLLBACK")
             throw error

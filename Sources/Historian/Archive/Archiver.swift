@@ -1,0 +1,285 @@
+import Foundation
+import PostgresClient
+
+/// Moves conversations that went quiet into archive files, and brings them back (contract §4).
+///
+/// One conversation at a time, each its own file:
+/// 1. Its rows are read in one `REPEATABLE READ` snapshot, as JSON lines that PostgreSQL prints
+///    (`row_to_json`, every column), and written to the file, which is synced and renamed.
+/// 2. The file is read back and verified: the same bytes on disk, the same lines inside.
+/// 3. One transaction locks the conversation, checks that nothing was stored in it since the
+///    snapshot, records it in `archived_conversations` and deletes its rows.
+///
+/// A crash anywhere leaves the conversation in PostgreSQL, in a verified file, or both (a file
+/// whose rows were not deleted is written again by the next pass). All of it is blocking work on
+/// one PostgreSQL session; callers run it on a thread that may block.
+public struct Archiver: Sendable {
+    public var layout: ArchiveLayout
+    public var now: @Sendable () -> Date
+
+    public init(layout: ArchiveLayout, now: @Sendable @escaping () -> Date = { Date() }) {
+        self.layout = layout
+        self.now = now
+    }
+
+    /// A conversation due for archiving.
+    public struct Candidate: Sendable, Hashable {
+        public var id: CanonicalUUID
+        public var updatedAt: String
+        public var messages: Int
+    }
+
+    /// What became of one conversation in a pass.
+    public enum Outcome: Sendable, Hashable {
+        case archived(path: String, messages: Int)
+        /// It received messages (or was archived or deleted by someone else) since it was read.
+        case skipped(reason: String)
+    }
+
+    /// Sets the session up for archiving: timestamps printed in UTC.
+    public static func prepare(_ session: PostgresSession) throws {
+        try session.execute("SET TIME ZONE 'UTC'")
+    }
+
+    /// Up to `limit` conversations idle for longer than `olderThan`, least recently updated
+    /// first, after `after` in that order (for paging through them).
+    public static func candidates(
+        olderThan: Duration,
+        limit: Int,
+        after: Candidate? = nil,
+        in session: PostgresSession
+    ) throws -> [Candidate] {
+        let rows = try session.query(
+            """
+            SELECT c.id::text, c.updated_at::text,
+                (SELECT count(*) FROM messages AS m WHERE m.conversation_id = c.id)::text
+            FROM conversations AS c
+            WHERE c.updated_at < now() - make_interval(secs => $1::double precision)
+                AND ($3::timestamptz IS NULL OR (c.updated_at, c.id) > ($3::timestamptz, $4::uuid))
+            ORDER BY c.updated_at, c.id
+            LIMIT $2
+            """,
+            [String(Double(olderThan.components.seconds)), String(limit), after?.updatedAt, after?.id.text]
+        )
+        return rows.rows.compactMap { row in
+            guard let id = row[0].flatMap(CanonicalUUID.init), let updatedAt = row[1], let messages = row[2].flatMap({ Int($0) })
+            else { return nil }
+            return Candidate(id: id, updatedAt: updatedAt, messages: messages)
+        }
+    }
+
+    /// The conversation's line: `{"type":"conversation", …every column}`.
+    static let conversationLine = """
+        SELECT '{"type":"conversation",' || substr(row_to_json(c)::text, 2), c.updated_at::text, c.cache_version::text, c.user_id
+        FROM conversations AS c WHERE c.id = $1::uuid
+        """
+
+    /// Its messages' lines, in the conversation's order: `{"type":"message", …every column,
+    /// "contexts":[…every column of each, by position]}`.
+    static func messageLines(_ conversation: CanonicalUUID) -> String {
+        """
+        DECLARE historian_archive_messages NO SCROLL CURSOR FOR
+        SELECT '{"type":"message",' || substr(r.line, 2, length(r.line) - 2) || ',"contexts":'
+            || coalesce((SELECT json_agg(x ORDER BY x.position)::text FROM message_contexts AS x WHERE x.message_id = m.id), '[]')
+            || '}'
+        FROM messages AS m CROSS JOIN LATERAL (SELECT row_to_json(m)::text AS line) AS r
+        WHERE m.conversation_id = '\(conversation.text)'
+        ORDER BY m.created_at, m.arrival
+        """
+    }
+
+    /// Archives one conversation: file written, verified, rows deleted.
+    /// - Parameter beforeDelete: runs after the file is verified, before the rows go (tests use
+    ///   it to stop a pass there, as a crash would).
+    public func archive(
+        _ conversation: CanonicalUUID,
+        in session: PostgresSession,
+        beforeDelete: (WrittenArchive) throws -> Void = { _ in }
+    ) throws -> Outcome {
+        let archivedAt = now()
+        let (directory, name) = layout.location(of: conversation, archivedAt: archivedAt)
+
+        // 1. The rows, from one snapshot, into the file.
+        try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        let written: WrittenArchive
+        let snapshot: (updatedAt: String, version: String, owner: String)
+        do {
+            let head = try session.query(Self.conversationLine, [conversation.text])
+            guard let row = head.rows.first, let line = row[0], let updatedAt = row[1], let version = row[2], let owner = row[3]
+            else {
+                try session.execute("ROLLBACK")
+                return .skipped(reason: "not in PostgreSQL")
+            }
+            snapshot = (updatedAt, version, owner)
+            let writer = try ArchiveWriter(directory: directory, name: name)
+            try writer.append(line: line)
+            try session.execute(Self.messageLines(conversation))
+            while true {
+                let rows = try session.execute("FETCH 500 FROM historian_archive_messages")
+                for row in rows.rows {
+                    guard let line = row[0] else { throw ArchiveFileError(path: writer.path, problem: "a message line came back NULL") }
+                    try writer.append(line: line)
+                }
+                if rows.rows.count < 500 { break }
+            }
+            try session.execute("COMMIT")
+            written = try writer.finish()
+        } catch {
+            _ = try? session.execute("ROLLBACK")
+            throw error
+        }
+
+        // 2. Read back and verified before anything is deleted.
+        try ArchiveReader.verify(written)
+        try beforeDelete(written)
+
+        // 3. Recorded and deleted, unless the conversation moved on meanwhile.
+        try session.execute("BEGIN")
+        do {
+            let current = try session.query(
+                "SELECT updated_at::text, cache_version::text FROM conversations WHERE id = $1::uuid FOR UPDATE",
+                [conversation.text]
+            )
+            guard let row = current.rows.first, row[0] == snapshot.updatedAt, row[1] == snapshot.version else {
+                try session.execute("ROLLBACK")
+                Durable.remove(archive: written.path)
+                return .skipped(reason: current.rows.isEmpty ? "gone from PostgreSQL meanwhile" : "new messages since it was read")
+            }
+            let messages = written.lines - 1
+            _ = try session.query(
+                """
+                INSERT INTO archived_conversations (id, user_id, archived_at, path, message_count, sha256)
+                VALUES ($1::uuid, $2, $3::timestamptz, $4, $5::integer, $6)
+                ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, archived_at = excluded.archived_at,
+                    path = excluded.path, message_count = excluded.message_count, sha256 = excluded.sha256
+                """,
+                [
+                    conversation.text, snapshot.owner, Timestamp(microseconds: Int64((archivedAt.timeIntervalSince1970 * 1_000_000).rounded())).rfc3339, written.path, String(messages),
+                    written.sha256,
+                ]
+            )
+            // The messages and their contexts go with it (ON DELETE CASCADE).
+            _ = try session.query("DELETE FROM conversations WHERE id = $1::uuid", [conversation.text])
+            try session.execute("COMMIT")
+            return .archived(path: written.path, messages: messages)
+        } catch {
+            _ = try? session.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// What restoring one conversation did.
+    public enum Restored: Sendable, Hashable {
+        case restored(messages: Int, path: String)
+        /// It is in PostgreSQL and not archived: nothing to do.
+        case alreadyInPostgres
+        case notArchived
+    }
+
+    /// Restores one conversation from its archive, in one transaction: the file must match the
+    /// SHA-256 and message count recorded when it was archived. The restored conversation's
+    /// `updated_at` is now, so that it stays for another `archive_after`. The files are removed
+    /// once the transaction has committed.
+    public static func restore(_ conversation: CanonicalUUID, in session: PostgresSession) throws -> Restored {
+        try session.execute("BEGIN")
+        let path: String
+        let messages: Int
+        do {
+            let recorded = try session.query(
+                "SELECT path, sha256, message_count::text FROM archived_conversations WHERE id = $1::uuid FOR UPDATE",
+                [conversation.text]
+            )
+            guard let row = recorded.rows.first, let recordedPath = row[0], let sha256 = row[1],
+                let count = row[2].flatMap({ Int($0) })
+            else {
+                let present = try session.query("SELECT 1 FROM conversations WHERE id = $1::uuid", [conversation.text])
+                try session.execute("ROLLBACK")
+                return present.rows.isEmpty ? .notArchived : .alreadyInPostgres
+            }
+            path = recordedPath
+            var chunk: [String] = []
+            var chunkBytes = 0
+            var conversationSeen = false
+            var inserted = 0
+            func insertChunk() throws {
+                guard !chunk.isEmpty else { return }
+                let array = "[" + chunk.joined(separator: ",") + "]"
+                let result = try session.query(Self.insertMessages, [array])
+                inserted += result.affectedRows
+                _ = try session.query(Self.insertContexts, [array])
+                chunk.removeAll(keepingCapacity: true)
+                chunkBytes = 0
+            }
+            let read = try ArchiveReader.read(path) { line in
+                if !conversationSeen {
+                    guard line.hasPrefix("{\"type\":\"conversation\",") else {
+                        throw ArchiveFileError(path: path, problem: "the first line is not the conversation")
+                    }
+                    let created = try session.query(Self.insertConversation, [line, conversation.text])
+                    guard created.affectedRows == 1 else {
+                        throw ArchiveFileError(path: path, problem: "it holds another conversation, or that conversation is in PostgreSQL")
+                    }
+                    conversationSeen = true
+                    return
+                }
+                guard line.hasPrefix("{\"type\":\"message\",") else {
+                    throw ArchiveFileError(path: path, problem: "a line after the first is not a message")
+                }
+                chunk.append(line)
+                chunkBytes += line.utf8.count
+                if chunk.count >= 1000 || chunkBytes >= 4 << 20 { try insertChunk() }
+            }
+            try insertChunk()
+            guard read.sha256 == sha256 else {
+                throw ArchiveFileError(path: path, problem: "its SHA-256 is not the one recorded when it was archived")
+            }
+            guard conversationSeen, inserted == count else {
+                throw ArchiveFileError(path: path, problem: "it holds \(inserted) messages; \(count) were archived")
+            }
+            messages = inserted
+            _ = try session.query(
+                "UPDATE conversations SET updated_at = now() WHERE id = $1::uuid",
+                [conversation.text]
+            )
+            _ = try session.query("DELETE FROM archived_conversations WHERE id = $1::uuid", [conversation.text])
+            try session.execute("COMMIT")
+        } catch {
+            _ = try? session.execute("ROLLBACK")
+            throw error
+        }
+        Durable.remove(archive: path)
+        return .restored(messages: messages, path: path)
+    }
+
+    /// The conversation line as a row, if it is the conversation `$2` and not in PostgreSQL.
+    static let insertConversation = """
+        INSERT INTO conversations
+        SELECT r.* FROM json_populate_record(NULL::conversations, $1::json) AS r WHERE r.id = $2::uuid
+        ON CONFLICT (id) DO NOTHING
+        """
+
+    /// Message lines (a JSON array of them) as rows, with their original arrival numbers, so
+    /// that ties in `created_at` keep their order.
+    static let insertMessages = """
+        INSERT INTO messages OVERRIDING SYSTEM VALUE
+        SELECT r.* FROM json_array_elements($1::json) AS l (line),
+            json_populate_record(NULL::messages, l.line) AS r
+        """
+
+    static let insertContexts = """
+        INSERT INTO message_contexts
+        SELECT r.* FROM json_array_elements($1::json) AS l (line),
+            json_array_elements(l.line -> 'contexts') AS x (context),
+            json_populate_record(NULL::message_contexts, x.context) AS r
+        """
+
+    /// Which of these conversations are archived (and not in PostgreSQL).
+    static func archived(_ conversations: [CanonicalUUID], in session: PostgresSession) throws -> [CanonicalUUID] {
+        guard !conversations.isEmpty else { return [] }
+        let rows = try session.query(
+            "SELECT id::text FROM archived_conversations WHERE id = ANY($1::uuid[])",
+            [MessageStore.arrayLiteral(conversations)]
+        )
+        return rows.rows.compactMap { $0[0].flatMap(CanonicalUUID.init) }
+    }
+}
