@@ -205,8 +205,8 @@ struct ArchiveCommand: AsyncParsableCommand {
         let summary = try await ArchivePass(configuration: configuration, logger: logger).run(olderThan: olderThan, dryRun: dryRun) {
             print($0)
         }
-        let seconds = Double((ContinuousClock.now - started).components.attoseconds) / 1e18
-            + Double((ContinuousClock.now - started).components.seconds)
+        let elapsed = (ContinuousClock.now - started).components
+        let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
         if dryRun {
             print("dry run: would archive \(summary.archived) conversations (\(summary.messages) messages); nothing written")
         } else if !summary.locked {

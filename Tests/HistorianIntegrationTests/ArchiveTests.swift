@@ -267,6 +267,12 @@ struct ArchiveTests {
             intruder.id = Producer.uuid(0x05, 2)
             intruder.userID = "someone-else"
             try await Producer.append([later, intruder], redis: redis)
+            let dryRun = try await HistorianProcess.run(["run", "--dry-run", "--once"], environment: historian)
+            #expect(dryRun.status == 0, "\(dryRun.errors)")
+            let predicted = dryRun.output.split(separator: "\n")
+            #expect(predicted.contains { $0.contains(later.id) && $0.contains("store") && $0.contains("(archived conversation: restored first)") }, "\(dryRun.output)")
+            #expect(predicted.contains { $0.contains(intruder.id) && $0.contains("user_mismatch") }, "\(dryRun.output)")
+            #expect(try await environment.scalar("SELECT count(*) FROM archived_conversations") == 1, "a dry run restores nothing")
             let run = try await HistorianProcess.run(["run", "--once"], environment: historian)
             #expect(run.status == 0, "\(run.errors)")
 

@@ -273,13 +273,17 @@ public struct Archiver: Sendable {
             json_populate_record(NULL::message_contexts, x.context) AS r
         """
 
-    /// Which of these conversations are archived (and not in PostgreSQL).
-    static func archived(_ conversations: [CanonicalUUID], in session: PostgresSession) throws -> [CanonicalUUID] {
-        guard !conversations.isEmpty else { return [] }
+    /// The owners of those of these conversations that are archived.
+    public static func archivedOwners(of conversations: [CanonicalUUID], in session: PostgresSession) throws -> [CanonicalUUID: String] {
+        guard !conversations.isEmpty else { return [:] }
         let rows = try session.query(
-            "SELECT id::text FROM archived_conversations WHERE id = ANY($1::uuid[])",
-            [MessageStore.arrayLiteral(conversations)]
+            "SELECT id::text, user_id FROM archived_conversations WHERE id = ANY($1::uuid[])",
+            [MessageStore.arrayLiteral(Array(Set(conversations)))]
         )
-        return rows.rows.compactMap { $0[0].flatMap(CanonicalUUID.init) }
+        var owners: [CanonicalUUID: String] = [:]
+        for row in rows.rows {
+            if let id = row[0].flatMap(CanonicalUUID.init), let owner = row[1] { owners[id] = owner }
+        }
+        return owners
     }
 }

@@ -9,7 +9,8 @@ import RedisClient
 public struct DryRun: Sendable {
     /// What a run would do with one entry.
     public enum Verdict: Sendable, Hashable {
-        case store(newConversation: Bool)
+        /// `archived`: the conversation is archived, and a run restores it first.
+        case store(newConversation: Bool, archived: Bool = false)
         case alreadyStored
         case deadLetter(Rejection)
         /// Already handed to a consumer and pending; `run` finishes it (with the verdict above).
@@ -38,7 +39,8 @@ public struct DryRun: Sendable {
             if let messageID { text += "  message=\(messageID)" }
             if let conversationID { text += "  conversation=\(conversationID)" }
             switch verdict {
-            case .store(let newConversation) where newConversation: text += "  (new conversation)"
+            case .store(let newConversation, _) where newConversation: text += "  (new conversation)"
+            case .store(_, let archived) where archived: text += "  (archived conversation: restored first)"
             case .deadLetter(let rejection): text += "  \(rejection.reason): \(rejection.detail)"
             case .vanished: text += "  (deleted from the stream while pending; would be acknowledged)"
             default: break
@@ -202,20 +204,23 @@ public struct DryRun: Sendable {
             let messages = valid.map(\.1)
             var existing: [CanonicalUUID: StoredMessage] = [:]
             var databaseOwners: [CanonicalUUID: String] = [:]
+            var archivedOwners: [CanonicalUUID: String] = [:]
             if let postgres, !messages.isEmpty {
-                (existing, databaseOwners) = try await postgres.withSession { session in
+                (existing, databaseOwners, archivedOwners) = try await postgres.withSession { session in
                     (
                         try MessageStore.existing(ids: messages.map(\.id), in: session),
-                        try MessageStore.owners(of: messages.map(\.conversationID), in: session)
+                        try MessageStore.owners(of: messages.map(\.conversationID), in: session),
+                        try Archiver.archivedOwners(of: messages.map(\.conversationID), in: session)
                     )
                 }
             }
             for (index, message) in valid {
-                let owner = databaseOwners[message.conversationID] ?? owners[message.conversationID]
+                let archived = databaseOwners[message.conversationID] == nil ? archivedOwners[message.conversationID] : nil
+                let owner = databaseOwners[message.conversationID] ?? archived ?? owners[message.conversationID]
                 let judged = StoreJudgement.judge(message, existing: existing[message.id] ?? stored[message.id], owner: owner)
                 switch judged {
                 case nil:
-                    lines[index].verdict = .store(newConversation: owner == nil)
+                    lines[index].verdict = .store(newConversation: owner == nil, archived: archived != nil)
                     stored[message.id] = StoredMessage(conversationID: message.conversationID, role: message.role.rawValue, content: message.content)
                     if owner == nil { owners[message.conversationID] = message.userID }
                 case .alreadyStored, .stored:

@@ -391,7 +391,7 @@ public enum MessageStore {
                     // Neither created nor there: archived (or deleted meanwhile).
                     let missing = theirs.filter { owners[$0] == nil }
                     if !missing.isEmpty {
-                        let archived = try Archiver.archived(missing, in: session)
+                        let archived = try Archiver.archivedOwners(of: missing, in: session).keys.sorted()
                         try session.execute("ROLLBACK")
                         return archived.isEmpty ? .conversationGone : .archived(archived)
                     }
