@@ -436,6 +436,17 @@ struct CacheTests {
         }
     }
 
+    @Test("the cache script's EVALSHA name is the digest Redis gives it")
+    func scriptName() async throws {
+        try await TestEnvironment.with { environment in
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            let loaded = try await redis.send("SCRIPT", "LOAD", RedisArgument(RecentCache.script))
+            #expect(loaded.string == RecentCache.scriptSHA1)
+            #expect(RecentCache.scriptSHA1.count == 40)
+        }
+    }
+
     @Test("cache work is a constant number of Redis calls per batch, not per message")
     func roundTripsPerBatch() async throws {
         try await TestEnvironment.with { environment in

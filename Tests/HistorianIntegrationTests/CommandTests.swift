@@ -141,6 +141,17 @@ struct CommandTests {
             #expect(healthy.output.contains("ok: schema version \(Schema.currentVersion)"))
             #expect(healthy.output.contains("ok: stream chat:messages: 5 entries"))
             #expect(healthy.output.contains("lag 5"))
+            #expect(healthy.output.contains("ok: archive_dir \(environment.archiveDir) is writable"), "\(healthy.output)")
+
+            // An archive directory that cannot be made: a file stands where a parent should be.
+            let blocker = environment.archiveDir + "-file"
+            #expect(FileManager.default.createFile(atPath: blocker, contents: Data("x".utf8)))
+            defer { try? FileManager.default.removeItem(atPath: blocker) }
+            var blocked = environment.historianEnvironment
+            blocked["HISTORIAN_ARCHIVE_DIR"] = blocker + "/archive"
+            let unwritable = try await HistorianProcess.run(["check"], environment: blocked)
+            #expect(unwritable.status == 1)
+            #expect(unwritable.output.contains("problem: archive_dir \(blocker)/archive: \(blocker) is not a directory"), "\(unwritable.output)")
 
             try await environment.postgresServer.stop()
             let down = try await HistorianProcess.run(["check"], environment: environment.historianEnvironment)

@@ -129,8 +129,14 @@ public struct Archiver: Sendable {
             throw error
         }
 
-        // 2. Read back and verified before anything is deleted.
-        try ArchiveReader.verify(written)
+        // 2. Read back and verified before anything is deleted. A file that fails is not left
+        // under its final name.
+        do {
+            try ArchiveReader.verify(written)
+        } catch {
+            Durable.remove(archive: written.path)
+            throw error
+        }
         try beforeDelete(written)
 
         // 3. Recorded and deleted, unless the conversation moved on meanwhile.

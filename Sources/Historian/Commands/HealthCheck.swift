@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import PostgresClient
 import RedisClient
@@ -87,7 +88,27 @@ public struct HealthCheck: Sendable {
         } catch {
             problem("Redis unreachable: \(error)")
         }
+        if let trouble = Self.archiveDirectoryProblem(configuration.archiveDir) {
+            problem("archive_dir \(configuration.archiveDir): \(trouble)")
+        } else {
+            report("ok: archive_dir \(configuration.archiveDir) is writable")
+        }
         report(problems.isEmpty ? "healthy" : "\(problems.count) problem(s)")
         return problems
+    }
+
+    /// Why archive passes could not write below `directory`, or `nil`: it is a writable
+    /// directory, or its nearest existing parent is one (passes create the rest).
+    static func archiveDirectoryProblem(_ directory: String) -> String? {
+        var path = directory.isEmpty ? "." : directory
+        var isDirectory: ObjCBool = false
+        while !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+            let parent = (path as NSString).deletingLastPathComponent
+            if parent.isEmpty || parent == path { return "no existing parent directory" }
+            path = parent
+        }
+        guard isDirectory.boolValue else { return "\(path) is not a directory" }
+        guard access(path, W_OK | X_OK) == 0 else { return "\(path) is not writable by this user" }
+        return nil
     }
 }

@@ -13,6 +13,9 @@ final class TestEnvironment: Sendable {
     let database: String
     let logger = Logger(label: "test")
 
+    /// Where `historian` writes archives in this environment (created on first use).
+    let archiveDir = FileManager.default.temporaryDirectory.appendingPathComponent("historian-archive-\(UUID().uuidString)").path
+
     var redisURL: String { redisServer.url }
     var postgresURL: String { postgresServer.url(database: database) }
 
@@ -46,6 +49,7 @@ final class TestEnvironment: Sendable {
     func destroy() async {
         try? await redisServer.destroy()
         try? await postgresServer.destroy()
+        try? FileManager.default.removeItem(atPath: archiveDir)
     }
 
     /// The environment variables that point `historian` at these servers.
@@ -53,6 +57,7 @@ final class TestEnvironment: Sendable {
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("HISTORIAN_") }
         environment["HISTORIAN_REDIS_URL"] = redisURL
         environment["HISTORIAN_POSTGRES_URL"] = postgresURL
+        environment["HISTORIAN_ARCHIVE_DIR"] = archiveDir
         environment["HISTORIAN_LOG_LEVEL"] = "notice"
         return environment
     }
