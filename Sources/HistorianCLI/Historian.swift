@@ -133,7 +133,12 @@ struct Run: AsyncParsableCommand {
         ]
         if !once {
             // Archive passes on their schedule; one that ends (archive_every 0s) leaves the rest running.
-            services.append(.init(service: try ArchiveService(configuration: configuration, logger: logger), successTerminationBehavior: .ignore))
+            services.append(
+                .init(
+                    service: try ArchiveService(configuration: configuration, logger: logger),
+                    successTerminationBehavior: .ignore
+                )
+            )
         }
         var groupConfiguration = ServiceGroupConfiguration(
             services: services,
@@ -202,18 +207,27 @@ struct ArchiveCommand: AsyncParsableCommand {
         let (configuration, logger) = try await options.load()
         let olderThan = olderThan.flatMap(HistorianConfiguration.parseDuration) ?? configuration.archiveAfter
         let started = ContinuousClock.now
-        let summary = try await ArchivePass(configuration: configuration, logger: logger).run(olderThan: olderThan, dryRun: dryRun) {
+        let summary = try await ArchivePass(configuration: configuration, logger: logger).run(
+            olderThan: olderThan,
+            dryRun: dryRun
+        ) {
             print($0)
         }
         let elapsed = (ContinuousClock.now - started).components
         let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
         if dryRun {
-            print("dry run: would archive \(summary.archived) conversations (\(summary.messages) messages); nothing written")
+            print(
+                "dry run: would archive \(summary.archived) conversations (\(summary.messages) messages); nothing written"
+            )
         } else if !summary.locked {
             print(
                 String(
                     format: "archived %d conversations (%d messages) in %.1f s; %d skipped, %d failed",
-                    summary.archived, summary.messages, seconds, summary.skipped, summary.failed
+                    summary.archived,
+                    summary.messages,
+                    seconds,
+                    summary.skipped,
+                    summary.failed
                 )
             )
         }
@@ -238,7 +252,10 @@ struct Restore: AsyncParsableCommand {
 
     func run() async throws {
         let (configuration, logger) = try await options.load()
-        let postgres = try await ServerEndpoints(configuration).connectPostgres(logger: logger, applicationName: "historian-restore")
+        let postgres = try await ServerEndpoints(configuration).connectPostgres(
+            logger: logger,
+            applicationName: "historian-restore"
+        )
         defer { postgres.close() }
         var problems = 0
         for id in ids.compactMap(CanonicalUUID.init) {

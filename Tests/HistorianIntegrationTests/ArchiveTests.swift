@@ -11,7 +11,9 @@ import Testing
 struct ArchiveTests {
     /// A fresh directory for one test's archives.
     static func archiveDirectory() throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("historian-archive-\(UUID().uuidString)").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "historian-archive-\(UUID().uuidString)"
+        ).path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
     }
@@ -27,7 +29,9 @@ struct ArchiveTests {
         #expect(run.status == 0, "\(run.errors)")
         let conversations = (0..<4).map { messages[$0].conversationID }
         let quiet = conversations.prefix(idle).map { "'\($0)'" }.joined(separator: ",")
-        _ = try await environment.rows("UPDATE conversations SET updated_at = now() - interval '40 days' WHERE id IN (\(quiet))")
+        _ = try await environment.rows(
+            "UPDATE conversations SET updated_at = now() - interval '40 days' WHERE id IN (\(quiet))"
+        )
         return conversations
     }
 
@@ -69,7 +73,9 @@ struct ArchiveTests {
         return "\(location.directory)/\(location.name)"
     }
 
-    @Test("an archive pass writes a verified gzipped JSONL file, then removes the conversation from PostgreSQL and Redis")
+    @Test(
+        "an archive pass writes a verified gzipped JSONL file, then removes the conversation from PostgreSQL and Redis"
+    )
     func archivePass() async throws {
         try await TestEnvironment.with { environment in
             let directory = try Self.archiveDirectory()
@@ -84,7 +90,10 @@ struct ArchiveTests {
             let recent = "history:\(conversations[0]):recent"
             #expect(try await redis.send("EXISTS", RedisArgument(recent)).int == 1)
 
-            let pass = try await HistorianProcess.run(["archive", "--archive-dir", directory], environment: environment.historianEnvironment)
+            let pass = try await HistorianProcess.run(
+                ["archive", "--archive-dir", directory],
+                environment: environment.historianEnvironment
+            )
             #expect(pass.status == 0, "\(pass.errors)")
             #expect(pass.output.contains("archived \(conversations[0]): 10 messages"), "\(pass.output)")
             #expect(pass.output.contains("archived \(conversations[1]): 10 messages"), "\(pass.output)")
@@ -98,19 +107,28 @@ struct ArchiveTests {
             #expect(try Self.shell(["gzip", "-t", path]).status == 0)
             #expect(try Self.shell(["sha256sum", "-c", "\(name).sha256"], in: folder).status == 0)
             let lines = try Self.shell(["gzip", "-dc", path]).output.split(separator: "\n").map(String.init)
-            let objects = try lines.map { try #require(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+            let objects = try lines.map {
+                try #require(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+            }
             #expect(objects.count == 11)
             #expect(objects.first?["type"] as? String == "conversation")
             #expect(objects.first?["id"] as? String == conversations[0])
             #expect(objects.first?["user_id"] as? String == "u-0")
             let messageIDs = objects.dropFirst().map { $0["id"] as? String }
             #expect(objects.dropFirst().allSatisfy { $0["type"] as? String == "message" && $0["contexts"] is [Any] })
-            #expect(objects.dropFirst().contains { ($0["contexts"] as? [Any])?.isEmpty == false }, "the workload has contexts")
+            #expect(
+                objects.dropFirst().contains { ($0["contexts"] as? [Any])?.isEmpty == false },
+                "the workload has contexts"
+            )
             #expect(messageIDs == storedIDs, "the messages, in the conversation's order")
 
             // PostgreSQL: rows gone, the archive recorded.
             #expect(try await environment.scalar("SELECT count(*) FROM conversations") == 2)
-            #expect(try await environment.scalar("SELECT count(*) FROM messages WHERE conversation_id = '\(conversations[0])'") == 0)
+            #expect(
+                try await environment.scalar(
+                    "SELECT count(*) FROM messages WHERE conversation_id = '\(conversations[0])'"
+                ) == 0
+            )
             let recorded = try await environment.rows(
                 "SELECT user_id, path, message_count::text, sha256 FROM archived_conversations WHERE id = '\(conversations[0])'"
             )
@@ -121,25 +139,45 @@ struct ArchiveTests {
             #expect(try await redis.send("EXISTS", RedisArgument("history:\(conversations[2]):recent")).int == 1)
 
             // A second pass finds nothing more to do.
-            let again = try await HistorianProcess.run(["archive", "--archive-dir", directory], environment: environment.historianEnvironment)
+            let again = try await HistorianProcess.run(
+                ["archive", "--archive-dir", directory],
+                environment: environment.historianEnvironment
+            )
             #expect(again.status == 0, "\(again.errors)")
             #expect(again.output.contains("archived 0 conversations"), "\(again.output)")
 
             // Restored: the same rows, the files and the record gone.
-            let restore = try await HistorianProcess.run(["restore", conversations[0]], environment: environment.historianEnvironment)
+            let restore = try await HistorianProcess.run(
+                ["restore", conversations[0]],
+                environment: environment.historianEnvironment
+            )
             #expect(restore.status == 0, "\(restore.errors)")
             #expect(restore.output.contains("restored \(conversations[0]): 10 messages"), "\(restore.output)")
             #expect(try await Self.dump(environment, conversations[0]) == before)
-            #expect(try await environment.scalar("SELECT count(*) FROM archived_conversations WHERE id = '\(conversations[0])'") == 0)
-            #expect(try await environment.scalar("SELECT count(*) FROM conversations WHERE id = '\(conversations[0])' AND updated_at > now() - interval '1 minute'") == 1)
+            #expect(
+                try await environment.scalar(
+                    "SELECT count(*) FROM archived_conversations WHERE id = '\(conversations[0])'"
+                ) == 0
+            )
+            #expect(
+                try await environment.scalar(
+                    "SELECT count(*) FROM conversations WHERE id = '\(conversations[0])' AND updated_at > now() - interval '1 minute'"
+                ) == 1
+            )
             #expect(!FileManager.default.fileExists(atPath: path))
             #expect(!FileManager.default.fileExists(atPath: "\(path).sha256"))
 
             // Restoring again, or something never stored, says so.
-            let twice = try await HistorianProcess.run(["restore", conversations[0]], environment: environment.historianEnvironment)
+            let twice = try await HistorianProcess.run(
+                ["restore", conversations[0]],
+                environment: environment.historianEnvironment
+            )
             #expect(twice.status == 0)
             #expect(twice.output.contains("is in PostgreSQL, not archived"), "\(twice.output)")
-            let unknown = try await HistorianProcess.run(["restore", Producer.uuid(0x09, 1)], environment: environment.historianEnvironment)
+            let unknown = try await HistorianProcess.run(
+                ["restore", Producer.uuid(0x09, 1)],
+                environment: environment.historianEnvironment
+            )
             #expect(unknown.status == 1)
         }
     }
@@ -172,7 +210,9 @@ struct ArchiveTests {
         }
     }
 
-    @Test("a pass stopped between the verified file and the delete leaves the conversation in PostgreSQL; the next completes it")
+    @Test(
+        "a pass stopped between the verified file and the delete leaves the conversation in PostgreSQL; the next completes it"
+    )
     func interruptedPass() async throws {
         try await TestEnvironment.with { environment in
             let directory = try Self.archiveDirectory()
@@ -186,7 +226,9 @@ struct ArchiveTests {
             let pass = try ArchivePass(configuration: configuration, logger: Logger(label: "test"))
 
             struct Crash: Error {}
-            let stopped = try await pass.run(olderThan: .seconds(30 * 86400), beforeDelete: { _ in throw Crash() }) { _ in }
+            let stopped = try await pass.run(olderThan: .seconds(30 * 86400), beforeDelete: { _ in throw Crash() }) {
+                _ in
+            }
             #expect(stopped.failed == 1 && stopped.archived == 0)
             let path = Self.archivePath(directory, conversations[0])
             #expect(try Self.shell(["gzip", "-t", path]).status == 0, "the verified file is there")
@@ -201,7 +243,10 @@ struct ArchiveTests {
                     let done = DispatchSemaphore(value: 0)
                     Task {
                         defer { done.signal() }
-                        let postgres = try await PostgresConnection.connect(conninfo: postgresURL, logger: Logger(label: "test"))
+                        let postgres = try await PostgresConnection.connect(
+                            conninfo: postgresURL,
+                            logger: Logger(label: "test")
+                        )
                         defer { postgres.close() }
                         _ = try await postgres.execute("UPDATE conversations SET cache_version = cache_version + 1")
                     }
@@ -210,13 +255,22 @@ struct ArchiveTests {
             ) { _ in }
             #expect(moved.skipped == 1 && moved.archived == 0)
             #expect(!FileManager.default.fileExists(atPath: path))
-            #expect(try await environment.scalar("SELECT count(*) FROM messages WHERE conversation_id = '\(conversations[0])'") == 10)
+            #expect(
+                try await environment.scalar(
+                    "SELECT count(*) FROM messages WHERE conversation_id = '\(conversations[0])'"
+                ) == 10
+            )
 
             let finished = try await pass.run(olderThan: .seconds(30 * 86400)) { _ in }
             #expect(finished.archived == 1 && finished.messages == 10)
             #expect(try Self.shell(["gzip", "-t", path]).status == 0)
-            #expect(try await environment.scalar("SELECT count(*) FROM archived_conversations WHERE message_count = 10") == 1)
-            #expect(try await environment.scalar("SELECT count(*) FROM conversations WHERE id = '\(conversations[0])'") == 0)
+            #expect(
+                try await environment.scalar("SELECT count(*) FROM archived_conversations WHERE message_count = 10")
+                    == 1
+            )
+            #expect(
+                try await environment.scalar("SELECT count(*) FROM conversations WHERE id = '\(conversations[0])'") == 0
+            )
         }
     }
 
@@ -226,7 +280,10 @@ struct ArchiveTests {
             let directory = try Self.archiveDirectory()
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let conversations = try await Self.storeConversations(environment, idle: 1)
-            let pass = try await HistorianProcess.run(["archive", "--archive-dir", directory], environment: environment.historianEnvironment)
+            let pass = try await HistorianProcess.run(
+                ["archive", "--archive-dir", directory],
+                environment: environment.historianEnvironment
+            )
             #expect(pass.status == 0, "\(pass.errors)")
             let path = Self.archivePath(directory, conversations[0])
             // A flipped byte in the middle of the compressed data.
@@ -234,16 +291,23 @@ struct ArchiveTests {
             bytes[bytes.count / 2] ^= 0xFF
             try Data(bytes).write(to: URL(fileURLWithPath: path))
 
-            let restore = try await HistorianProcess.run(["restore", conversations[0]], environment: environment.historianEnvironment)
+            let restore = try await HistorianProcess.run(
+                ["restore", conversations[0]],
+                environment: environment.historianEnvironment
+            )
             #expect(restore.status == 1)
             #expect(restore.output.contains("not restored"), "\(restore.output)")
-            #expect(try await environment.scalar("SELECT count(*) FROM conversations WHERE id = '\(conversations[0])'") == 0)
+            #expect(
+                try await environment.scalar("SELECT count(*) FROM conversations WHERE id = '\(conversations[0])'") == 0
+            )
             #expect(try await environment.scalar("SELECT count(*) FROM archived_conversations") == 1)
             #expect(FileManager.default.fileExists(atPath: path))
         }
     }
 
-    @Test("a message for an archived conversation brings it back first; the recent list holds the latest of all its messages")
+    @Test(
+        "a message for an archived conversation brings it back first; the recent list holds the latest of all its messages"
+    )
     func messageForArchivedConversation() async throws {
         try await TestEnvironment.with { environment in
             let directory = try Self.archiveDirectory()
@@ -259,8 +323,12 @@ struct ArchiveTests {
             let redis = try await environment.redis()
             defer { redis.close() }
             let later = TestMessage(
-                id: Producer.uuid(0x05, 1), conversationID: conversations[0], userID: "u-0", role: "user",
-                content: "Back after a long break", sessionID: "s-back"
+                id: Producer.uuid(0x05, 1),
+                conversationID: conversations[0],
+                userID: "u-0",
+                role: "user",
+                content: "Back after a long break",
+                sessionID: "s-back"
             )
             // And one from someone else, which must not land in the restored conversation.
             var intruder = later
@@ -270,14 +338,27 @@ struct ArchiveTests {
             let dryRun = try await HistorianProcess.run(["run", "--dry-run", "--once"], environment: historian)
             #expect(dryRun.status == 0, "\(dryRun.errors)")
             let predicted = dryRun.output.split(separator: "\n")
-            #expect(predicted.contains { $0.contains(later.id) && $0.contains("store") && $0.contains("(archived conversation: restored first)") }, "\(dryRun.output)")
+            #expect(
+                predicted.contains {
+                    $0.contains(later.id) && $0.contains("store")
+                        && $0.contains("(archived conversation: restored first)")
+                },
+                "\(dryRun.output)"
+            )
             #expect(predicted.contains { $0.contains(intruder.id) && $0.contains("user_mismatch") }, "\(dryRun.output)")
-            #expect(try await environment.scalar("SELECT count(*) FROM archived_conversations") == 1, "a dry run restores nothing")
+            #expect(
+                try await environment.scalar("SELECT count(*) FROM archived_conversations") == 1,
+                "a dry run restores nothing"
+            )
             let run = try await HistorianProcess.run(["run", "--once"], environment: historian)
             #expect(run.status == 0, "\(run.errors)")
 
             #expect(try await environment.scalar("SELECT count(*) FROM archived_conversations") == 0)
-            #expect(try await environment.scalar("SELECT count(*) FROM messages WHERE conversation_id = '\(conversations[0])'") == 11)
+            #expect(
+                try await environment.scalar(
+                    "SELECT count(*) FROM messages WHERE conversation_id = '\(conversations[0])'"
+                ) == 11
+            )
             // The archived rows came back as they were (the conversation row moves on: new message).
             let restored = try await Self.dump(environment, conversations[0])
             let newMessage = restored.filter { $0.contains(later.id) }
@@ -295,9 +376,13 @@ struct ArchiveTests {
                 ORDER BY created_at DESC, arrival DESC LIMIT 10) AS l ORDER BY created_at, arrival
                 """
             ).map { $0[0] ?? "" }
-            let list = try await redis.send("LRANGE", RedisArgument("history:\(conversations[0]):recent"), "0", "-1").array ?? []
+            let list =
+                try await redis.send("LRANGE", RedisArgument("history:\(conversations[0]):recent"), "0", "-1").array
+                ?? []
             let listed = try list.map { element -> String in
-                let object = try #require(JSONSerialization.jsonObject(with: Data((element.string ?? "").utf8)) as? [String: Any])
+                let object = try #require(
+                    JSONSerialization.jsonObject(with: Data((element.string ?? "").utf8)) as? [String: Any]
+                )
                 return object["id"] as? String ?? ""
             }
             #expect(listed == latest)
@@ -316,7 +401,9 @@ struct ArchiveTests {
             historian["HISTORIAN_ARCHIVE_EVERY"] = "1s"
             let daemon = try HistorianProcess(["run"], environment: historian)
             try await eventually("the quiet conversation archived", timeout: .seconds(60)) {
-                try await environment.scalar("SELECT count(*) FROM archived_conversations WHERE id = '\(conversations[0])'") == 1
+                try await environment.scalar(
+                    "SELECT count(*) FROM archived_conversations WHERE id = '\(conversations[0])'"
+                ) == 1
             }
             daemon.signal(SIGTERM)
             #expect(try await daemon.wait() == 0, "\(daemon.errorOutput)")

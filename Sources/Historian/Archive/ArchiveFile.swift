@@ -124,7 +124,10 @@ enum ArchiveReader {
     /// Reads the file at `path`, calling `line` with each JSON line in order (without its newline).
     /// - Returns: the SHA-256 of the file's bytes and of the JSON lines inside, and the line count.
     /// - Throws: when the file cannot be read, is not complete gzip, or has a line that is not UTF-8.
-    static func read(_ path: String, line: (String) throws -> Void) throws -> (sha256: String, contentSHA256: String, lines: Int) {
+    static func read(
+        _ path: String,
+        line: (String) throws -> Void
+    ) throws -> (sha256: String, contentSHA256: String, lines: Int) {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { throw Durable.failure(path, "cannot open") }
         defer { close(descriptor) }
@@ -248,7 +251,9 @@ enum Durable {
     /// Creates the directory and any missing parents, syncing each parent that gained an entry.
     static func makeDirectory(_ directory: String) throws {
         var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue { return }
+        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue {
+            return
+        }
         let parent = (directory as NSString).deletingLastPathComponent
         if !parent.isEmpty, parent != directory { try makeDirectory(parent) }
         if mkdir(directory, 0o750) != 0 && errno != EEXIST { throw failure(directory, "cannot create directory") }

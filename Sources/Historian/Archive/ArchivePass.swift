@@ -16,7 +16,11 @@ public struct ArchivePass: Sendable {
     public init(configuration: HistorianConfiguration, logger: Logger) throws {
         self.endpoints = try ServerEndpoints(configuration)
         self.archiver = Archiver(layout: ArchiveLayout(root: configuration.archiveDir))
-        self.cache = CacheSettings(recentSize: configuration.recentSize, sessionTTL: configuration.sessionTTL, keyPrefix: configuration.keyPrefix)
+        self.cache = CacheSettings(
+            recentSize: configuration.recentSize,
+            sessionTTL: configuration.sessionTTL,
+            keyPrefix: configuration.keyPrefix
+        )
         self.logger = logger
     }
 
@@ -50,7 +54,10 @@ public struct ArchivePass: Sendable {
         defer { postgres.close() }
         let locked = try await postgres.withSession { session in
             try Archiver.prepare(session)
-            return try session.query("SELECT pg_try_advisory_lock($1)", [String(Self.lockKey)])[0, "pg_try_advisory_lock"] == "t"
+            return try session.query("SELECT pg_try_advisory_lock($1)", [String(Self.lockKey)])[
+                0,
+                "pg_try_advisory_lock"
+            ] == "t"
         }
         var summary = Summary()
         guard locked else {
@@ -65,7 +72,10 @@ public struct ArchivePass: Sendable {
             do {
                 redis = try await endpoints.connectRedis(logger: logger)
             } catch {
-                logger.warning("archive pass: Redis unreachable; recent-history keys will expire on their own", metadata: ["error": "\(error)"])
+                logger.warning(
+                    "archive pass: Redis unreachable; recent-history keys will expire on their own",
+                    metadata: ["error": "\(error)"]
+                )
             }
         }
         defer { redis?.close() }
@@ -81,20 +91,29 @@ public struct ArchivePass: Sendable {
                 if Task.isCancelled || Task.isShuttingDownGracefully { break }
                 let id = candidate.id
                 if dryRun {
-                    report("would archive \(id.text): \(candidate.messages) messages, last stored \(candidate.updatedAt)")
+                    report(
+                        "would archive \(id.text): \(candidate.messages) messages, last stored \(candidate.updatedAt)"
+                    )
                     summary.archived += 1
                     summary.messages += candidate.messages
                     continue
                 }
                 do {
                     let archiver = archiver
-                    let outcome = try await postgres.withSession { try archiver.archive(id, in: $0, beforeDelete: beforeDelete) }
+                    let outcome = try await postgres.withSession {
+                        try archiver.archive(id, in: $0, beforeDelete: beforeDelete)
+                    }
                     switch outcome {
                     case .archived(let path, let messages):
                         summary.archived += 1
                         summary.messages += messages
                         report("archived \(id.text): \(messages) messages -> \(path)")
-                        logger.info("conversation archived", metadata: ["conversation.id": "\(id.text)", "archive.path": "\(path)", "messages": "\(messages)"])
+                        logger.info(
+                            "conversation archived",
+                            metadata: [
+                                "conversation.id": "\(id.text)", "archive.path": "\(path)", "messages": "\(messages)",
+                            ]
+                        )
                         await removeCacheKeys(of: id, redis: redis)
                     case .skipped(let reason):
                         summary.skipped += 1
@@ -103,7 +122,10 @@ public struct ArchivePass: Sendable {
                 } catch {
                     summary.failed += 1
                     report("failed \(id.text): \(error)")
-                    logger.error("archiving a conversation failed", metadata: ["conversation.id": "\(id.text)", "error": "\(error)"])
+                    logger.error(
+                        "archiving a conversation failed",
+                        metadata: ["conversation.id": "\(id.text)", "error": "\(error)"]
+                    )
                     if postgres.isBroken { throw error }
                 }
             }
@@ -116,9 +138,16 @@ public struct ArchivePass: Sendable {
     private func removeCacheKeys(of conversation: CanonicalUUID, redis: RedisConnection?) async {
         guard let redis else { return }
         do {
-            _ = try await redis.send("DEL", RedisArgument(cache.recentKey(conversation.text)), RedisArgument(cache.versionKey(conversation.text)))
+            _ = try await redis.send(
+                "DEL",
+                RedisArgument(cache.recentKey(conversation.text)),
+                RedisArgument(cache.versionKey(conversation.text))
+            )
         } catch {
-            logger.warning("archive pass: cannot remove recent-history keys", metadata: ["conversation.id": "\(conversation.text)", "error": "\(error)"])
+            logger.warning(
+                "archive pass: cannot remove recent-history keys",
+                metadata: ["conversation.id": "\(conversation.text)", "error": "\(error)"]
+            )
         }
     }
 }

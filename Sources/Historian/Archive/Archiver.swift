@@ -62,7 +62,8 @@ public struct Archiver: Sendable {
             [String(Double(olderThan.components.seconds)), String(limit), after?.updatedAt, after?.id.text]
         )
         return rows.rows.compactMap { row in
-            guard let id = row[0].flatMap(CanonicalUUID.init), let updatedAt = row[1], let messages = row[2].flatMap({ Int($0) })
+            guard let id = row[0].flatMap(CanonicalUUID.init), let updatedAt = row[1],
+                let messages = row[2].flatMap({ Int($0) })
             else { return nil }
             return Candidate(id: id, updatedAt: updatedAt, messages: messages)
         }
@@ -105,7 +106,8 @@ public struct Archiver: Sendable {
         let snapshot: (updatedAt: String, version: String, owner: String)
         do {
             let head = try session.query(Self.conversationLine, [conversation.text])
-            guard let row = head.rows.first, let line = row[0], let updatedAt = row[1], let version = row[2], let owner = row[3]
+            guard let row = head.rows.first, let line = row[0], let updatedAt = row[1], let version = row[2],
+                let owner = row[3]
             else {
                 try session.execute("ROLLBACK")
                 return .skipped(reason: "not in PostgreSQL")
@@ -117,7 +119,9 @@ public struct Archiver: Sendable {
             while true {
                 let rows = try session.execute("FETCH 500 FROM historian_archive_messages")
                 for row in rows.rows {
-                    guard let line = row[0] else { throw ArchiveFileError(path: writer.path, problem: "a message line came back NULL") }
+                    guard let line = row[0] else {
+                        throw ArchiveFileError(path: writer.path, problem: "a message line came back NULL")
+                    }
                     try writer.append(line: line)
                 }
                 if rows.rows.count < 500 { break }
@@ -149,7 +153,9 @@ public struct Archiver: Sendable {
             guard let row = current.rows.first, row[0] == snapshot.updatedAt, row[1] == snapshot.version else {
                 try session.execute("ROLLBACK")
                 Durable.remove(archive: written.path)
-                return .skipped(reason: current.rows.isEmpty ? "gone from PostgreSQL meanwhile" : "new messages since it was read")
+                return .skipped(
+                    reason: current.rows.isEmpty ? "gone from PostgreSQL meanwhile" : "new messages since it was read"
+                )
             }
             let messages = written.lines - 1
             _ = try session.query(
@@ -160,7 +166,9 @@ public struct Archiver: Sendable {
                     path = excluded.path, message_count = excluded.message_count, sha256 = excluded.sha256
                 """,
                 [
-                    conversation.text, snapshot.owner, Timestamp(microseconds: Int64((archivedAt.timeIntervalSince1970 * 1_000_000).rounded())).rfc3339, written.path, String(messages),
+                    conversation.text, snapshot.owner,
+                    Timestamp(microseconds: Int64((archivedAt.timeIntervalSince1970 * 1_000_000).rounded())).rfc3339,
+                    written.path, String(messages),
                     written.sha256,
                 ]
             )
@@ -223,7 +231,10 @@ public struct Archiver: Sendable {
                     }
                     let created = try session.query(Self.insertConversation, [line, conversation.text])
                     guard created.affectedRows == 1 else {
-                        throw ArchiveFileError(path: path, problem: "it holds another conversation, or that conversation is in PostgreSQL")
+                        throw ArchiveFileError(
+                            path: path,
+                            problem: "it holds another conversation, or that conversation is in PostgreSQL"
+                        )
                     }
                     conversationSeen = true
                     return
@@ -280,7 +291,10 @@ public struct Archiver: Sendable {
         """
 
     /// The owners of those of these conversations that are archived.
-    public static func archivedOwners(of conversations: [CanonicalUUID], in session: PostgresSession) throws -> [CanonicalUUID: String] {
+    public static func archivedOwners(
+        of conversations: [CanonicalUUID],
+        in session: PostgresSession
+    ) throws -> [CanonicalUUID: String] {
         guard !conversations.isEmpty else { return [:] }
         let rows = try session.query(
             "SELECT id::text, user_id FROM archived_conversations WHERE id = ANY($1::uuid[])",
