@@ -19,6 +19,7 @@ let package = Package(
             from: "1.4.0",
             traits: [.defaults, "YAML"]
         ),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     ],
     targets: [
         // C libraries, through Debian's -dev packages.
@@ -76,6 +77,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         .executableTarget(
@@ -105,7 +107,14 @@ let package = Package(
         .testTarget(name: "BlockingThreadTests", dependencies: ["BlockingThread"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "LocalServers", "BlockingThread"]),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "LocalServers", "BlockingThread"]),
-        .testTarget(name: "HistorianTests", dependencies: ["Historian", "Gzip"]),
+        .testTarget(
+            name: "HistorianTests",
+            dependencies: [
+                "Historian", "Gzip", "RedisClient",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
+        ),
         .testTarget(
             name: "HistorianIntegrationTests",
             dependencies: [

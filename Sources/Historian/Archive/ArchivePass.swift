@@ -11,12 +11,15 @@ public struct ArchivePass: Sendable {
     let endpoints: ServerEndpoints
     let archiver: Archiver
     let cache: CacheSettings
+    let metrics: DaemonMetrics
     let logger: Logger
 
-    public init(configuration: HistorianConfiguration, logger: Logger) throws {
+    /// - Parameter metrics: counts the conversations archived and those that failed.
+    public init(configuration: HistorianConfiguration, metrics: DaemonMetrics = .disabled, logger: Logger) throws {
         self.endpoints = try ServerEndpoints(configuration)
         self.archiver = Archiver(layout: ArchiveLayout(root: configuration.archiveDir))
         self.cache = CacheSettings(recentSize: configuration.recentSize, sessionTTL: configuration.sessionTTL, keyPrefix: configuration.keyPrefix)
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -93,6 +96,7 @@ public struct ArchivePass: Sendable {
                     case .archived(let path, let messages):
                         summary.archived += 1
                         summary.messages += messages
+                        metrics.recordArchived()
                         report("archived \(id.text): \(messages) messages -> \(path)")
                         logger.info("conversation archived", metadata: ["conversation.id": "\(id.text)", "archive.path": "\(path)", "messages": "\(messages)"])
                         await removeCacheKeys(of: id, redis: redis)
@@ -102,6 +106,7 @@ public struct ArchivePass: Sendable {
                     }
                 } catch {
                     summary.failed += 1
+                    metrics.recordArchiveFailure()
                     report("failed \(id.text): \(error)")
                     logger.error("archiving a conversation failed", metadata: ["conversation.id": "\(id.text)", "error": "\(error)"])
                     if postgres.isBroken { throw error }
@@ -131,8 +136,8 @@ public struct ArchiveService: Service, CustomStringConvertible {
     let olderThan: Duration
     let logger: Logger
 
-    public init(configuration: HistorianConfiguration, logger: Logger) throws {
-        self.pass = try ArchivePass(configuration: configuration, logger: logger)
+    public init(configuration: HistorianConfiguration, metrics: DaemonMetrics = .disabled, logger: Logger) throws {
+        self.pass = try ArchivePass(configuration: configuration, metrics: metrics, logger: logger)
         self.every = configuration.archiveEvery
         self.olderThan = configuration.archiveAfter
         self.logger = logger
@@ -164,6 +169,7 @@ public struct ArchiveService: Service, CustomStringConvertible {
                 } catch is CancellationError {
                     throw CancellationError()
                 } catch {
+                    pass.metrics.recordArchiveFailure()
                     logger.error("archive pass failed; will try again", metadata: ["error": "\(error)"])
                 }
             }
