@@ -19,6 +19,9 @@ let package = Package(
             from: "1.4.0",
             traits: [.defaults, "YAML"]
         ),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         // C libraries, through Debian's -dev packages.
@@ -76,12 +79,27 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+
+        // The metrics endpoint: a Prometheus registry behind swift-metrics, served over HTTP.
+        .target(
+            name: "HistorianMetrics",
+            dependencies: [
+                "Historian",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .executableTarget(
             name: "HistorianCLI",
             dependencies: [
                 "Historian",
+                "HistorianMetrics",
                 .target(name: "CMalloc", condition: .when(platforms: [.linux])),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -105,7 +123,14 @@ let package = Package(
         .testTarget(name: "BlockingThreadTests", dependencies: ["BlockingThread"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "LocalServers", "BlockingThread"]),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "LocalServers", "BlockingThread"]),
-        .testTarget(name: "HistorianTests", dependencies: ["Historian", "Gzip"]),
+        .testTarget(
+            name: "HistorianTests",
+            dependencies: [
+                "Historian", "Gzip", "RedisClient",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
+        ),
         .testTarget(
             name: "HistorianIntegrationTests",
             dependencies: [

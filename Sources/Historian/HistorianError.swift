@@ -8,6 +8,7 @@ public struct HistorianError: Error, Sendable, Hashable, CustomStringConvertible
             case schemaTooNew = "schema_too_new"
             case unexpectedReply = "unexpected_reply"
             case archiveUnreadable = "archive_unreadable"
+            case cannotListen = "cannot_listen"
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -16,6 +17,8 @@ public struct HistorianError: Error, Sendable, Hashable, CustomStringConvertible
         public static let schemaTooNew = Code(.schemaTooNew)
         public static let unexpectedReply = Code(.unexpectedReply)
         public static let archiveUnreadable = Code(.archiveUnreadable)
+        /// A server socket could not be opened, such as the metrics endpoint's on a taken port.
+        public static let cannotListen = Code(.cannotListen)
 
         public var description: String { base.rawValue }
     }

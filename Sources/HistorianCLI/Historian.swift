@@ -4,6 +4,7 @@ import Foundation
 import CMalloc
 #endif
 import Historian
+import HistorianMetrics
 import Logging
 import ServiceLifecycle
 
@@ -127,18 +128,33 @@ struct Run: AsyncParsableCommand {
             try await DryRun(configuration: configuration, logger: logger).run(follow: !once) { print($0) }
             return
         }
-        let ingest = try IngestService(configuration: configuration, once: once, logger: logger)
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: ingest, successTerminationBehavior: .gracefullyShutdownGroup)
-        ]
-        if !once {
-            // Archive passes on their schedule; one that ends (archive_every 0s) leaves the rest running.
+        // The metrics endpoint serves the daemon; a run --once ends before anyone would scrape it.
+        var endpoint: MetricsService?
+        if !once, let address = configuration.metricsAddress {
+            endpoint = MetricsService(address: address, registry: MetricsService.bootstrap(), logger: logger)
+        }
+        // Made after the bootstrap: a metric made before it would record nothing, ever.
+        let metrics = DaemonMetrics()
+        let ingest = try IngestService(configuration: configuration, once: once, metrics: metrics, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let endpoint {
+            // First in the group, so the last to stop: it is scraped while the workers finish.
+            services.append(.init(service: endpoint))
+            // Nothing is read before the endpoint listens: a taken port stops the daemon at once.
+            let waitForEndpoint = { @Sendable in try await endpoint.waitUntilListening() }
             services.append(
                 .init(
-                    service: try ArchiveService(configuration: configuration, logger: logger),
-                    successTerminationBehavior: .ignore
+                    service: StartAfter(precondition: waitForEndpoint, service: ingest),
+                    successTerminationBehavior: .gracefullyShutdownGroup
                 )
             )
+        } else {
+            services.append(.init(service: ingest, successTerminationBehavior: .gracefullyShutdownGroup))
+        }
+        if !once {
+            // Archive passes on their schedule; one that ends (archive_every 0s) leaves the rest running.
+            let archive = try ArchiveService(configuration: configuration, metrics: metrics, logger: logger)
+            services.append(.init(service: archive, successTerminationBehavior: .ignore))
         }
         var groupConfiguration = ServiceGroupConfiguration(
             services: services,

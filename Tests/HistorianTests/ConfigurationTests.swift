@@ -36,7 +36,7 @@ struct ConfigurationTests {
         #expect(configuration.claimIdle == .seconds(60) && configuration.sessionTTL == .seconds(1800))
         #expect(configuration.archiveDir == "/var/lib/historian/archive")
         #expect(configuration.archiveAfter == .seconds(30 * 86_400) && configuration.archiveEvery == .seconds(3600))
-        #expect(configuration.shutdownGrace == .seconds(10) && configuration.metricsAddress == "127.0.0.1:9464")
+        #expect(configuration.shutdownGrace == .seconds(10) && configuration.metricsAddress == MetricsAddress(host: "127.0.0.1", port: 9464))
         #expect(configuration.consumer == HistorianConfiguration.hostName())
     }
 

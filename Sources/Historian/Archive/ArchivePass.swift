@@ -11,9 +11,11 @@ public struct ArchivePass: Sendable {
     let endpoints: ServerEndpoints
     let archiver: Archiver
     let cache: CacheSettings
+    let metrics: DaemonMetrics
     let logger: Logger
 
-    public init(configuration: HistorianConfiguration, logger: Logger) throws {
+    /// - Parameter metrics: counts the conversations archived and those that failed.
+    public init(configuration: HistorianConfiguration, metrics: DaemonMetrics = .disabled, logger: Logger) throws {
         self.endpoints = try ServerEndpoints(configuration)
         self.archiver = Archiver(layout: ArchiveLayout(root: configuration.archiveDir))
         self.cache = CacheSettings(
@@ -21,6 +23,7 @@ public struct ArchivePass: Sendable {
             sessionTTL: configuration.sessionTTL,
             keyPrefix: configuration.keyPrefix
         )
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -107,6 +110,7 @@ public struct ArchivePass: Sendable {
                     case .archived(let path, let messages):
                         summary.archived += 1
                         summary.messages += messages
+                        metrics.recordArchived()
                         report("archived \(id.text): \(messages) messages -> \(path)")
                         logger.info(
                             "conversation archived",
@@ -121,6 +125,7 @@ public struct ArchivePass: Sendable {
                     }
                 } catch {
                     summary.failed += 1
+                    metrics.recordArchiveFailure()
                     report("failed \(id.text): \(error)")
                     logger.error(
                         "archiving a conversation failed",
@@ -160,8 +165,8 @@ public struct ArchiveService: Service, CustomStringConvertible {
     let olderThan: Duration
     let logger: Logger
 
-    public init(configuration: HistorianConfiguration, logger: Logger) throws {
-        self.pass = try ArchivePass(configuration: configuration, logger: logger)
+    public init(configuration: HistorianConfiguration, metrics: DaemonMetrics = .disabled, logger: Logger) throws {
+        self.pass = try ArchivePass(configuration: configuration, metrics: metrics, logger: logger)
         self.every = configuration.archiveEvery
         self.olderThan = configuration.archiveAfter
         self.logger = logger
@@ -193,6 +198,7 @@ public struct ArchiveService: Service, CustomStringConvertible {
                 } catch is CancellationError {
                     throw CancellationError()
                 } catch {
+                    pass.metrics.recordArchiveFailure()
                     logger.error("archive pass failed; will try again", metadata: ["error": "\(error)"])
                 }
             }

@@ -30,7 +30,8 @@ public struct HistorianConfiguration: Sendable {
     public var archiveAfter: Duration
     public var archiveEvery: Duration
     public var shutdownGrace: Duration
-    public var metricsAddress: String
+    /// Where `run` serves `GET /metrics`; `nil` (an empty `metrics_address`) turns it off.
+    public var metricsAddress: MetricsAddress?
     public var logLevel: Logger.Level
 
     /// One configuration key: its name, default and meaning.
@@ -150,7 +151,8 @@ public struct HistorianConfiguration: Sendable {
         archiveAfter = try duration("archive_after")
         archiveEvery = try duration("archive_every")
         shutdownGrace = try duration("shutdown_grace")
-        metricsAddress = value("metrics_address")
+        let metrics = value("metrics_address").trimmingCharacters(in: .whitespaces)
+        metricsAddress = metrics.isEmpty ? nil : try MetricsAddress(parsing: metrics)
         logLevel = try parsed("log_level", { Logger.Level(rawValue: $0.lowercased()) }, "a log level")
         for (name, text) in [("stream", stream), ("group", group), ("dlq_stream", dlqStream), ("consumer", self.consumer)]
         where text.isEmpty {
@@ -215,7 +217,7 @@ public struct HistorianConfiguration: Sendable {
             ("max_deliveries", String(maxDeliveries)), ("claim_idle", "\(claimIdle)"),
             ("recent_size", String(recentSize)), ("session_ttl", "\(sessionTTL)"), ("key_prefix", keyPrefix),
             ("archive_dir", archiveDir), ("archive_after", "\(archiveAfter)"), ("archive_every", "\(archiveEvery)"),
-            ("shutdown_grace", "\(shutdownGrace)"), ("metrics_address", metricsAddress),
+            ("shutdown_grace", "\(shutdownGrace)"), ("metrics_address", metricsAddress?.description ?? "(off)"),
             ("redis_password", redisPassword == nil ? "(none)" : "(from credentials)"),
             ("postgres_password", postgresPassword == nil ? "(none)" : "(from credentials)"),
         ]

@@ -8,11 +8,19 @@ import ServiceLifecycle
 public struct IngestService: Service, CustomStringConvertible {
     let settings: IngestSettings
     let endpoints: ServerEndpoints
+    let metrics: DaemonMetrics
     let logger: Logger
 
-    public init(configuration: HistorianConfiguration, once: Bool, logger: Logger) throws {
+    /// - Parameter metrics: where the batches, retries, upkeep and readiness are counted.
+    public init(
+        configuration: HistorianConfiguration,
+        once: Bool,
+        metrics: DaemonMetrics = .disabled,
+        logger: Logger
+    ) throws {
         self.settings = IngestSettings(configuration, once: once)
         self.endpoints = try ServerEndpoints(configuration)
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -28,6 +36,8 @@ public struct IngestService: Service, CustomStringConvertible {
         } catch is ShuttingDown, is CancellationError {
             return
         }
+        metrics.recordReady(true)
+        defer { metrics.recordReady(false) }
         logger.info(
             "ready: consuming",
             metadata: [
@@ -39,6 +49,7 @@ public struct IngestService: Service, CustomStringConvertible {
             stream: settings.stream,
             ownConsumers: Set((0..<settings.workers).map(settings.consumerName(worker:))),
             forgetConsumersAfter: max(.seconds(3600), settings.claimIdle * 10),
+            metrics: metrics,
             logger: logger
         )
         // Before reading: a gap left while no one was reading is found before it is crossed.
@@ -60,7 +71,9 @@ public struct IngestService: Service, CustomStringConvertible {
         defer { threads.forEach { $0.shutdown() } }
         try await withThrowingDiscardingTaskGroup { group in
             for index in 0..<settings.workers {
-                let worker = IngestWorker(index: index, settings: settings, turn: turn, endpoints: endpoints, logger: logger)
+                let worker = IngestWorker(
+                    index: index, settings: settings, turn: turn, endpoints: endpoints, metrics: metrics, logger: logger
+                )
                 group.addTask(executorPreference: threads[index]) { try await worker.run() }
             }
             if !settings.once {
@@ -98,7 +111,7 @@ public struct IngestService: Service, CustomStringConvertible {
     /// Waits for both servers, brings the schema up to date and makes sure the group exists.
     /// Readiness is this returning, not `run()` being called.
     private func prepare() async throws {
-        try await retrying("preparing PostgreSQL", logger: logger) {
+        try await retrying(.migrate, logger: logger, metrics: metrics) {
             let postgres = try await endpoints.connectPostgres(logger: logger)
             defer { postgres.close() }
             let applied = try await Schema.migrate(postgres, logger: logger)
@@ -106,7 +119,7 @@ public struct IngestService: Service, CustomStringConvertible {
                 logger.info("schema migrated", metadata: ["schema.versions": "\(applied)"])
             }
         }
-        try await retrying("preparing the consumer group", logger: logger) {
+        try await retrying(.createGroup, logger: logger, metrics: metrics) {
             let redis = try await endpoints.connectRedis(logger: logger)
             defer { redis.close() }
             if try await settings.stream.ensureGroup(redis) {

@@ -66,12 +66,21 @@ struct IngestWorker {
     /// Shared by the process's workers: whose turn it is to wait for new entries.
     let turn: ReadTurn
     let connections: WorkerConnections
+    let metrics: DaemonMetrics
     let logger: Logger
 
-    init(index: Int, settings: IngestSettings, turn: ReadTurn, endpoints: ServerEndpoints, logger: Logger) {
+    init(
+        index: Int,
+        settings: IngestSettings,
+        turn: ReadTurn,
+        endpoints: ServerEndpoints,
+        metrics: DaemonMetrics,
+        logger: Logger
+    ) {
         self.index = index
         self.settings = settings
         self.turn = turn
+        self.metrics = metrics
         var logger = logger
         logger[metadataKey: "consumer"] = "\(settings.consumerName(worker: index))"
         self.logger = logger
@@ -87,7 +96,7 @@ struct IngestWorker {
         // Connected before the first read, so that the first batch does not wait for two
         // connections and a fresh PostgreSQL backend's setup.
         do {
-            try await retrying("connecting", logger: logger) {
+            try await retrying(.connect, logger: logger, metrics: metrics) {
                 _ = try await connections.redis()
                 _ = try await connections.postgres()
             }
@@ -97,12 +106,12 @@ struct IngestWorker {
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             var delivery: IngestStream.Delivery
             do {
-                delivery = try await retrying("reading the stream", logger: logger) {
+                delivery = try await retrying(.read, logger: logger, metrics: metrics) {
                     try await readBatch(&position, budget: &budget)
                 }
                 if ContinuousClock.now >= nextClaim {
                     nextClaim = ContinuousClock.now + settings.claimEvery
-                    let claimed = try await retrying("claiming idle entries", logger: logger) {
+                    let claimed = try await retrying(.claim, logger: logger, metrics: metrics) {
                         try await settings.stream.claimIdle(
                             try await connections.redis(),
                             consumer: settings.consumerName(worker: index),
@@ -245,12 +254,15 @@ struct IngestWorker {
             case .store(let unit):
                 do {
                     let results = try await retrying(
-                        "storing a batch",
+                        .store,
                         logger: logger,
+                        metrics: metrics,
                         rethrowing: { FailureKind($0) == .rejectedData }
                     ) {
                         let postgres = try await connections.postgres()
-                        return try await postgres.withSession { try MessageStore.store(unit, in: $0) }
+                        return try await postgres.withSession { [metrics] in
+                            try MessageStore.store(unit, in: $0, metrics: metrics)
+                        }
                     }
                     machine.unitStored(results.results)
                     cacheWrites += results.cacheWrites
@@ -266,16 +278,23 @@ struct IngestWorker {
                 }
             case .finish(let acknowledgement):
                 let stored = clock.now
-                let acknowledged = try await retrying("refreshing the cache", logger: logger) {
+                let acknowledged = try await retrying(.cache, logger: logger, metrics: metrics) {
                     try await refreshCache(acknowledgement, deltas: cacheWrites)
                 }
                 let cached = clock.now
                 var rest = acknowledgement
                 if acknowledged { rest.acknowledge = [] }
-                try await retrying("acknowledging a batch", logger: logger) {
+                try await retrying(.acknowledge, logger: logger, metrics: metrics) {
                     let redis = try await connections.redis()
                     try await settings.stream.finish(redis, rest, at: Timestamp.now)
                 }
+                let finished = clock.now
+                metrics.recordBatch(
+                    acknowledgement,
+                    store: stored - started,
+                    cache: cached - stored,
+                    acknowledge: finished - cached
+                )
                 for letter in acknowledgement.deadLetters {
                     logger.warning(
                         "entry dead-lettered",
@@ -293,7 +312,7 @@ struct IngestWorker {
                         "stored": "\(acknowledgement.stored.count)", "dead_letters": "\(acknowledgement.deadLetters.count)",
                         "store_ms": "\(Self.milliseconds(stored - started))",
                         "cache_ms": "\(Self.milliseconds(cached - stored))",
-                        "ack_ms": "\(Self.milliseconds(clock.now - cached))",
+                        "ack_ms": "\(Self.milliseconds(finished - cached))",
                     ]
                 )
                 return

@@ -54,13 +54,42 @@ enum FailureKind {
 /// Signals that the work was abandoned because the process is shutting down.
 struct ShuttingDown: Error {}
 
+/// What `retrying` retries: a fixed set, so that each names its retries in the metrics
+/// (`historian_retries_total{operation=…}`).
+enum RetriedOperation: String, CaseIterable, Sendable {
+    case connect
+    case read
+    case claim
+    case store
+    case cache
+    case acknowledge = "ack"
+    case migrate
+    case createGroup = "create_group"
+
+    /// How the log names it: "storing a batch failed; retrying".
+    var phrase: String {
+        switch self {
+        case .connect: "connecting"
+        case .read: "reading the stream"
+        case .claim: "claiming idle entries"
+        case .store: "storing a batch"
+        case .cache: "refreshing the cache"
+        case .acknowledge: "acknowledging a batch"
+        case .migrate: "preparing PostgreSQL"
+        case .createGroup: "preparing the consumer group"
+        }
+    }
+}
+
 /// Runs `body` until it succeeds, retrying every failure but those `rethrowing` picks out.
 ///
 /// Retries stop when the task is cancelled or, after a failed attempt, when a graceful shutdown
-/// has begun: work that cannot finish now is left unacknowledged for the next run.
+/// has begun: work that cannot finish now is left unacknowledged for the next run. Each retry
+/// is counted in `metrics`, by operation and kind.
 func retrying<T>(
-    _ what: String,
+    _ operation: RetriedOperation,
     logger: Logger,
+    metrics: DaemonMetrics,
     backoff: Backoff = Backoff(),
     rethrowing: (any Error) -> Bool = { _ in false },
     _ body: () async throws -> T
@@ -76,8 +105,9 @@ func retrying<T>(
             let kind = FailureKind(error)
             var metadata: Logger.Metadata = ["attempt": "\(attempt)", "error": "\(error)"]
             if kind == .needsOperator { metadata["needs"] = "operator" }
-            logger.log(level: kind == .transient ? .warning : .error, "\(what) failed; retrying", metadata: metadata)
+            logger.log(level: kind == .transient ? .warning : .error, "\(operation.phrase) failed; retrying", metadata: metadata)
             if Task.isShuttingDownGracefully { throw ShuttingDown() }
+            metrics.recordRetry(operation, kind)
             try await Task.sleep(for: backoff.delay(attempt: attempt))
         }
     }

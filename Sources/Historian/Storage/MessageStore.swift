@@ -201,7 +201,12 @@ public enum MessageStore {
 
     /// Writes one unit in one transaction and reports what became of each message.
     /// The caller has run `prepare` on this connection.
-    public static func store(_ unit: [IncomingMessage], in session: PostgresSession) throws -> Report {
+    /// - Parameter metrics: counts the archived conversations the unit brings back.
+    public static func store(
+        _ unit: [IncomingMessage],
+        in session: PostgresSession,
+        metrics: DaemonMetrics = .disabled
+    ) throws -> Report {
         // A message for an archived conversation brings the conversation back first. Each round
         // restores what the direct path found archived, or follows a conversation that an
         // archive pass took away meanwhile; a unit still not stored after a few takes the staged
@@ -213,7 +218,7 @@ public enum MessageStore {
             case .needsStagedPath:
                 return try storeStaged(unit, in: session)
             case .archived(let conversations):
-                try restore(conversations, in: session)
+                try restore(conversations, in: session, metrics: metrics)
             case .conversationGone:
                 continue
             }
@@ -235,10 +240,11 @@ public enum MessageStore {
     /// Restores archived conversations before their new messages are stored. A failure other
     /// than an outage (a missing or damaged file) needs an operator: it is never the messages'
     /// fault, so it must not turn them into dead letters.
-    static func restore(_ conversations: [CanonicalUUID], in session: PostgresSession) throws {
+    static func restore(_ conversations: [CanonicalUUID], in session: PostgresSession, metrics: DaemonMetrics) throws {
         for conversation in conversations {
             do {
-                _ = try Archiver.restore(conversation, in: session)
+                // Each restore commits on its own, so it counts even if the unit is retried.
+                if case .restored = try Archiver.restore(conversation, in: session) { metrics.recordRestored() }
             } catch let error as PostgresError where error.isTransient {
                 throw error
             } catch {

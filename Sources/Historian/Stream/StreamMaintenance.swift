@@ -9,6 +9,7 @@ struct StreamMaintenance {
     let ownConsumers: Set<String>
     /// Consumers idle this long with nothing pending are removed from the group.
     let forgetConsumersAfter: Duration
+    let metrics: DaemonMetrics
     let logger: Logger
 
     /// Entries already reported lost, so each gap is logged once.
@@ -16,10 +17,17 @@ struct StreamMaintenance {
     /// Entries trimmed before this group read them, since the process started.
     private(set) var trimmedBeforeDelivery = 0
 
-    init(stream: IngestStream, ownConsumers: Set<String>, forgetConsumersAfter: Duration, logger: Logger) {
+    init(
+        stream: IngestStream,
+        ownConsumers: Set<String>,
+        forgetConsumersAfter: Duration,
+        metrics: DaemonMetrics = .disabled,
+        logger: Logger
+    ) {
         self.stream = stream
         self.ownConsumers = ownConsumers
         self.forgetConsumersAfter = forgetConsumersAfter
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -77,6 +85,7 @@ struct StreamMaintenance {
         let gap = lost - reportedLost
         reportedLost = lost
         trimmedBeforeDelivery += gap
+        metrics.recordGap(entries: gap)
         logger.error(
             "entries were deleted from the stream before this group read them",
             metadata: [
@@ -121,6 +130,7 @@ struct StreamMaintenance {
             total += Int(count)
         }
         if total > 0 {
+            metrics.recordTrimmed(entries: total)
             logger.debug("trimmed the stream", metadata: ["entries": "\(total)", "kept_from": "\(keepFrom)"])
         }
     }

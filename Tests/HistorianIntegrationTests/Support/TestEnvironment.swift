@@ -59,6 +59,9 @@ final class TestEnvironment: Sendable {
         environment["HISTORIAN_POSTGRES_URL"] = postgresURL
         environment["HISTORIAN_ARCHIVE_DIR"] = archiveDir
         environment["HISTORIAN_LOG_LEVEL"] = "notice"
+        // No metrics endpoint unless a test asks for one: daemons of tests that run at the same
+        // time would all want the default 127.0.0.1:9464.
+        environment["HISTORIAN_METRICS_ADDRESS"] = ""
         return environment
     }
 

@@ -1,0 +1,253 @@
+import Foundation
+import LocalServers
+import RedisClient
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The metrics endpoint of `historian run`, scraped over HTTP while the daemon works.
+@Suite(.serialized)
+struct MetricsTests {
+    @Test("run serves /metrics: what was stored, repeated, dead-lettered, trimmed, lost, archived and restored")
+    func countersMatchWhatHappened() async throws {
+        try await TestEnvironment.with { environment in
+            let directory = try ArchiveTests.archiveDirectory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let redis = try await environment.redis()
+            defer { redis.close() }
+
+            // A first run (--once, no endpoint) stores 20 messages and creates the group. Then,
+            // while no one reads, a producer appends 100 with MAXLEN 10: 90 never reach the group.
+            let first = Producer.workload(count: 20, conversations: 2, seed: 41)
+            try await Producer.append(first, redis: redis)
+            let once = try await HistorianProcess.run(["run", "--once"], environment: environment.historianEnvironment)
+            #expect(once.status == 0, "\(once.errors)")
+            let squeezed = Producer.workload(count: 100, conversations: 2, seed: 42)
+            _ = try await redis.pipeline(
+                squeezed.map { message -> [RedisArgument] in
+                    ["XADD", "chat:messages", "MAXLEN", "10", "*"]
+                        + message.fields.flatMap { [RedisArgument($0.0), RedisArgument($0.1)] }
+                }
+            )
+            let survivors = Array(squeezed.suffix(10))
+
+            // Then good messages, one bad entry for each reason the stream can produce, and five
+            // good messages sent again, unchanged.
+            let good = Producer.workload(count: 300, conversations: 10, seed: 43)
+            try await Producer.append(good, redis: redis)
+            let bad = ResilienceTests.badEntries(good)
+            _ = try await redis.pipeline(bad.map { ResilienceTests.xadd($0.fields) })
+            let repeated = Array(good[10..<15])
+            try await Producer.append(repeated, redis: redis)
+            let lengthAtStart = Int(try await redis.send("XLEN", "chat:messages").int ?? -1)
+
+            var historian = environment.historianEnvironment
+            historian["HISTORIAN_ARCHIVE_DIR"] = directory
+            historian["HISTORIAN_ARCHIVE_EVERY"] = "1s"
+            let port = try Loopback.freePort()
+            let daemon = try HistorianProcess(
+                ["run", "--workers", "2", "--metrics-address", "127.0.0.1:\(port)"],
+                environment: historian
+            )
+            defer { daemon.signal(SIGKILL) }
+
+            let stored = survivors.count + good.count
+            try await eventually("every good message stored, every entry acknowledged", timeout: .seconds(90)) {
+                let messages = try await environment.scalar("SELECT count(*) FROM messages")
+                let pending = try await environment.pendingCount()
+                let deadLetters = try await ResilienceTests.deadLetterCount(redis)
+                return messages == first.count + stored && pending == 0 && deadLetters == bad.count
+            }
+            let scrape = try await Self.scrape(port: port)
+            #expect(scrape.status == 200)
+            #expect(scrape.contentType.hasPrefix("text/plain; version=0.0.4"), "\(scrape.contentType)")
+            let metrics = try Self.parse(scrape.body)
+
+            #expect(metrics["historian_ready"] == 1)
+            // This process's work only: not the first run's 20, not the 90 it never saw.
+            #expect(metrics["historian_messages_stored_total"] == Double(stored))
+            #expect(metrics["historian_messages_duplicate_total"] == Double(repeated.count))
+            for entry in bad {
+                #expect(metrics[#"historian_dead_letters_total{reason="\#(entry.reason)"}"#] == 1, "\(entry.reason)")
+            }
+            #expect(metrics[#"historian_dead_letters_total{reason="poison"}"#] == 0)
+            let batches = try #require(metrics["historian_batches_total"])
+            #expect(batches >= 1)
+            #expect(metrics["historian_batch_duration_seconds_count"] == batches)
+            #expect((metrics["historian_batch_duration_seconds_sum"] ?? 0) > 0)
+            for phase in ["store", "cache", "ack"] {
+                #expect(
+                    metrics[#"historian_batch_phase_duration_seconds_count{phase="\#(phase)"}"#] == batches,
+                    "\(phase)"
+                )
+            }
+            #expect(metrics[#"historian_batch_duration_seconds_bucket{le="+Inf"}"#] == batches)
+            // Healthy servers: nothing retried, but every series is there to be graphed.
+            #expect(metrics[#"historian_retries_total{kind="transient",operation="store"}"#] == 0)
+            #expect(metrics[#"historian_retries_total{kind="needs_operator",operation="connect"}"#] == 0)
+            #expect(metrics["historian_stream_gap_entries_total"] == 90)
+            #expect(metrics["historian_archive_failures_total"] == 0)
+            // No IDs or contents in labels: every test UUID starts with 0193.
+            #expect(!scrape.body.contains("0193"))
+            #expect(!scrape.body.contains("intruder") && !scrape.body.contains("u-bad"))
+
+            // Upkeep trims what the group acknowledged (every 5 s): all of it is this daemon's.
+            var trimmed = 0.0
+            try await eventually("the trim counted", timeout: .seconds(30)) {
+                let length = Int(try await redis.send("XLEN", "chat:messages").int ?? -1)
+                trimmed =
+                    try Self.parse(try await Self.scrape(port: port).body)["historian_stream_trimmed_entries_total"]
+                    ?? -1
+                return trimmed > 0 && trimmed == Double(lengthAtStart - length)
+            }
+
+            // Every conversation made to look quiet: the next pass (archive_every 1s) archives them.
+            let conversations = try await environment.scalar("SELECT count(*) FROM conversations")
+            _ = try await environment.rows("UPDATE conversations SET updated_at = now() - interval '40 days'")
+            try await eventually("every conversation archived and counted", timeout: .seconds(60)) {
+                let archived = try Self.parse(try await Self.scrape(port: port).body)[
+                    "historian_archived_conversations_total"
+                ]
+                let rows = try await environment.scalar("SELECT count(*) FROM archived_conversations")
+                return rows == conversations && archived == Double(conversations)
+            }
+
+            // A new message for an archived conversation restores it first.
+            var later = good[0]
+            later.id = Producer.uuid(0x07, 1)
+            later.content = "back after forty days"
+            try await Producer.append([later], redis: redis)
+            try await eventually("the conversation restored and counted", timeout: .seconds(60)) {
+                let metrics = try Self.parse(try await Self.scrape(port: port).body)
+                return metrics["historian_restored_conversations_total"] == 1
+                    && metrics["historian_messages_stored_total"] == Double(stored + 1)
+            }
+            #expect(
+                try await environment.scalar("SELECT count(*) FROM conversations WHERE id = '\(later.conversationID)'")
+                    == 1
+            )
+            let final = try Self.parse(try await Self.scrape(port: port).body)
+            #expect(final["historian_archive_failures_total"] == 0)
+            #expect(final["historian_messages_duplicate_total"] == Double(repeated.count))
+
+            daemon.signal(SIGTERM)
+            #expect(try await daemon.wait(timeout: .seconds(30)) == 0, "\(daemon.errorOutput.suffix(2000))")
+        }
+    }
+
+    @Test("a taken metrics port stops run at startup, naming the address, before anything is read; --once serves none")
+    func takenPortStopsRun() async throws {
+        try await TestEnvironment.with { environment in
+            try await environment.migrate()
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            let messages = Producer.workload(count: 30, conversations: 3, seed: 44)
+            try await Producer.append(messages, redis: redis)
+
+            // Another program listens on the port.
+            let listener = try Loopback.boundSocket()
+            defer { close(listener) }
+            #expect(listen(listener, 16) == 0)
+            let address = "127.0.0.1:\(try Loopback.port(of: listener))"
+
+            let daemon = try HistorianProcess(
+                ["run", "--metrics-address", address],
+                environment: environment.historianEnvironment
+            )
+            let status = try await daemon.wait(timeout: .seconds(60))
+            #expect(status != 0)
+            #expect(
+                daemon.errorOutput.contains("metrics_address \(address): cannot listen there"),
+                "\(daemon.errorOutput.suffix(2000))"
+            )
+            // Nothing was read: the group was never even created, nothing stored.
+            #expect(try await environment.pendingCount() == -1)
+            #expect(try await environment.scalar("SELECT count(*) FROM messages") == 0)
+
+            // run --once has no endpoint, so the same address is no obstacle.
+            let once = try await HistorianProcess.run(
+                ["run", "--once", "--metrics-address", address],
+                environment: environment.historianEnvironment
+            )
+            #expect(once.status == 0, "\(once.errors)")
+            #expect(try await environment.scalar("SELECT count(*) FROM messages") == messages.count)
+
+            // A malformed address stops every command when the configuration loads.
+            let malformed = try await HistorianProcess.run(
+                ["check", "--metrics-address", "9464"],
+                environment: environment.historianEnvironment
+            )
+            #expect(malformed.status != 0)
+            #expect(malformed.errors.contains(#"metrics_address: "9464" is not host:port"#), "\(malformed.errors)")
+        }
+    }
+
+    // MARK: - Helpers
+
+    /// `GET /metrics` over a plain socket (HTTP/1.1, `Connection: close`).
+    static func scrape(port: Int) async throws -> (status: Int, contentType: String, body: String) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ScrapeError("socket() failed: errno \(errno)") }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else { throw ScrapeError("connect to 127.0.0.1:\(port) failed: errno \(errno)") }
+        let request = Array("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n\r\n".utf8)
+        guard send(fd, request, request.count, 0) == request.count else {
+            throw ScrapeError("send failed: errno \(errno)")
+        }
+        var response: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            guard count >= 0 else { throw ScrapeError("recv failed: errno \(errno)") }
+            if count == 0 { break }
+            response += buffer[0..<count]
+        }
+        let text = String(decoding: response, as: UTF8.self)
+        guard let split = text.range(of: "\r\n\r\n") else {
+            throw ScrapeError("no end of headers in \(text.prefix(200))")
+        }
+        let head = text[..<split.lowerBound].split(separator: "\r\n")
+        let status = head.first.flatMap { $0.split(separator: " ").dropFirst().first }.flatMap { Int($0) } ?? -1
+        let contentType =
+            head.dropFirst().first { $0.lowercased().hasPrefix("content-type:") }
+            .map { $0.dropFirst("content-type:".count).trimmingCharacters(in: .whitespaces) } ?? ""
+        return (status, contentType, String(text[split.upperBound...]))
+    }
+
+    /// The samples of a Prometheus text exposition, by name and labels; labels sorted by name,
+    /// so that `name{a="1",b="2"}` does not depend on the order the server wrote them in.
+    static func parse(_ body: String) throws -> [String: Double] {
+        var samples: [String: Double] = [:]
+        for line in body.split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else {
+                throw ScrapeError("not a sample: \(line)")
+            }
+            var series = String(line[..<space])
+            if let open = series.firstIndex(of: "{"), series.hasSuffix("}") {
+                let labels = series[series.index(after: open)..<series.index(before: series.endIndex)]
+                    .split(separator: ",").map(String.init).sorted()
+                series = series[..<open] + "{" + labels.joined(separator: ",") + "}"
+            }
+            samples[series] = value
+        }
+        return samples
+    }
+
+    struct ScrapeError: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
+    }
+}
