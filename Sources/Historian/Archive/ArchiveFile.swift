@@ -128,6 +128,15 @@ enum ArchiveReader {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { throw Durable.failure(path, "cannot open") }
         defer { close(descriptor) }
+        return try read(descriptor: descriptor, path: path, line: line)
+    }
+
+    /// Reads the open file `descriptor` (named `path` in errors) from where it stands to its end,
+    /// as ``read(_:line:)`` does. Reading one open file twice reads the same file both times,
+    /// whatever happens to its name meanwhile.
+    static func read(descriptor: Int32, path: String, line: (String) throws -> Void) throws
+        -> (sha256: String, contentSHA256: String, lines: Int)
+    {
         let decompressor: GzipDecompressor
         do { decompressor = try GzipDecompressor() } catch { throw ArchiveFileError(path: path, problem: "\(error)") }
         var fileHash = SHA256()
