@@ -75,13 +75,16 @@ public struct Archiver: Sendable {
         """
 
     /// Its messages' lines, in the conversation's order: `{"type":"message", …every column,
-    /// "contexts":[…every column of each, by position]}`.
+    /// "contexts":[…every column of each, by position]}`. The contexts are joined with a plain
+    /// comma: `json_agg` puts a newline between rows, which would cut the line in two.
     static func messageLines(_ conversation: CanonicalUUID) -> String {
         """
         DECLARE historian_archive_messages NO SCROLL CURSOR FOR
-        SELECT '{"type":"message",' || substr(r.line, 2, length(r.line) - 2) || ',"contexts":'
-            || coalesce((SELECT json_agg(x ORDER BY x.position)::text FROM message_contexts AS x WHERE x.message_id = m.id), '[]')
-            || '}'
+        SELECT '{"type":"message",' || substr(r.line, 2, length(r.line) - 2) || ',"contexts":['
+            || coalesce((
+                SELECT string_agg(row_to_json(x)::text, ',' ORDER BY x.position) FROM message_contexts AS x WHERE x.message_id = m.id
+            ), '')
+            || ']}'
         FROM messages AS m CROSS JOIN LATERAL (SELECT row_to_json(m)::text AS line) AS r
         WHERE m.conversation_id = '\(conversation.text)'
         ORDER BY m.created_at, m.arrival
