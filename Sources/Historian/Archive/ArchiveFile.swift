@@ -169,14 +169,16 @@ enum ArchiveReader {
             }
             if count == 0 { break }
             fileHash.update(data: buffer[0..<count])
-            let before = text.count
             do {
-                try decompressor.decompress(buffer[0..<count], into: &text)
+                // Lines go out as each piece comes, so the text held stays near one line long.
+                try decompressor.decompress(buffer[0..<count]) { piece in
+                    contentHash.update(data: piece)
+                    text.append(contentsOf: piece)
+                    try emitLines()
+                }
             } catch let error as GzipError {
                 throw ArchiveFileError(path: path, problem: "not valid gzip: \(error.message)")
             }
-            contentHash.update(data: text[before...])
-            try emitLines()
         }
         do {
             try decompressor.finish()
