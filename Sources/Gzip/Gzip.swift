@@ -103,6 +103,13 @@ public final class GzipDecompressor {
     /// Decompresses `bytes`, appending the output to `output`. Throws on data that is not gzip,
     /// is corrupt, or fails its checksum.
     public func decompress(_ bytes: some Collection<UInt8>, into output: inout [UInt8]) throws {
+        try decompress(bytes) { output.append(contentsOf: $0) }
+    }
+
+    /// Decompresses `bytes`, handing the output to `body` as it comes, at most 64 KiB at a time:
+    /// data that compresses well can grow a thousandfold, and need not be held whole. Throws as
+    /// ``decompress(_:into:)`` does, and what `body` throws.
+    public func decompress(_ bytes: some Collection<UInt8>, pieces body: (ArraySlice<UInt8>) throws -> Void) throws {
         var input = Array(bytes)
         guard !input.isEmpty else { return }
         started = true
@@ -139,7 +146,7 @@ public final class GzipDecompressor {
                     let reason = stream.pointee.msg.map { String(cString: $0) } ?? "corrupt data"
                     throw GzipError(code: status, message: reason)
                 }
-                output.append(contentsOf: chunk[0..<produced])
+                try body(chunk[0..<produced])
                 outputFull = produced == chunk.count && !isComplete
             }
         }

@@ -19,11 +19,13 @@ struct ArchiveTests {
     }
 
     /// Stores a small workload (4 conversations of 10 messages, some with metadata and
-    /// contexts) and makes the first `idle` of them look quiet for 40 days.
+    /// contexts, the first with two) and makes the first `idle` of them look quiet for 40 days.
     static func storeConversations(_ environment: TestEnvironment, idle: Int) async throws -> [String] {
         let redis = try await environment.redis()
         defer { redis.close() }
-        let messages = Producer.workload(count: 40, conversations: 4, seed: 7)
+        var messages = Producer.workload(count: 40, conversations: 4, seed: 7)
+        // The first message has two contexts, with text that JSON must escape.
+        messages[0].contexts = #"[{"doc_id":"d-1","content":"line one\nline \"two\"","score":0.9},{"doc_id":"d-2","content":"tab\there","score":0.5,"metadata":{"page":7}}]"#
         try await Producer.append(messages, redis: redis)
         let run = try await HistorianProcess.run(["run", "--once"], environment: environment.historianEnvironment)
         #expect(run.status == 0, "\(run.errors)")
@@ -120,6 +122,10 @@ struct ArchiveTests {
                 objects.dropFirst().contains { ($0["contexts"] as? [Any])?.isEmpty == false },
                 "the workload has contexts"
             )
+            let first = objects.dropFirst().first { $0["id"] as? String == storedIDs.first ?? nil }
+            let firstContexts = first?["contexts"] as? [[String: Any]]
+            #expect(firstContexts?.map { $0["doc_id"] as? String } == ["d-1", "d-2"], "both contexts, in order, on one line")
+            #expect(firstContexts?.first?["content"] as? String == "line one\nline \"two\"")
             #expect(messageIDs == storedIDs, "the messages, in the conversation's order")
 
             // PostgreSQL: rows gone, the archive recorded.

@@ -131,6 +131,15 @@ enum ArchiveReader {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { throw Durable.failure(path, "cannot open") }
         defer { close(descriptor) }
+        return try read(descriptor: descriptor, path: path, line: line)
+    }
+
+    /// Reads the open file `descriptor` (named `path` in errors) from where it stands to its end,
+    /// as ``read(_:line:)`` does. Reading one open file twice reads the same file both times,
+    /// whatever happens to its name meanwhile.
+    static func read(descriptor: Int32, path: String, line: (String) throws -> Void) throws
+        -> (sha256: String, contentSHA256: String, lines: Int)
+    {
         let decompressor: GzipDecompressor
         do { decompressor = try GzipDecompressor() } catch { throw ArchiveFileError(path: path, problem: "\(error)") }
         var fileHash = SHA256()
@@ -163,14 +172,16 @@ enum ArchiveReader {
             }
             if count == 0 { break }
             fileHash.update(data: buffer[0..<count])
-            let before = text.count
             do {
-                try decompressor.decompress(buffer[0..<count], into: &text)
+                // Lines go out as each piece comes, so the text held stays near one line long.
+                try decompressor.decompress(buffer[0..<count]) { piece in
+                    contentHash.update(data: piece)
+                    text.append(contentsOf: piece)
+                    try emitLines()
+                }
             } catch let error as GzipError {
                 throw ArchiveFileError(path: path, problem: "not valid gzip: \(error.message)")
             }
-            contentHash.update(data: text[before...])
-            try emitLines()
         }
         do {
             try decompressor.finish()

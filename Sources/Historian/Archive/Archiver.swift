@@ -76,17 +76,56 @@ public struct Archiver: Sendable {
         """
 
     /// Its messages' lines, in the conversation's order: `{"type":"message", …every column,
-    /// "contexts":[…every column of each, by position]}`.
+    /// "contexts":[…every column of each, by position]}`. The contexts are joined with a plain
+    /// comma: `json_agg` puts a newline between rows, which would cut the line in two.
     static func messageLines(_ conversation: CanonicalUUID) -> String {
         """
         DECLARE historian_archive_messages NO SCROLL CURSOR FOR
-        SELECT '{"type":"message",' || substr(r.line, 2, length(r.line) - 2) || ',"contexts":'
-            || coalesce((SELECT json_agg(x ORDER BY x.position)::text FROM message_contexts AS x WHERE x.message_id = m.id), '[]')
-            || '}'
+        SELECT '{"type":"message",' || substr(r.line, 2, length(r.line) - 2) || ',"contexts":['
+            || coalesce((
+                SELECT string_agg(row_to_json(x)::text, ',' ORDER BY x.position) FROM message_contexts AS x WHERE x.message_id = m.id
+            ), '')
+            || ']}'
         FROM messages AS m CROSS JOIN LATERAL (SELECT row_to_json(m)::text AS line) AS r
         WHERE m.conversation_id = '\(conversation.text)'
         ORDER BY m.created_at, m.arrival
         """
+    }
+
+    /// A conversation's first line, and what the delete checks against later.
+    struct ConversationHead {
+        var line: String
+        var updatedAt: String
+        var version: String
+        var owner: String
+    }
+
+    /// The conversation's line, or `nil` when it is not in `conversations`. Read it in the
+    /// transaction that reads its messages, so that all its lines come from one snapshot.
+    /// `historian export` reads the same lines as an archive holds through this and
+    /// ``forEachMessageLine(of:in:_:)``.
+    static func conversationHead(_ conversation: CanonicalUUID, in session: PostgresSession) throws -> ConversationHead? {
+        let head = try session.query(conversationLine, [conversation.text])
+        guard let row = head.rows.first, let line = row[0], let updatedAt = row[1], let version = row[2], let owner = row[3]
+        else { return nil }
+        return ConversationHead(line: line, updatedAt: updatedAt, version: version, owner: owner)
+    }
+
+    /// Calls `line` with each of the conversation's message lines, in order. They come through
+    /// a cursor, 500 at a time, so a long conversation is never all in memory; the cursor lives
+    /// until the caller's transaction ends.
+    static func forEachMessageLine(of conversation: CanonicalUUID, in session: PostgresSession, _ line: (String) throws -> Void) throws {
+        try session.execute(messageLines(conversation))
+        while true {
+            let rows = try session.execute("FETCH 500 FROM historian_archive_messages")
+            for row in rows.rows {
+                guard let text = row[0] else {
+                    throw HistorianError(.unexpectedReply, "a message line of conversation \(conversation.text) came back NULL")
+                }
+                try line(text)
+            }
+            if rows.rows.count < 500 { break }
+        }
     }
 
     /// Archives one conversation: file written, verified, rows deleted.
@@ -103,29 +142,16 @@ public struct Archiver: Sendable {
         // 1. The rows, from one snapshot, into the file.
         try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         let written: WrittenArchive
-        let snapshot: (updatedAt: String, version: String, owner: String)
+        let snapshot: ConversationHead
         do {
-            let head = try session.query(Self.conversationLine, [conversation.text])
-            guard let row = head.rows.first, let line = row[0], let updatedAt = row[1], let version = row[2],
-                let owner = row[3]
-            else {
+            guard let head = try Self.conversationHead(conversation, in: session) else {
                 try session.execute("ROLLBACK")
                 return .skipped(reason: "not in PostgreSQL")
             }
-            snapshot = (updatedAt, version, owner)
+            snapshot = head
             let writer = try ArchiveWriter(directory: directory, name: name)
-            try writer.append(line: line)
-            try session.execute(Self.messageLines(conversation))
-            while true {
-                let rows = try session.execute("FETCH 500 FROM historian_archive_messages")
-                for row in rows.rows {
-                    guard let line = row[0] else {
-                        throw ArchiveFileError(path: writer.path, problem: "a message line came back NULL")
-                    }
-                    try writer.append(line: line)
-                }
-                if rows.rows.count < 500 { break }
-            }
+            try writer.append(line: head.line)
+            try Self.forEachMessageLine(of: conversation, in: session) { try writer.append(line: $0) }
             try session.execute("COMMIT")
             written = try writer.finish()
         } catch {
