@@ -14,6 +14,8 @@ public struct GzipError: Error, Sendable, Hashable, CustomStringConvertible {
 /// requires (it keeps a pointer back to it), and is freed in `deinit`.
 public final class GzipCompressor {
     private let stream: UnsafeMutablePointer<z_stream>
+    /// zlib's output goes here first; made once, not per call (a call per archive line).
+    private var buffer = [UInt8](repeating: 0, count: 64 * 1024)
     private var finished = false
 
     /// - Parameter level: zlib's level, 1 (fastest) to 9 (smallest); 6 is zlib's default.
@@ -35,9 +37,13 @@ public final class GzipCompressor {
     /// Compresses `bytes`, appending whatever output zlib has ready to `output`.
     public func compress(_ bytes: some Collection<UInt8>, into output: inout [UInt8]) throws {
         precondition(!finished, "compress after finish")
-        var input = Array(bytes)
-        try input.withUnsafeMutableBufferPointer { buffer in
-            try run(buffer, flush: Z_NO_FLUSH, into: &output)
+        // zlib only reads its input; the pointer is mutable in its C declaration only.
+        let done: Void? = try bytes.withContiguousStorageIfAvailable { input in
+            try run(UnsafeMutableBufferPointer(mutating: input), flush: Z_NO_FLUSH, into: &output)
+        }
+        if done == nil {
+            var input = Array(bytes)
+            try input.withUnsafeMutableBufferPointer { try run($0, flush: Z_NO_FLUSH, into: &output) }
         }
     }
 
@@ -54,9 +60,8 @@ public final class GzipCompressor {
     private func run(_ input: UnsafeMutableBufferPointer<UInt8>, flush: Int32, into output: inout [UInt8]) throws {
         stream.pointee.next_in = input.baseAddress
         stream.pointee.avail_in = UInt32(input.count)
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
-            let (status, produced) = chunk.withUnsafeMutableBufferPointer { out in
+            let (status, produced) = buffer.withUnsafeMutableBufferPointer { out in
                 stream.pointee.next_out = out.baseAddress
                 stream.pointee.avail_out = UInt32(out.count)
                 let status = deflate(stream, flush)
@@ -65,10 +70,10 @@ public final class GzipCompressor {
             guard status == Z_OK || status == Z_STREAM_END || status == Z_BUF_ERROR else {
                 throw GzipError(code: status, message: "compression failed")
             }
-            output.append(contentsOf: chunk[0..<produced])
+            output.append(contentsOf: buffer[0..<produced])
             if flush == Z_FINISH {
                 if status == Z_STREAM_END { break }
-            } else if stream.pointee.avail_in == 0 && produced < chunk.count {
+            } else if stream.pointee.avail_in == 0 && produced < buffer.count {
                 break
             }
         }
@@ -81,6 +86,8 @@ public final class GzipCompressor {
 /// Members written one after another (as `cat a.gz b.gz` makes) read as one.
 public final class GzipDecompressor {
     private let stream: UnsafeMutablePointer<z_stream>
+    /// zlib's output goes here first; made once, not per call.
+    private var buffer = [UInt8](repeating: 0, count: 64 * 1024)
     /// Whether the input so far ends exactly at the end of a member.
     public private(set) var isComplete = false
     private var started = false
@@ -110,45 +117,51 @@ public final class GzipDecompressor {
     /// data that compresses well can grow a thousandfold, and need not be held whole. Throws as
     /// ``decompress(_:into:)`` does, and what `body` throws.
     public func decompress(_ bytes: some Collection<UInt8>, pieces body: (ArraySlice<UInt8>) throws -> Void) throws {
-        var input = Array(bytes)
-        guard !input.isEmpty else { return }
+        guard !bytes.isEmpty else { return }
         started = true
-        try input.withUnsafeMutableBufferPointer { buffer in
-            defer {
-                stream.pointee.next_in = nil
-                stream.pointee.next_out = nil
+        let done: Void? = try bytes.withContiguousStorageIfAvailable { input in
+            try inflateAll(UnsafeMutableBufferPointer(mutating: input), pieces: body)
+        }
+        if done == nil {
+            var input = Array(bytes)
+            try input.withUnsafeMutableBufferPointer { try inflateAll($0, pieces: body) }
+        }
+    }
+
+    private func inflateAll(_ input: UnsafeMutableBufferPointer<UInt8>, pieces body: (ArraySlice<UInt8>) throws -> Void) throws {
+        defer {
+            stream.pointee.next_in = nil
+            stream.pointee.next_out = nil
+        }
+        stream.pointee.next_in = input.baseAddress
+        stream.pointee.avail_in = UInt32(input.count)
+        // Until the input is used up and zlib holds no more output for a full chunk.
+        var outputFull = false
+        while stream.pointee.avail_in > 0 || outputFull {
+            if isComplete {
+                // Another member follows.
+                let status = inflateReset(stream)
+                guard status == Z_OK else { throw GzipError(code: status, message: "cannot read the next member") }
+                isComplete = false
             }
-            stream.pointee.next_in = buffer.baseAddress
-            stream.pointee.avail_in = UInt32(buffer.count)
-            var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-            // Until the input is used up and zlib holds no more output for a full chunk.
-            var outputFull = false
-            while stream.pointee.avail_in > 0 || outputFull {
-                if isComplete {
-                    // Another member follows.
-                    let status = inflateReset(stream)
-                    guard status == Z_OK else { throw GzipError(code: status, message: "cannot read the next member") }
-                    isComplete = false
-                }
-                let (status, produced) = chunk.withUnsafeMutableBufferPointer { out in
-                    stream.pointee.next_out = out.baseAddress
-                    stream.pointee.avail_out = UInt32(out.count)
-                    let status = inflate(stream, Z_NO_FLUSH)
-                    return (status, out.count - Int(stream.pointee.avail_out))
-                }
-                switch status {
-                case Z_OK: break
-                case Z_STREAM_END: isComplete = true
-                case Z_BUF_ERROR:
-                    // No progress possible: it needs more input than there is.
-                    guard produced > 0 else { return }
-                default:
-                    let reason = stream.pointee.msg.map { String(cString: $0) } ?? "corrupt data"
-                    throw GzipError(code: status, message: reason)
-                }
-                try body(chunk[0..<produced])
-                outputFull = produced == chunk.count && !isComplete
+            let (status, produced) = buffer.withUnsafeMutableBufferPointer { out in
+                stream.pointee.next_out = out.baseAddress
+                stream.pointee.avail_out = UInt32(out.count)
+                let status = inflate(stream, Z_NO_FLUSH)
+                return (status, out.count - Int(stream.pointee.avail_out))
             }
+            switch status {
+            case Z_OK: break
+            case Z_STREAM_END: isComplete = true
+            case Z_BUF_ERROR:
+                // No progress possible: it needs more input than there is.
+                guard produced > 0 else { return }
+            default:
+                let reason = stream.pointee.msg.map { String(cString: $0) } ?? "corrupt data"
+                throw GzipError(code: status, message: reason)
+            }
+            try body(buffer[0..<produced])
+            outputFull = produced == buffer.count && !isComplete
         }
     }
 

@@ -55,18 +55,10 @@ struct ArchiveTests {
         return (conversationRow + messages + contexts).map { $0[0] ?? "NULL" }
     }
 
-    /// Runs a program to completion; returns its exit status and standard output.
+    /// Runs a program to completion; returns its exit status and standard output as text.
     static func shell(_ arguments: [String], in directory: String? = nil) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        let result = try runProgram(arguments, in: directory)
+        return (result.status, String(decoding: result.output, as: UTF8.self))
     }
 
     /// Where today's archive of `conversation` goes.
