@@ -37,34 +37,71 @@ enum LocalProcess {
 
     /// Runs a command to completion and returns its combined output; throws on a non-zero exit.
     ///
+    /// It waits with `Task.sleep`, so the thread is free meanwhile: `initdb` takes seconds, and
+    /// a test run starts a cluster per suite at once. Blocked there, the pool's threads (two on
+    /// two cores) held up every other test's continuations, a 200 ms timeout among them.
+    ///
     /// Output goes through a temporary file, not a pipe: a pipe's write end can leak into a
     /// server started meanwhile on another thread, and the read would then never end.
     @discardableResult
-    static func run(_ executable: String, _ arguments: [String], asUser user: String? = nil) throws -> String {
-        let outputPath = try makeTemporaryDirectory(prefix: "historian-run") + "/output"
-        defer { try? FileManager.default.removeItem(atPath: (outputPath as NSString).deletingLastPathComponent) }
-        var command = [executable] + arguments
-        if let user {
-            command = [find("runuser", extraDirectories: ["/usr/sbin", "/sbin"]) ?? "/usr/sbin/runuser", "-u", user, "--"]
-                + command
+    static func run(_ executable: String, _ arguments: [String], asUser user: String? = nil) async throws -> String {
+        let started = try Started(executable, arguments, asUser: user)
+        while started.child.isRunning { try await Task.sleep(for: .milliseconds(5)) }
+        return try started.finish()
+    }
+
+    /// `run` for the few places that cannot wait asynchronously (inside a lock); blocks the thread.
+    @discardableResult
+    static func runBlocking(_ executable: String, _ arguments: [String], asUser user: String? = nil) throws -> String {
+        let started = try Started(executable, arguments, asUser: user)
+        while started.child.isRunning { usleep(5_000) }
+        return try started.finish()
+    }
+
+    /// A command of `run`'s, started, with its output file.
+    private struct Started {
+        let executable: String
+        let arguments: [String]
+        let outputPath: String
+        let child: ChildProcess
+
+        init(_ executable: String, _ arguments: [String], asUser user: String?) throws {
+            self.executable = executable
+            self.arguments = arguments
+            outputPath = try makeTemporaryDirectory(prefix: "historian-run") + "/output"
+            var command = [executable] + arguments
+            if let user {
+                command = [find("runuser", extraDirectories: ["/usr/sbin", "/sbin"]) ?? "/usr/sbin/runuser", "-u", user, "--"]
+                    + command
+            }
+            do {
+                child = try ChildProcess(
+                    executable: command[0],
+                    arguments: Array(command.dropFirst()),
+                    standardOutput: outputPath,
+                    standardError: outputPath
+                )
+            } catch {
+                try? FileManager.default.removeItem(atPath: (outputPath as NSString).deletingLastPathComponent)
+                throw error
+            }
         }
-        let child = try ChildProcess(
-            executable: command[0],
-            arguments: Array(command.dropFirst()),
-            standardOutput: outputPath,
-            standardError: outputPath
-        )
-        var status: Int32?
-        while status == nil {
-            if !child.isRunning { status = child.exitStatus }
-            usleep(5_000)
+
+        /// The output, once the child has exited; throws on a non-zero exit.
+        func finish() throws -> String {
+            defer { removeOutput() }
+            let status = child.exitStatus
+            let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+            guard status == 0 else {
+                let name = (executable as NSString).lastPathComponent
+                throw LocalServerError("\(name) \(arguments.joined(separator: " ")) exited with \(status.map(String.init) ?? "?"): \(text)")
+            }
+            return text
         }
-        let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-        guard status == 0 else {
-            let name = (executable as NSString).lastPathComponent
-            throw LocalServerError("\(name) \(arguments.joined(separator: " ")) exited with \(status!): \(text)")
+
+        private func removeOutput() {
+            try? FileManager.default.removeItem(atPath: (outputPath as NSString).deletingLastPathComponent)
         }
-        return text
     }
 
     /// Sends one inline command to a Redis server and returns the first reply line.

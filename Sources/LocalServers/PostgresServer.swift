@@ -59,9 +59,9 @@ public final class PostgresServer: Sendable {
         let runAs = getuid() == 0 ? try ensureServiceUser() : nil
         let directory = try LocalProcess.makeTemporaryDirectory(prefix: "historian-pg")
         if let runAs {
-            try LocalProcess.run(LocalProcess.find("chown") ?? "/bin/chown", [runAs, directory])
+            try await LocalProcess.run(LocalProcess.find("chown") ?? "/bin/chown", [runAs, directory])
         }
-        try LocalProcess.run(
+        try await LocalProcess.run(
             binDirectory + "/initdb",
             ["-D", directory + "/data", "-A", "trust", "-U", superuser, "-E", "UTF8", "--locale=C", "-N"],
             asUser: runAs
@@ -99,7 +99,7 @@ public final class PostgresServer: Sendable {
 
     /// Starts the cluster (again), on the same port and with the same data.
     public func start() async throws {
-        try LocalProcess.run(
+        try await LocalProcess.run(
             binDirectory + "/pg_ctl",
             ["-D", dataDirectory, "-l", directory + "/postgres.log", "-o", "-p \(port)", "-w", "-t", "60", "start"],
             asUser: runAs
@@ -110,7 +110,7 @@ public final class PostgresServer: Sendable {
     /// Stops the cluster; `immediate` is `pg_ctl stop -m immediate`, a crash without shutdown.
     public func stop(immediate: Bool = false) async throws {
         guard running.withLock({ $0 }) else { return }
-        try LocalProcess.run(
+        try await LocalProcess.run(
             binDirectory + "/pg_ctl",
             ["-D", dataDirectory, "-m", immediate ? "immediate" : "fast", "-w", "-t", "60", "stop"],
             asUser: runAs
@@ -120,7 +120,7 @@ public final class PostgresServer: Sendable {
 
     /// Creates a database owned by the superuser.
     public func createDatabase(_ name: String) async throws {
-        try LocalProcess.run(
+        try await LocalProcess.run(
             binDirectory + "/createdb",
             ["-h", "127.0.0.1", "-p", "\(port)", "-U", Self.superuser, name]
         )
@@ -130,7 +130,7 @@ public final class PostgresServer: Sendable {
     @discardableResult
     public func psql(_ sql: String, database: String = "postgres") async throws -> String {
         let psql = LocalProcess.find("psql", extraDirectories: [binDirectory]) ?? binDirectory + "/psql"
-        return try LocalProcess.run(
+        return try await LocalProcess.run(
             psql,
             ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url(database: database), "-c", sql]
         )
@@ -148,7 +148,7 @@ public final class PostgresServer: Sendable {
         try userLock.withLock { created in
             if !created, getpwnam(serviceUser) == nil {
                 let useradd = LocalProcess.find("useradd", extraDirectories: ["/usr/sbin", "/sbin"]) ?? "/usr/sbin/useradd"
-                try LocalProcess.run(
+                try LocalProcess.runBlocking(
                     useradd,
                     ["--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", serviceUser]
                 )
