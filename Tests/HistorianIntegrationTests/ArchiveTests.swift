@@ -9,15 +9,6 @@ import Testing
 /// conversations, against real servers and real files.
 @Suite(.serialized)
 struct ArchiveTests {
-    /// A fresh directory for one test's archives.
-    static func archiveDirectory() throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "historian-archive-\(UUID().uuidString)"
-        ).path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        return path
-    }
-
     /// Stores a small workload (4 conversations of 10 messages, some with metadata and
     /// contexts, the first with two) and makes the first `idle` of them look quiet for 40 days.
     static func storeConversations(_ environment: TestEnvironment, idle: Int) async throws -> [String] {
@@ -72,8 +63,7 @@ struct ArchiveTests {
     )
     func archivePass() async throws {
         try await TestEnvironment.with { environment in
-            let directory = try Self.archiveDirectory()
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let directory = environment.archiveDir
             let conversations = try await Self.storeConversations(environment, idle: 2)
             let before = try await Self.dump(environment, conversations[0])
             let storedIDs = try await environment.rows(
@@ -183,8 +173,7 @@ struct ArchiveTests {
     @Test("archive --dry-run lists the quiet conversations and writes nothing")
     func dryRun() async throws {
         try await TestEnvironment.with { environment in
-            let directory = try Self.archiveDirectory()
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let directory = environment.archiveDir
             let conversations = try await Self.storeConversations(environment, idle: 1)
             let before = try await Self.dump(environment, conversations[0])
             let result = try await HistorianProcess.run(
@@ -194,7 +183,8 @@ struct ArchiveTests {
             #expect(result.status == 0, "\(result.errors)")
             #expect(result.output.contains("would archive \(conversations[0]): 10 messages"), "\(result.output)")
             #expect(!result.output.contains(conversations[1]))
-            #expect(try FileManager.default.subpathsOfDirectory(atPath: directory).isEmpty)
+            // Nothing written: the directory was not even created.
+            #expect(!FileManager.default.fileExists(atPath: directory))
             #expect(try await Self.dump(environment, conversations[0]) == before)
             #expect(try await environment.scalar("SELECT count(*) FROM archived_conversations") == 0)
 
@@ -213,8 +203,7 @@ struct ArchiveTests {
     )
     func interruptedPass() async throws {
         try await TestEnvironment.with { environment in
-            let directory = try Self.archiveDirectory()
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let directory = environment.archiveDir
             let conversations = try await Self.storeConversations(environment, idle: 1)
             let before = try await Self.dump(environment, conversations[0])
             var flags = ["archive_dir": directory]
@@ -275,8 +264,7 @@ struct ArchiveTests {
     @Test("restore refuses an archive file that does not match its record, and changes nothing")
     func damagedArchive() async throws {
         try await TestEnvironment.with { environment in
-            let directory = try Self.archiveDirectory()
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let directory = environment.archiveDir
             let conversations = try await Self.storeConversations(environment, idle: 1)
             let pass = try await HistorianProcess.run(
                 ["archive", "--archive-dir", directory],
@@ -308,8 +296,7 @@ struct ArchiveTests {
     )
     func messageForArchivedConversation() async throws {
         try await TestEnvironment.with { environment in
-            let directory = try Self.archiveDirectory()
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let directory = environment.archiveDir
             var historian = environment.historianEnvironment
             historian["HISTORIAN_ARCHIVE_DIR"] = directory
             let conversations = try await Self.storeConversations(environment, idle: 1)
@@ -391,8 +378,7 @@ struct ArchiveTests {
     @Test("the daemon archives on its schedule (archive_every)")
     func scheduledPass() async throws {
         try await TestEnvironment.with { environment in
-            let directory = try Self.archiveDirectory()
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let directory = environment.archiveDir
             let conversations = try await Self.storeConversations(environment, idle: 1)
             var historian = environment.historianEnvironment
             historian["HISTORIAN_ARCHIVE_DIR"] = directory

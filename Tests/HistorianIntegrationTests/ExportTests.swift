@@ -117,8 +117,7 @@ struct ExportTests {
     @Test("jsonl from PostgreSQL is the archive file's lines byte for byte; once archived, every format reads the file and prints the same")
     func sameBytesFromBothSources() async throws {
         try await TestEnvironment.with { environment in
-            let directory = try ArchiveTests.archiveDirectory()
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let directory = environment.archiveDir
             let conversation = try await Self.storeWithOrderedExtras(environment)
             _ = try await environment.rows("UPDATE conversations SET updated_at = now() - interval '40 days' WHERE id = '\(conversation)'")
             let active = try #require(try await environment.rows("SELECT id::text FROM conversations WHERE id <> '\(conversation)' LIMIT 1").first?.first ?? nil)
@@ -260,8 +259,7 @@ struct ExportTests {
     @Test("a damaged archive file, or one that is not the file recorded, exits 1 and prints nothing on standard output")
     func damagedArchive() async throws {
         try await TestEnvironment.with { environment in
-            let directory = try ArchiveTests.archiveDirectory()
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let directory = environment.archiveDir
             // Far more lines than one chunk of output, so that an export that printed as it
             // checked would have printed some before it found the damage.
             let conversation = Producer.uuid(0x06, 1)
@@ -350,8 +348,7 @@ struct ExportTests {
     @Test("a long conversation (94 MiB of lines) streams out in chunks, from PostgreSQL and from its archive, in bounded memory")
     func boundedMemory() async throws {
         try await TestEnvironment.with { environment in
-            let directory = try ArchiveTests.archiveDirectory()
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let directory = environment.archiveDir
             let conversation = Producer.uuid(0x04, 1)
             let count = 20_000
             let messages = (0..<count).map { index in

@@ -13,8 +13,7 @@ struct MetricsTests {
     @Test("run serves /metrics: what was stored, repeated, dead-lettered, trimmed, lost, archived and restored")
     func countersMatchWhatHappened() async throws {
         try await TestEnvironment.with { environment in
-            let directory = try ArchiveTests.archiveDirectory()
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let directory = environment.archiveDir
             let redis = try await environment.redis()
             defer { redis.close() }
 
