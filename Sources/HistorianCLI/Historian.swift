@@ -13,6 +13,7 @@ struct HistorianCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "historian",
         abstract: "Keeps chat history durable: Redis stream in, PostgreSQL out.",
+        version: historianVersion,
         subcommands: [Run.self, Migrate.self, Check.self, ArchiveCommand.self, Restore.self, Dlq.self, Export.self]
     )
 
