@@ -83,9 +83,10 @@ let package = Package(
             ]
         ),
 
-        // The metrics endpoint: a Prometheus registry behind swift-metrics, served over HTTP.
+        // The operations endpoint: /metrics (a Prometheus registry behind swift-metrics), /healthz
+        // and /readyz, served over HTTP.
         .target(
-            name: "HistorianMetrics",
+            name: "OperationsEndpoint",
             dependencies: [
                 "Historian",
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -95,11 +96,23 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+
+        // systemd's notify protocol, spoken directly over $NOTIFY_SOCKET: readiness, status,
+        // watchdog pings, stopping.
+        .target(
+            name: "SystemdNotify",
+            dependencies: [
+                "Historian",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "HistorianCLI",
             dependencies: [
                 "Historian",
-                "HistorianMetrics",
+                "OperationsEndpoint",
+                "SystemdNotify",
                 .target(name: "CMalloc", condition: .when(platforms: [.linux])),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -129,6 +142,15 @@ let package = Package(
                 "Historian", "Gzip", "RedisClient",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
+        ),
+        .testTarget(name: "SystemdNotifyTests", dependencies: ["SystemdNotify", "Historian"]),
+        .testTarget(
+            name: "OperationsEndpointTests",
+            dependencies: [
+                "OperationsEndpoint", "Historian",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .testTarget(

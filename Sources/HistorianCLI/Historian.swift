@@ -4,9 +4,10 @@ import Foundation
 import CMalloc
 #endif
 import Historian
-import HistorianMetrics
 import Logging
+import OperationsEndpoint
 import ServiceLifecycle
+import SystemdNotify
 
 @main
 struct HistorianCommand: AsyncParsableCommand {
@@ -18,10 +19,14 @@ struct HistorianCommand: AsyncParsableCommand {
     )
 
     static func main() async {
-        tuneMalloc()
+        // Before anything allocates much; `load()` logs what was done.
+        _ = mallocTuning
         await main(nil)
     }
 }
+
+/// What `tuneMalloc` did, once, at the start of the process.
+let mallocTuning = tuneMalloc()
 
 /// Tunes glibc's malloc for the daemon, unless the environment already tunes it.
 ///
@@ -42,14 +47,24 @@ struct HistorianCommand: AsyncParsableCommand {
 ///   with entries of 100 KB, a third of the process's time was in page faults. Keeping it
 ///   took the process's CPU per message down by a quarter to a third (two pairs of drains), for
 ///   4 to 8 MiB more peak RSS; the usual workload is unchanged.
-func tuneMalloc() {
+///
+/// - Returns: what was done, for the log: each setting and whether glibc took it.
+func tuneMalloc() -> String {
     #if canImport(CMalloc)
     let environment = ProcessInfo.processInfo.environment
-    guard environment["MALLOC_ARENA_MAX"] == nil, environment["GLIBC_TUNABLES"] == nil else { return }
-    _ = mallopt(M_ARENA_MAX, 2)
-    _ = mallopt(M_MXFAST, 0)
-    _ = mallopt(M_MMAP_THRESHOLD, 32 << 20)
-    _ = mallopt(M_TRIM_THRESHOLD, 64 << 20)
+    guard environment["MALLOC_ARENA_MAX"] == nil, environment["GLIBC_TUNABLES"] == nil else {
+        return "left to the environment (MALLOC_ARENA_MAX or GLIBC_TUNABLES is set)"
+    }
+    let settings: [(String, Int32, Int32)] = [
+        ("arena_max", M_ARENA_MAX, 2), ("mxfast", M_MXFAST, 0),
+        ("mmap_threshold", M_MMAP_THRESHOLD, 32 << 20), ("trim_threshold", M_TRIM_THRESHOLD, 64 << 20),
+    ]
+    // mallopt returns 1 on success, 0 on error.
+    return settings.map { name, parameter, value in
+        "\(name)=\(value)" + (mallopt(parameter, value) == 1 ? "" : " (refused)")
+    }.joined(separator: " ")
+    #else
+    return "not tuned on this platform"
     #endif
 }
 
@@ -81,6 +96,7 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: "Time to finish in-flight work on shutdown (e.g. 10s).") var shutdownGrace: String?
     @Option(help: "Metrics endpoint address.") var metricsAddress: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
+    @Option(help: "Log format: text, or json for one JSON object per line.") var logFormat: String?
 
     var flags: [String: String] {
         let pairs: [(String, String?)] = [
@@ -91,11 +107,12 @@ struct ConfigurationOptions: ParsableArguments {
             ("recent_size", recentSize), ("session_ttl", sessionTtl), ("key_prefix", keyPrefix),
             ("archive_dir", archiveDir), ("archive_after", archiveAfter), ("archive_every", archiveEvery),
             ("shutdown_grace", shutdownGrace), ("metrics_address", metricsAddress), ("log_level", logLevel),
+            ("log_format", logFormat),
         ]
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { name, value in value.map { (name, $0) } })
     }
 
-    /// Loads the configuration and bootstraps logging to standard error at its level.
+    /// Loads the configuration and bootstraps logging to standard error at its level, in its format.
     func load() async throws -> (HistorianConfiguration, Logger) {
         let configuration: HistorianConfiguration
         do {
@@ -104,11 +121,20 @@ struct ConfigurationOptions: ParsableArguments {
             throw ValidationError(error.message)
         }
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = configuration.logLevel
-            return handler
+            switch configuration.logFormat {
+            case .text:
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = configuration.logLevel
+                return handler
+            case .json:
+                var handler = JSONLogHandler.standardError(label: label)
+                handler.logLevel = configuration.logLevel
+                return handler
+            }
         }
-        return (configuration, Logger(label: "historian"))
+        let logger = Logger(label: "historian")
+        logger.debug("malloc tuning", metadata: ["malloc": "\(mallocTuning)"])
+        return (configuration, logger)
     }
 }
 
@@ -129,17 +155,27 @@ struct Run: AsyncParsableCommand {
             try await DryRun(configuration: configuration, logger: logger).run(follow: !once) { print($0) }
             return
         }
-        // The metrics endpoint serves the daemon; a run --once ends before anyone would scrape it.
-        var endpoint: MetricsService?
+        let environment = ProcessInfo.processInfo.environment
+        // A loop stuck for half the watchdog's interval stops the pings in time.
+        let watchdog = SystemdNotifier.watchdogInterval(environment)
+        let health = DaemonHealth(stallLimit: watchdog.map { $0 / 2 } ?? DaemonHealth.defaultStallLimit)
+        // The endpoint serves the daemon; a run --once ends before anyone would scrape it.
+        var endpoint: OperationsEndpoint?
         if !once, let address = configuration.metricsAddress {
-            endpoint = MetricsService(address: address, registry: MetricsService.bootstrap(), logger: logger)
+            endpoint = OperationsEndpoint(
+                address: address,
+                registry: OperationsEndpoint.bootstrap(),
+                health: health,
+                logger: logger
+            )
         }
         // Made after the bootstrap: a metric made before it would record nothing, ever.
         let metrics = DaemonMetrics()
-        let ingest = try IngestService(configuration: configuration, once: once, metrics: metrics, logger: logger)
+        let ingest = try IngestService(configuration: configuration, once: once, metrics: metrics, health: health, logger: logger)
+        // ServiceGroup starts these in order and stops them in reverse, each after the one
+        // behind it has finished: the notifier says STOPPING=1 first, the endpoint stops last.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let endpoint {
-            // First in the group, so the last to stop: it is scraped while the workers finish.
             services.append(.init(service: endpoint))
             // Nothing is read before the endpoint listens: a taken port stops the daemon at once.
             let waitForEndpoint = { @Sendable in try await endpoint.waitUntilListening() }
@@ -156,6 +192,11 @@ struct Run: AsyncParsableCommand {
             // Archive passes on their schedule; one that ends (archive_every 0s) leaves the rest running.
             let archive = try ArchiveService(configuration: configuration, metrics: metrics, logger: logger)
             services.append(.init(service: archive, successTerminationBehavior: .ignore))
+            let probe = try ReadinessProbe(configuration: configuration, health: health, metrics: metrics, logger: logger)
+            services.append(.init(service: probe))
+            if let notifier = try SystemdNotifier(environment: environment, health: health, logger: logger) {
+                services.append(.init(service: notifier))
+            }
         }
         var groupConfiguration = ServiceGroupConfiguration(
             services: services,

@@ -195,10 +195,8 @@ final class LibpqConnection {
                     throw error
                 }
                 guard readiness != nil else {
-                    throw PostgresError(
-                        code: .connectionFailed,
-                        message: "could not connect within \(deadline.timeout)"
-                    )
+                    // No answer at all (a frozen server, lost packets), unlike a refusal.
+                    throw PostgresError(code: .timeout, message: "could not connect within \(deadline.timeout)")
                 }
             default:
                 // PGRES_POLLING_ACTIVE is no longer used by libpq; just poll again.

@@ -21,7 +21,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         public static let connectionFailed = Code(.connectionFailed)
         /// An established connection broke (server gone, socket error).
         public static let connectionLost = Code(.connectionLost)
-        /// The call did not finish before its deadline; the connection is now broken.
+        /// The call, or the connection attempt, did not finish before its deadline; the connection is now broken.
         public static let timeout = Code(.timeout)
         /// PostgreSQL answered with an error; `sqlState` says which.
         public static let server = Code(.server)

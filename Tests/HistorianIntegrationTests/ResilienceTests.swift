@@ -547,7 +547,12 @@ final class Daemons: Sendable {
     private let processes = Mutex<[HistorianProcess]>([])
 
     func start(_ arguments: [String], _ environment: TestEnvironment) throws -> HistorianProcess {
-        let process = try HistorianProcess(arguments, environment: environment.historianEnvironment)
+        try start(arguments, variables: environment.historianEnvironment)
+    }
+
+    /// Starts `historian` with exactly these environment variables.
+    func start(_ arguments: [String], variables: [String: String]) throws -> HistorianProcess {
+        let process = try HistorianProcess(arguments, environment: variables)
         processes.withLock { $0.append(process) }
         return process
     }

@@ -75,6 +75,19 @@ struct ConfigurationTests {
         }
     }
 
+    @Test func logFormatIsTextOrJSON() async throws {
+        #expect(try await HistorianConfiguration.load(flags: [:], configFile: nil, environment: [:]).logFormat == .text)
+        let json = try await HistorianConfiguration.load(flags: [:], configFile: nil, environment: ["HISTORIAN_LOG_FORMAT": "json"])
+        #expect(json.logFormat == .json)
+        #expect(json.redactedLines.contains("log_format = json"))
+        do {
+            _ = try await HistorianConfiguration.load(flags: ["log_format": "xml"], configFile: nil, environment: [:])
+            Issue.record("accepted log_format xml")
+        } catch let error as HistorianError {
+            #expect(error.message.contains("log_format") && error.message.contains("text or json"))
+        }
+    }
+
     @Test func invalidValuesNameTheKey() async {
         await #expect(throws: HistorianError.self) {
             try await HistorianConfiguration.load(flags: ["workers": "many"], configFile: nil, environment: [:])

@@ -33,6 +33,15 @@ public struct HistorianConfiguration: Sendable {
     /// Where `run` serves `GET /metrics`; `nil` (an empty `metrics_address`) turns it off.
     public var metricsAddress: MetricsAddress?
     public var logLevel: Logger.Level
+    public var logFormat: LogFormat
+
+    /// How log lines are written to standard error.
+    public enum LogFormat: String, Sendable {
+        /// swift-log's text lines, for people and the journal.
+        case text
+        /// One JSON object per line, for log shippers (`JSONLogHandler`).
+        case json
+    }
 
     /// One configuration key: its name, default and meaning.
     public struct Key: Sendable {
@@ -72,6 +81,7 @@ public struct HistorianConfiguration: Sendable {
         Key(name: "shutdown_grace", defaultValue: "10s", help: "time to finish in-flight work on shutdown"),
         Key(name: "metrics_address", defaultValue: "127.0.0.1:9464", help: "address of the metrics endpoint"),
         Key(name: "log_level", defaultValue: "info", help: "trace, debug, info, notice, warning, error or critical"),
+        Key(name: "log_format", defaultValue: "text", help: "text, or json for one JSON object per line"),
     ]
 
     /// The default config file, read when present and no `--config` is given.
@@ -154,6 +164,7 @@ public struct HistorianConfiguration: Sendable {
         let metrics = value("metrics_address").trimmingCharacters(in: .whitespaces)
         metricsAddress = metrics.isEmpty ? nil : try MetricsAddress(parsing: metrics)
         logLevel = try parsed("log_level", { Logger.Level(rawValue: $0.lowercased()) }, "a log level")
+        logFormat = try parsed("log_format", { LogFormat(rawValue: $0.lowercased()) }, "text or json")
         for (name, text) in [("stream", stream), ("group", group), ("dlq_stream", dlqStream), ("consumer", self.consumer)]
         where text.isEmpty {
             throw HistorianError(.invalidConfiguration, "\(name) must not be empty")
@@ -218,6 +229,7 @@ public struct HistorianConfiguration: Sendable {
             ("recent_size", String(recentSize)), ("session_ttl", "\(sessionTTL)"), ("key_prefix", keyPrefix),
             ("archive_dir", archiveDir), ("archive_after", "\(archiveAfter)"), ("archive_every", "\(archiveEvery)"),
             ("shutdown_grace", "\(shutdownGrace)"), ("metrics_address", metricsAddress?.description ?? "(off)"),
+            ("log_level", logLevel.rawValue), ("log_format", logFormat.rawValue),
             ("redis_password", redisPassword == nil ? "(none)" : "(from credentials)"),
             ("postgres_password", postgresPassword == nil ? "(none)" : "(from credentials)"),
         ]

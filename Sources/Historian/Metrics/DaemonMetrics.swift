@@ -1,3 +1,4 @@
+import Foundation
 import Metrics
 
 /// The daemon's metrics, made once from a metrics factory and shared by its parts.
@@ -22,6 +23,9 @@ public struct DaemonMetrics: Sendable {
     let archiveFailures: Counter
     let restored: Counter
     let ready: Gauge
+    let streamLag: Gauge
+    let streamPending: Gauge
+    let startTime: Gauge
 
     struct RetryKey: Hashable {
         var operation: RetriedOperation
@@ -91,6 +95,13 @@ public struct DaemonMetrics: Sendable {
         restored = Counter(label: "historian_restored_conversations_total", factory: factory)
         ready = Gauge(label: "historian_ready", factory: factory)
         ready.record(0)
+        streamLag = Gauge(label: "historian_stream_lag_entries", factory: factory)
+        streamLag.record(Double.nan)
+        streamPending = Gauge(label: "historian_stream_pending_entries", factory: factory)
+        streamPending.record(Double.nan)
+        // The name Prometheus's own clients give it, so that dashboards and `changes()` find restarts.
+        startTime = Gauge(label: "process_start_time_seconds", factory: factory)
+        startTime.record(Date().timeIntervalSince1970)
     }
 
     /// Records nothing: for commands, tests and benchmarks that serve no metrics.
@@ -139,5 +150,11 @@ public struct DaemonMetrics: Sendable {
 
     func recordReady(_ isReady: Bool) {
         ready.record(isReady ? 1 : 0)
+    }
+
+    /// The group's lag and pending entries as the readiness probe read them; NaN while unknown.
+    func recordStream(lag: Int?, pending: Int?) {
+        streamLag.record(lag.map(Double.init) ?? .nan)
+        streamPending.record(pending.map(Double.init) ?? .nan)
     }
 }

@@ -20,11 +20,18 @@ public struct ServerEndpoints: Sendable {
         try await RedisConnection.connect(redis, logger: logger)
     }
 
-    public func connectPostgres(logger: Logger, applicationName: String = "historian") async throws -> PostgresConnection {
+    public func connectPostgres(
+        logger: Logger,
+        applicationName: String = "historian",
+        connectTimeout: Duration = .seconds(10),
+        queryTimeout: Duration = .seconds(30)
+    ) async throws -> PostgresConnection {
         try await PostgresConnection.connect(
             conninfo: postgresURL,
             password: postgresPassword,
             applicationName: applicationName,
+            connectTimeout: connectTimeout,
+            queryTimeout: queryTimeout,
             logger: logger
         )
     }

@@ -9,18 +9,24 @@ public struct IngestService: Service, CustomStringConvertible {
     let settings: IngestSettings
     let endpoints: ServerEndpoints
     let metrics: DaemonMetrics
+    let health: DaemonHealth
     let logger: Logger
 
-    /// - Parameter metrics: where the batches, retries, upkeep and readiness are counted.
+    /// - Parameters:
+    ///   - metrics: where the batches, retries and upkeep are counted.
+    ///   - health: where the service says it is prepared, and its workers report their calls
+    ///     and finished entries.
     public init(
         configuration: HistorianConfiguration,
         once: Bool,
         metrics: DaemonMetrics = .disabled,
+        health: DaemonHealth = DaemonHealth(),
         logger: Logger
     ) throws {
         self.settings = IngestSettings(configuration, once: once)
         self.endpoints = try ServerEndpoints(configuration)
         self.metrics = metrics
+        self.health = health
         self.logger = logger
     }
 
@@ -36,8 +42,7 @@ public struct IngestService: Service, CustomStringConvertible {
         } catch is ShuttingDown, is CancellationError {
             return
         }
-        metrics.recordReady(true)
-        defer { metrics.recordReady(false) }
+        health.markPrepared()
         logger.info(
             "ready: consuming",
             metadata: [
@@ -72,7 +77,8 @@ public struct IngestService: Service, CustomStringConvertible {
         try await withThrowingDiscardingTaskGroup { group in
             for index in 0..<settings.workers {
                 let worker = IngestWorker(
-                    index: index, settings: settings, turn: turn, endpoints: endpoints, metrics: metrics, logger: logger
+                    index: index, settings: settings, turn: turn, endpoints: endpoints, metrics: metrics, health: health,
+                    logger: logger
                 )
                 group.addTask(executorPreference: threads[index]) { try await worker.run() }
             }

@@ -67,6 +67,9 @@ struct IngestWorker {
     let turn: ReadTurn
     let connections: WorkerConnections
     let metrics: DaemonMetrics
+    let health: DaemonHealth
+    /// This worker's calls, as the watchdog and `/healthz` see them.
+    let loop: LoopWatch.Loop
     let logger: Logger
 
     init(
@@ -75,12 +78,15 @@ struct IngestWorker {
         turn: ReadTurn,
         endpoints: ServerEndpoints,
         metrics: DaemonMetrics,
+        health: DaemonHealth,
         logger: Logger
     ) {
         self.index = index
         self.settings = settings
         self.turn = turn
         self.metrics = metrics
+        self.health = health
+        self.loop = health.loops.register("worker-\(index)")
         var logger = logger
         logger[metadataKey: "consumer"] = "\(settings.consumerName(worker: index))"
         self.logger = logger
@@ -96,7 +102,7 @@ struct IngestWorker {
         // Connected before the first read, so that the first batch does not wait for two
         // connections and a fresh PostgreSQL backend's setup.
         do {
-            try await retrying(.connect, logger: logger, metrics: metrics) {
+            try await attempt(.connect) {
                 _ = try await connections.redis()
                 _ = try await connections.postgres()
             }
@@ -106,12 +112,10 @@ struct IngestWorker {
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             var delivery: IngestStream.Delivery
             do {
-                delivery = try await retrying(.read, logger: logger, metrics: metrics) {
-                    try await readBatch(&position, budget: &budget)
-                }
+                delivery = try await readBatch(&position, budget: &budget)
                 if ContinuousClock.now >= nextClaim {
                     nextClaim = ContinuousClock.now + settings.claimEvery
-                    let claimed = try await retrying(.claim, logger: logger, metrics: metrics) {
+                    let claimed = try await attempt(.claim) {
                         try await settings.stream.claimIdle(
                             try await connections.redis(),
                             consumer: settings.consumerName(worker: index),
@@ -148,37 +152,53 @@ struct IngestWorker {
         _ position: inout IngestStream.ReadPosition,
         budget: inout ReadBudget
     ) async throws -> IngestStream.Delivery {
-        let redis = try await connections.redis()
-        if case .pending(let after) = position {
-            let pending = try await settings.stream.read(
-                redis,
-                consumer: settings.consumerName(worker: index),
-                from: position,
-                count: budget.count(),
-                block: nil
-            )
-            budget.observe(largestEntryBytes: pending.largestEntryBytes)
-            if let first = pending.ids.first, let last = pending.ids.last, last > after {
-                position = .pending(after: last)
-                var delivery = pending
-                // Redelivered after a crash: count deliveries, so a batch that kills the
-                // process every time ends as poison instead of looping forever.
-                delivery.deliveries = try await settings.stream.deliveryCounts(
-                    redis,
-                    consumer: settings.consumerName(worker: index),
-                    from: first,
-                    to: last,
-                    count: pending.count
-                )
-                return delivery
-            }
-            position = .new
+        if case .pending = position {
+            let pending = try await attempt(.read) { try await readPending(&position, budget: &budget) }
+            if let pending { return pending }
         }
+        // Waiting for the turn is not waiting for a server: the worker that holds it is, and its
+        // own loop says so. So the turn is taken outside the attempts, and while Redis is down
+        // only the holder retries; the others wait for the turn.
         return try await turn.withTurn {
             // Shutdown may have begun while this worker waited for its turn.
             guard !Task.isShuttingDownGracefully else { return IngestStream.Delivery() }
-            return try await readNew(redis, budget: &budget)
+            return try await attempt(.read) { try await readNew(try await connections.redis(), budget: &budget) }
         }
+    }
+
+    /// This consumer's own pending entries after `position`, with their delivery counts; `nil`
+    /// (and `position` moved to new entries) once there are none.
+    private func readPending(
+        _ position: inout IngestStream.ReadPosition,
+        budget: inout ReadBudget
+    ) async throws -> IngestStream.Delivery? {
+        guard case .pending(let after) = position else { return nil }
+        let redis = try await connections.redis()
+        let pending = try await settings.stream.read(
+            redis,
+            consumer: settings.consumerName(worker: index),
+            from: position,
+            count: budget.count(),
+            block: nil
+        )
+        budget.observe(largestEntryBytes: pending.largestEntryBytes)
+        guard let first = pending.ids.first, let last = pending.ids.last, last > after else {
+            position = .new
+            return nil
+        }
+        var delivery = pending
+        // Redelivered after a crash: count deliveries, so a batch that kills the process every
+        // time ends as poison instead of looping forever.
+        delivery.deliveries = try await settings.stream.deliveryCounts(
+            redis,
+            consumer: settings.consumerName(worker: index),
+            from: first,
+            to: last,
+            count: pending.count
+        )
+        // Moved on only now: an attempt that failed above reads the same entries again.
+        position = .pending(after: last)
+        return delivery
     }
 
     /// Reads new entries, waiting up to `readBlock` for the first and then up to `batchLinger`
@@ -253,12 +273,7 @@ struct IngestWorker {
             switch machine.nextAction() {
             case .store(let unit):
                 do {
-                    let results = try await retrying(
-                        .store,
-                        logger: logger,
-                        metrics: metrics,
-                        rethrowing: { FailureKind($0) == .rejectedData }
-                    ) {
+                    let results = try await attempt(.store, rethrowing: { FailureKind($0) == .rejectedData }) {
                         let postgres = try await connections.postgres()
                         return try await postgres.withSession { [metrics] in
                             try MessageStore.store(unit, in: $0, metrics: metrics)
@@ -278,17 +293,18 @@ struct IngestWorker {
                 }
             case .finish(let acknowledgement):
                 let stored = clock.now
-                let acknowledged = try await retrying(.cache, logger: logger, metrics: metrics) {
+                let acknowledged = try await attempt(.cache) {
                     try await refreshCache(acknowledgement, deltas: cacheWrites)
                 }
                 let cached = clock.now
                 var rest = acknowledgement
                 if acknowledged { rest.acknowledge = [] }
-                try await retrying(.acknowledge, logger: logger, metrics: metrics) {
+                try await attempt(.acknowledge) {
                     let redis = try await connections.redis()
                     try await settings.stream.finish(redis, rest, at: Timestamp.now)
                 }
                 let finished = clock.now
+                health.recordProcessed(delivery.count)
                 metrics.recordBatch(
                     acknowledgement,
                     store: stored - started,
@@ -355,6 +371,15 @@ struct IngestWorker {
         let postgres = try await connections.postgres()
         let size = settings.cache.recentSize
         return try await postgres.withSession { try RecentCache.snapshots(of: conversations, size: size, in: $0) }
+    }
+
+    /// `retrying`, with this worker's logger, metrics and loop.
+    private func attempt<T>(
+        _ operation: RetriedOperation,
+        rethrowing: (any Error) -> Bool = { _ in false },
+        _ body: () async throws -> T
+    ) async throws -> T {
+        try await retrying(operation, logger: logger, metrics: metrics, loop: loop, rethrowing: rethrowing, body)
     }
 
     static func milliseconds(_ duration: Duration) -> String {

@@ -51,6 +51,18 @@ enum FailureKind {
     }
 }
 
+extension FailureKind {
+    /// Whether `error` means the server gave no answer at all: a call or a connection attempt
+    /// that timed out. Any other failure, a refusal included, is an answer (see `LoopWatch`).
+    static func isUnanswered(_ error: any Error) -> Bool {
+        switch error {
+        case let error as PostgresError: error.code == .timeout
+        case let error as RedisError: error.code == .timeout
+        default: false
+        }
+    }
+}
+
 /// Signals that the work was abandoned because the process is shutting down.
 struct ShuttingDown: Error {}
 
@@ -83,6 +95,9 @@ enum RetriedOperation: String, CaseIterable, Sendable {
 
 /// Runs `body` until it succeeds, retrying every failure but those `rethrowing` picks out.
 ///
+/// Each attempt is reported to `loop`: waiting for an answer from its start until a server
+/// answers, with a result or with an error other than a timeout.
+///
 /// Retries stop when the task is cancelled or, after a failed attempt, when a graceful shutdown
 /// has begun: work that cannot finish now is left unacknowledged for the next run. Each retry
 /// is counted in `metrics`, by operation and kind.
@@ -90,15 +105,20 @@ func retrying<T>(
     _ operation: RetriedOperation,
     logger: Logger,
     metrics: DaemonMetrics,
+    loop: LoopWatch.Loop? = nil,
     backoff: Backoff = Backoff(),
     rethrowing: (any Error) -> Bool = { _ in false },
     _ body: () async throws -> T
 ) async throws -> T {
     var attempt = 0
     while true {
+        loop?.awaiting()
         do {
-            return try await body()
+            let result = try await body()
+            loop?.answered()
+            return result
         } catch {
+            if !FailureKind.isUnanswered(error) { loop?.answered() }
             if rethrowing(error) { throw error }
             if error is CancellationError || Task.isCancelled { throw CancellationError() }
             attempt += 1

@@ -26,6 +26,30 @@ public struct IngestStream: Sendable {
         }
     }
 
+    /// The group's backlog, as `XINFO GROUPS` reports it.
+    public struct GroupState: Sendable, Equatable {
+        /// Entries in the stream not yet delivered to the group; `nil` when Redis cannot tell
+        /// (entries were deleted inside the range it would count).
+        public var lag: Int?
+        /// Entries delivered to the group's consumers and not yet acknowledged.
+        public var pending: Int
+    }
+
+    /// The group's lag and pending entries; `nil` while the stream or the group does not exist.
+    public func groupState(_ redis: RedisConnection) async throws -> GroupState? {
+        let groups: RESPValue
+        do {
+            groups = try await redis.send("XINFO", "GROUPS", RedisArgument(stream))
+        } catch let error as RedisError where error.serverErrorPrefix == "ERR" {
+            // "ERR no such key": the stream does not exist yet.
+            return nil
+        }
+        guard let fields = (groups.array ?? []).map(\.fieldPairs).first(where: { $0["name"]?.string == group }) else {
+            return nil
+        }
+        return GroupState(lag: fields["lag"]?.int.map(Int.init), pending: Int(fields["pending"]?.int ?? 0))
+    }
+
     /// Where a read starts: this consumer's own pending entries after an ID, or new entries.
     public enum ReadPosition: Sendable, Hashable {
         case pending(after: StreamID)

@@ -5,23 +5,25 @@ import Metrics
 import Prometheus
 import ServiceLifecycle
 
-/// Serves the process's metrics at `GET /metrics`, in Prometheus's text format.
+/// Serves `OperationsRouter`'s routes (`/metrics`, `/healthz`, `/readyz`) on `metrics_address`.
 ///
-/// It reads a `PrometheusCollectorRegistry` that `bootstrap()` made the process's swift-metrics
-/// backend; the code that records the figures (`DaemonMetrics`) knows only swift-metrics.
-public struct MetricsService: Service, CustomStringConvertible {
+/// The metrics come from a `PrometheusCollectorRegistry` that `bootstrap()` made the process's
+/// swift-metrics backend; the code that records them (`DaemonMetrics`) knows only swift-metrics.
+public struct OperationsEndpoint: Service, CustomStringConvertible {
     let address: MetricsAddress
     let registry: PrometheusCollectorRegistry
+    let health: DaemonHealth
     let logger: Logger
     let listening = ListeningEvent()
 
-    public init(address: MetricsAddress, registry: PrometheusCollectorRegistry, logger: Logger) {
+    public init(address: MetricsAddress, registry: PrometheusCollectorRegistry, health: DaemonHealth, logger: Logger) {
         self.address = address
         self.registry = registry
+        self.health = health
         self.logger = logger
     }
 
-    public var description: String { "MetricsService(address: \(address))" }
+    public var description: String { "OperationsEndpoint(address: \(address))" }
 
     /// The buckets of every duration histogram, in seconds: a batch takes a few milliseconds,
     /// so the finest is 1 ms (swift-prometheus starts at 5 ms).
@@ -43,21 +45,10 @@ public struct MetricsService: Service, CustomStringConvertible {
         return registry
     }
 
-    /// The Prometheus text exposition format, version 0.0.4.
-    static let contentType = "text/plain; version=0.0.4; charset=utf-8"
-
     public func run() async throws {
-        let router = Router()
-        router.get("metrics") { [registry] _, _ in
-            Response(
-                status: .ok,
-                headers: [.contentType: Self.contentType],
-                body: ResponseBody(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer()))
-            )
-        }
         let listening = listening
         let application = Application(
-            router: router,
+            router: OperationsRouter.build(registry: registry, health: health),
             configuration: ApplicationConfiguration(address: .hostname(address.host, port: address.port)),
             onServerRunning: { _ in listening.finish(.success(())) },
             logger: logger
