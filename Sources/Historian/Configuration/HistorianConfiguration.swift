@@ -185,8 +185,14 @@ public struct HistorianConfiguration: Sendable {
         return text.hasSuffix("\n") ? String(text.dropLast()) : text
     }
 
+    /// The kernel's host name, up to its first dot. Not `ProcessInfo.hostName`, which resolves
+    /// the name through DNS: a start would wait on a slow resolver, and the lookup opens a
+    /// netlink socket that the systemd unit's sandbox does not allow.
     static func hostName() -> String {
-        ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "historian"
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "historian" }
+        let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return name.split(separator: ".").first.map(String.init) ?? "historian"
     }
 
     /// `500ms`, `30s`, `30m`, `36h`, `30d`, `0s`; `nil` for anything else.
