@@ -43,6 +43,8 @@ public struct IngestService: Service, CustomStringConvertible {
             return
         }
         health.markPrepared()
+        // At once, rather than at the readiness probe's next check (within a second).
+        metrics.recordReady(health.snapshot().isReady)
         logger.info(
             "ready: consuming",
             metadata: [
