@@ -7,12 +7,24 @@ import Testing
 import Glibc
 #endif
 
-/// Passwords given only as systemd credentials never come out: not in a log line of either
-/// format, a metric, a health body or `check`'s output, through failed connections and good ones.
+/// Passwords never come out, whether given as systemd credentials or in the URLs: not in a log
+/// line of either format, a metric, a health body or `check`'s output, through failed
+/// connections and good ones.
 @Suite(.serialized)
 struct SecretsTests {
-    @Test("sentinel passwords from $CREDENTIALS_DIRECTORY appear in no log line, metric, health body or check output")
-    func credentialsNeverLeak() async throws {
+    /// Where the passwords come from.
+    enum Source: String, CaseIterable, Sendable {
+        /// Files in `$CREDENTIALS_DIRECTORY` (systemd's `LoadCredential=`).
+        case credentials
+        /// `redis://:password@…` and `postgresql://app:password@…`.
+        case urls
+    }
+
+    @Test(
+        "sentinel passwords appear in no log line, metric, health body or check output",
+        arguments: Source.allCases
+    )
+    func passwordsNeverLeak(from source: Source) async throws {
         try await TestEnvironment.with { environment in
             let redisSecret = "redis-sentinel-\(UUID().uuidString)"
             let postgresSecret = "postgres-sentinel-\(UUID().uuidString)"
@@ -32,8 +44,16 @@ struct SecretsTests {
             try await server.psql("SELECT pg_reload_conf()")
             let port = try Loopback.freePort()
             var variables = environment.historianEnvironment
-            variables["HISTORIAN_POSTGRES_URL"] = "postgresql://app@127.0.0.1:\(server.port)/\(environment.database)"
-            variables["CREDENTIALS_DIRECTORY"] = credentials.path
+            switch source {
+            case .credentials:
+                variables["HISTORIAN_POSTGRES_URL"] = "postgresql://app@127.0.0.1:\(server.port)/\(environment.database)"
+                variables["CREDENTIALS_DIRECTORY"] = credentials.path
+            case .urls:
+                variables["HISTORIAN_POSTGRES_URL"] =
+                    "postgresql://app:\(postgresSecret)@127.0.0.1:\(server.port)/\(environment.database)"
+                variables["HISTORIAN_REDIS_URL"] = "redis://:\(redisSecret)@127.0.0.1:\(environment.redisServer.port)"
+                variables["CREDENTIALS_DIRECTORY"] = nil
+            }
             variables["HISTORIAN_METRICS_ADDRESS"] = "127.0.0.1:\(port)"
             variables["HISTORIAN_LOG_LEVEL"] = "trace"
 
@@ -73,7 +93,8 @@ struct SecretsTests {
                 configuration.password = redisSecret
                 let redis = try await RedisConnection.connect(configuration, logger: environment.logger)
                 let before = try await environment.scalar("SELECT count(*) FROM messages")
-                let messages = Producer.workload(count: 50, conversations: 5, seed: format == "text" ? 81 : 82)
+                let seed = (format == "text" ? 81 : 82) + (source == .urls ? 10 : 0)
+                let messages = Producer.workload(count: 50, conversations: 5, seed: seed)
                 try await Producer.append(messages, redis: redis)
                 redis.close()
                 try await eventually("the messages stored", timeout: .seconds(60)) {
@@ -99,7 +120,7 @@ struct SecretsTests {
                 #expect(!text.contains(redisSecret), "the Redis password in output \(index)")
                 #expect(!text.contains(postgresSecret), "the PostgreSQL password in output \(index)")
             }
-            print("credentialsNeverLeak: \(seen.count) outputs, \(seen.reduce(0) { $0 + $1.utf8.count }) bytes, no secret")
+            print("passwordsNeverLeak(\(source)): \(seen.count) outputs, \(seen.reduce(0) { $0 + $1.utf8.count }) bytes, no secret")
         }
     }
 
