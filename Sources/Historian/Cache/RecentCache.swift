@@ -221,6 +221,8 @@ public enum RecentCache {
         var stale: [String]
         /// Whether the entries were acknowledged: only when nothing was stale.
         var acknowledged: Bool
+        /// Keys that held another type than the cache writes there, and were removed.
+        var repaired: [String] = []
     }
 
     /// About the most work one script call carries: a write counts its elements, a session
@@ -244,19 +246,66 @@ public enum RecentCache {
         let calls = split(writes, sessions: sessions, workPerCall: workPerCall)
         var stale: [String] = []
         var acknowledged = false
+        var repaired: [String] = []
         for (index, call) in calls.enumerated() {
             let last = index == calls.count - 1
-            let applied = try await applyInOneCall(
-                call.writes,
-                sessions: call.sessions,
-                acknowledge: last && stale.isEmpty ? acknowledge : nil,
-                settings: settings,
-                redis: redis
-            )
+            func once() async throws -> Applied {
+                try await applyInOneCall(
+                    call.writes,
+                    sessions: call.sessions,
+                    acknowledge: last && stale.isEmpty ? acknowledge : nil,
+                    settings: settings,
+                    redis: redis
+                )
+            }
+            let applied: Applied
+            do {
+                applied = try await once()
+            } catch let error as RedisError where error.serverErrorPrefix == "WRONGTYPE" {
+                // Someone wrote another type under one of the cache's keys: the script stopped
+                // there. Those keys go, and the call runs again: a list found missing is rebuilt
+                // from PostgreSQL like an expired one. What the first call did applies again
+                // as a no-op (its versions are in), so nothing goes backwards.
+                let removed = try await removeWrongTypes(call.writes, sessions: call.sessions, settings: settings, redis: redis)
+                guard !removed.isEmpty else { throw error }
+                repaired += removed
+                applied = try await once()
+            }
             stale += applied.stale
             acknowledged = applied.acknowledged
         }
-        return Applied(stale: stale, acknowledged: acknowledged)
+        return Applied(stale: stale, acknowledged: acknowledged, repaired: repaired)
+    }
+
+    /// Removes the keys of these writes and touches that hold another type than the cache
+    /// writes there: a list and its version string (both go when either is wrong, so that the
+    /// list is rebuilt whole), a session hash, a user's session set.
+    /// - Returns: the keys removed.
+    static func removeWrongTypes(
+        _ writes: [CacheWrite],
+        sessions: [SessionTouch],
+        settings: CacheSettings,
+        redis: RedisConnection
+    ) async throws -> [String] {
+        var groups: [[(key: String, type: String)]] = writes.map {
+            [(settings.recentKey($0.conversationID), "list"), (settings.versionKey($0.conversationID), "string")]
+        }
+        for touch in sessions {
+            groups.append([(settings.sessionKey(touch.sessionID), "hash")])
+            groups.append([(settings.userSessionsKey(touch.userID), "set")])
+        }
+        let keys = groups.flatMap { $0 }
+        let types = try await redis.pipeline(keys.map { ["TYPE", RedisArgument($0.key)] }).map { $0.string ?? "" }
+        var position = 0
+        var removed: [String] = []
+        for group in groups {
+            let found = types[position..<position + group.count]
+            position += group.count
+            let wrong = zip(group, found).contains { expected, type in type != "none" && type != expected.type }
+            if wrong { removed += group.map(\.key) }
+        }
+        if !removed.isEmpty { _ = try await redis.send(["DEL"] + removed.map { RedisArgument($0) }) }
+        return removed
     }
 
     /// The writes, then the session touches, in order, cut into calls of at most `workPerCall`

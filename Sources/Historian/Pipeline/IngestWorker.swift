@@ -360,11 +360,23 @@ struct IngestWorker {
             ids: acknowledgement.acknowledge
         )
         let applied = try await RecentCache.apply(writes, sessions: sessions, acknowledge: acknowledge, settings: cache, redis: redis)
+        reportRepaired(applied.repaired)
         if !applied.stale.isEmpty {
             logger.debug("recent lists behind; rebuilding from PostgreSQL", metadata: ["conversations": "\(applied.stale.count)"])
-            _ = try await RecentCache.apply(try await snapshots(applied.stale), sessions: [], settings: cache, redis: redis)
+            let rebuilt = try await RecentCache.apply(try await snapshots(applied.stale), sessions: [], settings: cache, redis: redis)
+            reportRepaired(rebuilt.repaired)
         }
         return applied.acknowledged
+    }
+
+    /// Cache keys that held another type, removed so that the cache could be written: someone
+    /// else writes under Historian's key names, which an operator should know.
+    private func reportRepaired(_ keys: [String]) {
+        guard !keys.isEmpty else { return }
+        logger.warning(
+            "cache keys held another type than Historian writes there; removed and rebuilt",
+            metadata: ["redis.keys": "\(keys.joined(separator: " "))"]
+        )
     }
 
     private func snapshots(_ conversations: [String]) async throws -> [CacheWrite] {
