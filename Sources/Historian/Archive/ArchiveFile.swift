@@ -43,7 +43,7 @@ public struct WrittenArchive: Sendable, Hashable {
 /// The file is written under a temporary name in its final directory, synced, renamed and the
 /// directory synced; then the same for its `.sha256` beside it. A crash leaves either no file
 /// under the final name or a complete one (and, at worst, a stray temporary file, which the next
-/// write of the same archive replaces).
+/// pass removes).
 final class ArchiveWriter {
     let directory: String
     let name: String
@@ -95,11 +95,13 @@ final class ArchiveWriter {
     func finish() throws -> WrittenArchive {
         try compressor.finish(into: &pending)
         try flush()
+        CrashPoint.reached(.archiveWritten)
         guard fsync(descriptor) == 0 else { throw Durable.failure(temporary, "cannot sync") }
         closed = true
         guard close(descriptor) == 0 else { throw Durable.failure(temporary, "cannot close") }
         guard rename(temporary, path) == 0 else { throw Durable.failure(path, "cannot rename into place") }
         try Durable.syncDirectory(directory)
+        CrashPoint.reached(.archiveRenamed)
         let digest = Self.hex(fileHash.finalize())
         // `sha256sum -c` format: the digest, two spaces, the file's name (run it in the directory).
         try Durable.write(Array("\(digest)  \(name)\n".utf8), to: "\(path).sha256")
@@ -276,5 +278,23 @@ enum Durable {
         unlink(path)
         unlink("\(path).sha256")
         try? syncDirectory((path as NSString).deletingLastPathComponent)
+    }
+
+    /// Whether `name` is one of the temporary names files are written under (`.<name>.tmp`).
+    static func isTemporary(_ name: String) -> Bool {
+        name.hasPrefix(".") && name.hasSuffix(".tmp") && name.contains(".jsonl.gz")
+    }
+
+    /// Removes the temporary files below `root` that a crashed pass left behind. Only one pass
+    /// runs at a time (it holds the advisory lock while it calls this), so none is being written.
+    /// - Returns: the paths removed.
+    static func removeTemporaryFiles(below root: String) -> [String] {
+        guard let walk = FileManager.default.enumerator(atPath: root) else { return [] }
+        var removed: [String] = []
+        while let relative = walk.nextObject() as? String {
+            let path = root + "/" + relative
+            if isTemporary((relative as NSString).lastPathComponent), unlink(path) == 0 { removed.append(path) }
+        }
+        return removed
     }
 }

@@ -70,6 +70,16 @@ public struct ArchivePass: Sendable {
         }
         // The lock is the session's: closing the connection releases it.
 
+        if !dryRun {
+            let leftovers = Durable.removeTemporaryFiles(below: archiver.layout.root)
+            if !leftovers.isEmpty {
+                logger.notice(
+                    "archive pass: removed temporary files an interrupted pass left",
+                    metadata: ["archive.files": "\(leftovers.joined(separator: " "))"]
+                )
+            }
+        }
+
         var redis: RedisConnection?
         if !dryRun {
             do {

@@ -167,6 +167,7 @@ public struct Archiver: Sendable {
             Durable.remove(archive: written.path)
             throw error
         }
+        CrashPoint.reached(.archiveVerified)
         try beforeDelete(written)
 
         // 3. Recorded and deleted, unless the conversation moved on meanwhile.
@@ -201,6 +202,7 @@ public struct Archiver: Sendable {
             // The messages and their contexts go with it (ON DELETE CASCADE).
             _ = try session.query("DELETE FROM conversations WHERE id = $1::uuid", [conversation.text])
             try session.execute("COMMIT")
+            CrashPoint.reached(.archiveDeleted)
             return .archived(path: written.path, messages: messages)
         } catch {
             _ = try? session.execute("ROLLBACK")
