@@ -15,9 +15,11 @@ public enum StoreJudgement {
     /// - Returns: `nil` when the message is new and may be stored.
     public static func judge(_ message: IncomingMessage, existing: StoredMessage?, owner: String?) -> StoreResult? {
         if let existing {
+            // Content byte for byte: String's == holds canonically equivalent text equal (é as
+            // U+00E9 or as e + U+0301), which PostgreSQL stores as different bytes.
             let same =
                 existing.conversationID == message.conversationID && existing.role == message.role.rawValue
-                && existing.content == message.content
+                && existing.content.utf8.elementsEqual(message.content.utf8)
             return same ? .alreadyStored : .conflict
         }
         if let owner, owner != message.userID {
