@@ -119,7 +119,9 @@ public struct IngestService: Service, CustomStringConvertible {
     /// Waits for both servers, brings the schema up to date and makes sure the group exists.
     /// Readiness is this returning, not `run()` being called.
     private func prepare() async throws {
-        try await retrying(.migrate, logger: logger, metrics: metrics) {
+        // A schema newer than this build is no outage: waiting cannot fix it, so the start fails.
+        let schemaTooNew = { (error: any Error) in (error as? HistorianError)?.code == .schemaTooNew }
+        try await retrying(.migrate, logger: logger, metrics: metrics, rethrowing: schemaTooNew) {
             let postgres = try await endpoints.connectPostgres(logger: logger)
             defer { postgres.close() }
             let applied = try await Schema.migrate(postgres, logger: logger)

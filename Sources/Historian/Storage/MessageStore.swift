@@ -15,9 +15,11 @@ public enum StoreJudgement {
     /// - Returns: `nil` when the message is new and may be stored.
     public static func judge(_ message: IncomingMessage, existing: StoredMessage?, owner: String?) -> StoreResult? {
         if let existing {
+            // Content byte for byte: String's == holds canonically equivalent text equal (é as
+            // U+00E9 or as e + U+0301), which PostgreSQL stores as different bytes.
             let same =
                 existing.conversationID == message.conversationID && existing.role == message.role.rawValue
-                && existing.content == message.content
+                && existing.content.utf8.elementsEqual(message.content.utf8)
             return same ? .alreadyStored : .conflict
         }
         if let owner, owner != message.userID {
@@ -78,7 +80,7 @@ public enum MessageStore {
     /// New conversations, owned by the user of their first message in arrival order. Sorted by
     /// ID so that concurrent batches take their locks in the same order. Conversations that
     /// exist are skipped by a plain index lookup; `ON CONFLICT` settles the race with a
-    /// concurrent creator.
+    /// concurrent creator. Returns the IDs it created.
     static let insertConversations = PreparedStatement(
         "historian_insert_conversations",
         """
@@ -93,8 +95,17 @@ public enum MessageStore {
                 AND NOT EXISTS (SELECT 1 FROM archived_conversations AS a WHERE a.id = first_messages.id)
             ORDER BY id
             ON CONFLICT (id) DO NOTHING
+            RETURNING id::text
             """
     )
+
+    /// Removes conversations this transaction created (`$1`) in which no message was stored:
+    /// their messages were all turned away (a conflicting copy of a stored message, another
+    /// user's). A conversation exists only from its first stored message.
+    static let deleteEmptyConversations = """
+        DELETE FROM conversations AS c
+        WHERE c.id = ANY($1::uuid[]) AND NOT EXISTS (SELECT 1 FROM messages AS m WHERE m.conversation_id = c.id)
+        """
 
     /// Locks the unit's conversations (`$1`, an array) in ID order, inserts the messages whose
     /// user owns their conversation, their contexts, and updates the conversations they touched.
@@ -570,8 +581,11 @@ public enum MessageStore {
         do {
             let conversations = Set(unit.map(\.conversationID)).sorted()
             try session.copyIn(copyStage, data: encodeStage(unit))
-            _ = try session.query(insertConversations)
+            let created = try session.query(insertConversations).rows.compactMap { $0[0] }
             let inserted = try session.query(insertMessages, [arrayLiteral(conversations)])
+            if !created.isEmpty {
+                _ = try session.query(deleteEmptyConversations, [arrayLiteral(created)])
+            }
             var report = report(inserted, path: .staged)
             let rest = unit.filter { report.results[$0.id] == nil }
             if !rest.isEmpty {
