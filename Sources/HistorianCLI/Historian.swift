@@ -205,8 +205,18 @@ struct Run: AsyncParsableCommand {
         )
         // Past the grace period the workers are cancelled; their batch stays pending.
         groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownGrace
-        try await ServiceGroup(configuration: groupConfiguration).run()
+        do {
+            try await ServiceGroup(configuration: groupConfiguration).run()
+        } catch let error as HistorianError where error.code == .schemaTooNew {
+            // No restart can fix this one: the units do not restart on this status.
+            logger.critical("cannot start: \(error.message); upgrade Historian")
+            throw ExitCode(Self.cannotStart)
+        }
     }
+
+    /// The exit status of a start that no restart can fix (sysexits' EX_CONFIG); the units name
+    /// it in `RestartPreventExitStatus=`.
+    static let cannotStart: Int32 = 78
 }
 
 struct Migrate: AsyncParsableCommand {
