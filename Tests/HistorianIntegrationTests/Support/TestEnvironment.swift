@@ -52,17 +52,18 @@ final class TestEnvironment: Sendable {
         try? FileManager.default.removeItem(atPath: archiveDir)
     }
 
-    /// The environment variables that point `historian` at these servers.
+    /// The environment variables that point `historian` at these servers, on top of the few the
+    /// test runner passes on (``ChildEnvironment``).
     var historianEnvironment: [String: String] {
-        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("HISTORIAN_") }
-        environment["HISTORIAN_REDIS_URL"] = redisURL
-        environment["HISTORIAN_POSTGRES_URL"] = postgresURL
-        environment["HISTORIAN_ARCHIVE_DIR"] = archiveDir
-        environment["HISTORIAN_LOG_LEVEL"] = "notice"
-        // No metrics endpoint unless a test asks for one: daemons of tests that run at the same
-        // time would all want the default 127.0.0.1:9464.
-        environment["HISTORIAN_METRICS_ADDRESS"] = ""
-        return environment
+        ChildEnvironment.clean([
+            "HISTORIAN_REDIS_URL": redisURL,
+            "HISTORIAN_POSTGRES_URL": postgresURL,
+            "HISTORIAN_ARCHIVE_DIR": archiveDir,
+            "HISTORIAN_LOG_LEVEL": "notice",
+            // No metrics endpoint unless a test asks for one: daemons of tests that run at the
+            // same time would all want the default 127.0.0.1:9464.
+            "HISTORIAN_METRICS_ADDRESS": "",
+        ])
     }
 
     /// Runs `historian migrate` against these servers and expects it to succeed.
@@ -100,6 +101,25 @@ final class TestEnvironment: Sendable {
         // -1 until the group exists.
         let summary = try? await redis.send("XPENDING", RedisArgument(stream), RedisArgument(group))
         return Int(summary?.array?.first?.int ?? -1)
+    }
+}
+
+/// The environment of a process a test starts: an allow-list of the test runner's variables and
+/// what the test sets, nothing else. A runner started by systemd, or from a shell with `PG*` or
+/// `HISTORIAN_*` set, would otherwise hand `historian` a notify socket, a watchdog, credentials or
+/// settings that change what it does (`PGOPTIONS`, `CREDENTIALS_DIRECTORY`, `NOTIFY_SOCKET`, …).
+enum ChildEnvironment {
+    /// What is passed on: what finds programs, names the user and sets the locale and the
+    /// temporary directory.
+    static let passedOn: Set<String> = ["PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TMPDIR"]
+
+    /// The runner's variables in ``passedOn`` (and `LC_*`), with `variables` on top.
+    static func clean(_ variables: [String: String]) -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment.filter { name, _ in
+            passedOn.contains(name) || name.hasPrefix("LC_")
+        }
+        environment.merge(variables) { _, given in given }
+        return environment
     }
 }
 
