@@ -286,10 +286,8 @@ struct CacheTests {
                 for slot in 0..<3 {
                     let session = "s-\(user)-\(slot)"
                     let ofSession = messages.filter { $0.sessionID == session }
-                    let reply = try await redis.send("HGETALL", RedisArgument("session:\(session)"))
-                    var fields: [String: String] = [:]
-                    let items = reply.array?.compactMap(\.string) ?? []
-                    for index in stride(from: 0, to: items.count - 1, by: 2) { fields[items[index]] = items[index + 1] }
+                    let fields = replyPairs(try await redis.send("HGETALL", RedisArgument("session:\(session)")))
+                        .compactMapValues(\.string)
                     let latest = ofSession.max { $0.createdAt! < $1.createdAt! }!
                     #expect(fields["user_id"] == "user-\(user)")
                     #expect(fields["created_at"] == ofSession.map { $0.createdAt! }.min())

@@ -80,7 +80,7 @@ struct ExportTests {
     /// `created_at` puts them before all the others and out of arrival order (two of them tied,
     /// so arrival decides), one with numbers, metadata, contexts, and content that CSV must quote.
     static func storeWithOrderedExtras(_ environment: TestEnvironment) async throws -> String {
-        let conversation = try await ArchiveTests.storeConversations(environment, idle: 1)[0]
+        let conversation = try await storeConversations(environment, idle: 1)[0]
         func message(_ number: Int, _ createdAt: String, _ content: String, _ more: [(String, String)] = []) -> [(String, String)] {
             [
                 ("message_id", Producer.uuid(0x03, number)), ("conversation_id", conversation), ("user_id", "u-0"),
@@ -134,7 +134,7 @@ struct ExportTests {
             let pass = try await HistorianProcess.run(["archive", "--archive-dir", directory], environment: environment.historianEnvironment)
             #expect(pass.status == 0, "\(pass.errors)")
             #expect(try await environment.scalar("SELECT count(*) FROM conversations WHERE id = '\(conversation)'") == 0)
-            let path = ArchiveTests.archivePath(directory, conversation)
+            let path = archivePath(directory, conversation)
             let lines = try Self.decompressed(path)
             #expect(lines.count(where: { $0 == 0x0A }) == 14, "the conversation's line and 13 messages'")
             #expect(fromPostgres["jsonl"] == lines, "export --format jsonl from PostgreSQL is the decompressed archive")
@@ -277,7 +277,7 @@ struct ExportTests {
             _ = try await environment.rows("UPDATE conversations SET updated_at = now() - interval '40 days'")
             let pass = try await HistorianProcess.run(["archive", "--archive-dir", directory], environment: environment.historianEnvironment)
             #expect(pass.status == 0, "\(pass.errors)")
-            let path = ArchiveTests.archivePath(directory, conversation)
+            let path = archivePath(directory, conversation)
             let url = URL(fileURLWithPath: path)
             let original = try [UInt8](Data(contentsOf: url))
             let good = try await Self.export([conversation, "--format", "jsonl"], environment)
@@ -300,7 +300,7 @@ struct ExportTests {
 
             // The same lines compressed again: complete gzip, but not the file that was archived.
             try Data(original).write(to: url)
-            let recompressed = try ArchiveTests.shell(["sh", "-c", "gzip -dc \"$0\" | gzip -1 -n > \"$0.again\" && mv \"$0.again\" \"$0\"", path])
+            let recompressed = try runProgram(["sh", "-c", "gzip -dc \"$0\" | gzip -1 -n > \"$0.again\" && mv \"$0.again\" \"$0\"", path])
             #expect(recompressed.status == 0)
             let sameLines = try Self.decompressed(path) == good.output
             #expect(sameLines, "the same lines inside")

@@ -69,10 +69,10 @@ struct StreamUpkeepTests {
             process.signal(SIGTERM)
             #expect(try await process.wait(timeout: .seconds(20)) == 0)
 
-            try await IngestTests.expectStored(orphans, in: environment)
-            let letters = try await redis.send("XRANGE", "chat:messages:dlq", "-", "+").array ?? []
+            try await expectStored(orphans, in: environment)
+            let letters = try await streamRecords(redis, "chat:messages:dlq")
             #expect(letters.count == 1)
-            let fields = streamFields(letters.first)
+            let fields = letters.first?.strings ?? [:]
             #expect(fields["dlq_reason"] == "poison")
             #expect(fields["dlq_source_id"] == poisonIDs[0])
             #expect(fields["message_id"] == poisoned[0].id)
@@ -187,8 +187,7 @@ struct StreamUpkeepTests {
             // Two workers hold at most one batch each; the rest stays in Redis.
             #expect(pending <= 2 * 500)
             #expect(peak < Self.memoryBoundKiB, "peak RSS \(peak) KiB")
-            let dead = try await redis.send("XLEN", "chat:messages:dlq").int ?? 0
-            #expect(dead == 0)
+            #expect(try await deadLetterCount(redis) == 0)
 
             try await environment.postgresServer.start()
             process.signal(SIGTERM)
@@ -207,16 +206,4 @@ struct StreamUpkeepTests {
         }
         return 0
     }
-}
-
-/// The fields of an `XRANGE` element as a dictionary of strings.
-func streamFields(_ element: RESPValue?) -> [String: String] {
-    let items = element?.array?.dropFirst().first?.array ?? []
-    var fields: [String: String] = [:]
-    var index = 0
-    while index + 1 < items.count {
-        if let name = items[index].string { fields[name] = items[index + 1].string ?? "" }
-        index += 2
-    }
-    return fields
 }

@@ -162,17 +162,3 @@ struct PostgresProcesses {
         for child in children { kill(child, signal) }
     }
 }
-
-/// The processes whose parent is `parent`, from /proc.
-func childProcesses(of parent: pid_t) -> [pid_t] {
-    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-    return entries.compactMap { entry -> pid_t? in
-        guard let pid = pid_t(entry),
-            let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return nil }
-        // After "pid (comm)": the state, then the parent's pid.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        return fields.count > 1 && pid_t(fields[1]) == parent ? pid : nil
-    }
-}

@@ -88,14 +88,17 @@ enum Producer {
     static func appendRaw(_ entries: [[(String, String)]], to stream: String = "chat:messages", redis: RedisConnection)
         async throws -> [String]
     {
+        try await send(entries.map { xadd($0, to: stream) }, redis: redis)
+    }
+
+    /// Sends `XADD` commands (see ``xadd(_:to:maxlen:)``), 500 to a pipeline; returns the entry
+    /// IDs in order.
+    @discardableResult
+    static func send(_ commands: [[RedisArgument]], redis: RedisConnection) async throws -> [String] {
         var ids: [String] = []
         var start = 0
-        while start < entries.count {
-            let chunk = entries[start..<min(start + 500, entries.count)]
-            let commands: [[RedisArgument]] = chunk.map { fields in
-                ["XADD", RedisArgument(stream), "*"] + fields.flatMap { [RedisArgument($0.0), RedisArgument($0.1)] }
-            }
-            for reply in try await redis.pipeline(commands) {
+        while start < commands.count {
+            for reply in try await redis.pipeline(Array(commands[start..<min(start + 500, commands.count)])) {
                 guard let id = reply.string else { throw ProducerError(reply: "\(reply)") }
                 ids.append(id)
             }

@@ -214,9 +214,15 @@ struct TimedOut: Error, CustomStringConvertible {
     var description: String { "timed out waiting for \(what)" }
 }
 
+/// What a program run to completion left: its exit status and standard output.
+struct ProgramRun {
+    var status: Int32
+    var output: Data
+    var text: String { String(decoding: output, as: UTF8.self) }
+}
+
 /// Runs a program (found on `PATH`) to completion.
-/// - Returns: its exit status and standard output.
-func runProgram(_ arguments: [String], in directory: String? = nil) throws -> (status: Int32, output: Data) {
+func runProgram(_ arguments: [String], in directory: String? = nil) throws -> ProgramRun {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = arguments
@@ -226,5 +232,5 @@ func runProgram(_ arguments: [String], in directory: String? = nil) throws -> (s
     try process.run()
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    return (process.terminationStatus, data)
+    return ProgramRun(status: process.terminationStatus, output: data)
 }
