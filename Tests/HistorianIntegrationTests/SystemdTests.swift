@@ -48,14 +48,16 @@ struct SystemdTests {
                 let body = try Self.object(notReady.body)
                 #expect((body["missing"] as? [String])?.contains("postgres") == true, "\(notReady.body)")
                 #expect(try await LoopbackHTTP.get(port: port, path: "/healthz").status == 200)
+                #expect(try await Prometheus.samples(port: port)["historian_ready"] == 0)
                 #expect(daemon.isRunning)
 
-                // PostgreSQL back: READY=1 once, /readyz 200.
+                // PostgreSQL back: READY=1 once, /readyz 200, historian_ready 1.
                 try await environment.postgresServer.start()
                 try await eventually("READY=1", timeout: .seconds(60)) { !receiver.times(of: "READY=1").isEmpty }
                 let ready = try #require(receiver.times(of: "READY=1").first)
                 #expect(try await LoopbackHTTP.get(port: port, path: "/readyz").status == 200)
                 #expect(try await LoopbackHTTP.get(port: port, path: "/healthz").status == 200)
+                #expect(try await Prometheus.samples(port: port)["historian_ready"] == 1)
 
                 // Idle: a ping every half interval.
                 try await Task.sleep(for: .seconds(7))
