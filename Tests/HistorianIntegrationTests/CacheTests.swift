@@ -383,11 +383,7 @@ struct CacheTests {
                 Int(try await redis.send("XPENDING", "chat:messages", "historian").array?.first?.int ?? -1)
             }
             func scriptCalls() async throws -> Int {
-                let info = try await redis.send("INFO", "commandstats").string ?? ""
-                return info.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("cmdstat_eval") }.reduce(0) { total, line in
-                    guard let range = line.range(of: "calls=") else { return total }
-                    return total + (Int(line[range.upperBound...].prefix { $0.isNumber }) ?? 0)
-                }
+                try await commandCalls(redis).filter { $0.key.hasPrefix("eval") }.values.reduce(0, +)
             }
             let acknowledge = RecentCache.Acknowledge(stream: "chat:messages", group: "historian", ids: delivery.ids)
             func write(_ index: Int, version: Int64) -> CacheWrite {
@@ -450,17 +446,6 @@ struct CacheTests {
         try await TestEnvironment.with { environment in
             let redis = try await environment.redis()
             defer { redis.close() }
-            func calls() async throws -> [String: Int] {
-                let info = try await redis.send("INFO", "commandstats").string ?? ""
-                var result: [String: Int] = [:]
-                for line in info.split(whereSeparator: \.isNewline) where line.hasPrefix("cmdstat_") {
-                    let name = line.dropFirst(8).prefix { $0 != ":" }
-                    if let range = line.range(of: "calls="), let count = Int(line[range.upperBound...].prefix { $0.isNumber }) {
-                        result[String(name)] = count
-                    }
-                }
-                return result
-            }
             try await environment.migrate()
             for (messagesCount, conversations) in [(2_000, 2_000), (2_000, 20)] {
                 _ = try await redis.send("FLUSHALL")
@@ -473,7 +458,7 @@ struct CacheTests {
                     environment: environment.historianEnvironment
                 )
                 #expect(run.status == 0, "\(run.errors)")
-                let counted = try await calls()
+                let counted = try await commandCalls(redis)
                 let batches = counted["xack"] ?? 0
                 // Script calls: the cache's EVALSHA per batch, one EVAL when the script is first
                 // loaded, and the stream upkeep's gap check (an EVAL before and after a --once run).

@@ -130,3 +130,17 @@ func streamInfo(
 func deadLetterCount(_ redis: RedisConnection) async throws -> Int {
     Int(try await redis.send("XLEN", "chat:messages:dlq").int ?? -1)
 }
+
+/// How many times Redis has served each command since its start or `CONFIG RESETSTAT`, by lower-case
+/// name (`INFO commandstats`).
+func commandCalls(_ redis: RedisConnection) async throws -> [String: Int] {
+    let info = try await redis.send("INFO", "commandstats").string ?? ""
+    var calls: [String: Int] = [:]
+    for line in info.split(whereSeparator: \.isNewline) where line.hasPrefix("cmdstat_") {
+        let name = line.dropFirst("cmdstat_".count).prefix { $0 != ":" }
+        if let range = line.range(of: "calls="), let count = Int(line[range.upperBound...].prefix { $0.isNumber }) {
+            calls[String(name)] = count
+        }
+    }
+    return calls
+}
