@@ -149,7 +149,12 @@ struct CacheTests {
             var samples = 0
             var regressions: [String] = []
             var done = false
+            let deadline = ContinuousClock.now + .seconds(120)
             while !done {
+                guard ContinuousClock.now < deadline else {
+                    producer.cancel()
+                    throw TimedOut(what: "all \(total) messages stored while the recent lists were sampled")
+                }
                 done = try await environment.scalar("SELECT count(*) FROM messages") == total
                 for conversation in conversations {
                     let list = try await Self.cachedList(redis, conversation)
