@@ -1,5 +1,4 @@
 import Foundation
-import Historian
 import Testing
 
 /// Stores a small workload (4 conversations of 10 messages, some with metadata and
@@ -22,8 +21,24 @@ func storeConversations(_ environment: TestEnvironment, idle: Int) async throws 
     return conversations
 }
 
-/// Where today's archive of `conversation` goes.
-func archivePath(_ directory: String, _ conversation: String) -> String {
-    let location = ArchiveLayout(root: directory).location(of: CanonicalUUID(conversation)!, archivedAt: Date())
-    return "\(location.directory)/\(location.name)"
+/// Where the archive of `conversation` is: `DIRECTORY/YYYY/MM/DD/ID.jsonl.gz`, the day (UTC) the
+/// one PostgreSQL recorded it as archived on.
+func archivePath(_ directory: String, _ conversation: String, in environment: TestEnvironment) async throws -> String {
+    let rows = try await environment.rows(
+        "SELECT to_char(archived_at AT TIME ZONE 'UTC', 'YYYY/MM/DD') FROM archived_conversations WHERE id = '\(conversation)'"
+    )
+    let day = try #require(rows.first?.first ?? nil, "\(conversation) is not recorded as archived")
+    return "\(directory)/\(day)/\(conversation).jsonl.gz"
+}
+
+/// Where an archive of `conversation` written between `start` and `end` can be: one path for
+/// each day (UTC) in between, so that a pass that runs across midnight finds its file.
+func archivePaths(_ directory: String, _ conversation: String, from start: Date, to end: Date) -> [String] {
+    let formatter = DateFormatter()
+    formatter.locale = Locale(identifier: "en_US_POSIX")
+    formatter.calendar = Calendar(identifier: .gregorian)
+    formatter.timeZone = TimeZone(identifier: "UTC")
+    formatter.dateFormat = "yyyy/MM/dd"
+    let days = [formatter.string(from: start), formatter.string(from: end)]
+    return Array(Set(days)).sorted().map { "\(directory)/\($0)/\(conversation).jsonl.gz" }
 }
