@@ -207,6 +207,8 @@ struct IngestTests {
             let messages = Producer.workload(count: 30, conversations: 5, seed: 6).enumerated().map { index, message in
                 var message = message
                 message.content = String(repeating: "a page of a long document. ", count: 60_000 / 27) + "#\(index)"
+                // Three sentences are 80 characters.
+                message.derivedTitle = "a page of a long document. a page of a long document. a page of a long document."
                 return message
             }
             let batches = try await Self.storeOnce(messages, options: ["--batch-bytes", "256KiB"], in: environment)
