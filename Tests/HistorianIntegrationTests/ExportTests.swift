@@ -9,44 +9,10 @@ import Testing
 /// and csv, against real servers and real files.
 @Suite(.serialized)
 struct ExportTests {
-    /// What one run of `historian` printed.
-    struct Printed {
-        var status: Int32
-        var output: [UInt8]
-        var errors: String
-        /// The most memory it had resident, sampled while it ran.
-        var peakResidentBytes: Int
-    }
-
-    /// Runs `historian export ARGUMENTS…` to completion, keeping standard output as bytes.
-    static func export(_ arguments: [String], _ environment: TestEnvironment) async throws -> Printed {
-        let base = FileManager.default.temporaryDirectory.appendingPathComponent("historian-export-\(UUID().uuidString)").path
-        defer {
-            try? FileManager.default.removeItem(atPath: base + ".out")
-            try? FileManager.default.removeItem(atPath: base + ".err")
-        }
-        let child = try ChildProcess(
-            executable: HistorianBinary.path,
-            arguments: ["export"] + arguments,
-            environment: environment.historianEnvironment,
-            standardOutput: base + ".out",
-            standardError: base + ".err"
-        )
-        var peak = 0
-        let deadline = ContinuousClock.now + .seconds(180)
-        while child.isRunning {
-            peak = max(peak, child.peakResidentBytes ?? 0)
-            if ContinuousClock.now > deadline {
-                Issue.record("historian export \(arguments) did not exit in time")
-                child.signal(SIGKILL)
-                break
-            }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        let status = try await child.wait(timeout: .seconds(10)) ?? -1
-        let output = (try? [UInt8](Data(contentsOf: URL(fileURLWithPath: base + ".out")))) ?? []
-        let errors = (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
-        return Printed(status: status, output: output, errors: errors, peakResidentBytes: peak)
+    /// Runs `historian export ARGUMENTS…` to completion, keeping standard output as bytes and
+    /// the peak of its memory.
+    static func export(_ arguments: [String], _ environment: TestEnvironment) async throws -> HistorianProcess.Measured {
+        try await HistorianProcess.runMeasured(["export"] + arguments, environment: environment.historianEnvironment)
     }
 
     /// The archive file's lines, as `gzip -dc` gives them.

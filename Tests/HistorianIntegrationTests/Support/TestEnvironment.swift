@@ -167,6 +167,7 @@ final class HistorianProcess: Sendable {
     }
 
     var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+    var outputBytes: [UInt8] { (try? [UInt8](Data(contentsOf: URL(fileURLWithPath: outputPath)))) ?? [] }
     var errorOutput: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
     var isRunning: Bool { child.isRunning }
 
@@ -190,6 +191,32 @@ final class HistorianProcess: Sendable {
         let process = try HistorianProcess(arguments, environment: environment)
         let status = try await process.wait(timeout: timeout)
         return (status, process.output, process.errorOutput)
+    }
+
+    /// What ``runMeasured(_:environment:timeout:)`` saw of a run.
+    struct Measured {
+        var status: Int32
+        var output: [UInt8]
+        var errors: String
+        /// The most memory it had resident (`VmHWM`), as last read before it exited.
+        var peakResidentBytes: Int
+    }
+
+    /// Runs to completion, keeping standard output as bytes, and reads the kernel's high-water
+    /// mark of its memory every 10 ms while it runs: the mark only grows, but is gone with the
+    /// process, so the last reading stands for its life.
+    static func runMeasured(_ arguments: [String], environment: [String: String], timeout: Duration = .seconds(180))
+        async throws -> Measured
+    {
+        let process = try HistorianProcess(arguments, environment: environment)
+        var peak = 0
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning, ContinuousClock.now < deadline {
+            peak = max(peak, process.child.peakResidentBytes ?? 0)
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let status = try await process.wait(timeout: .seconds(10))
+        return Measured(status: status, output: process.outputBytes, errors: process.errorOutput, peakResidentBytes: peak)
     }
 }
 
