@@ -73,11 +73,8 @@ struct IngestTests {
             try await Producer.append(messages, redis: redis)
             let first = try await HistorianProcess.run(["run", "--once"], environment: environment.historianEnvironment)
             #expect(first.status == 0, "\(first.errors)")
-            let snapshot = """
-                SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM (
-                    SELECT id, conversation_id, role, content, created_at, metadata, arrival FROM messages
-                ) t
-                """
+            // Every column of every row, arrival and stream entry included.
+            let snapshot = "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM messages t"
             let conversationsSnapshot = "SELECT md5(string_agg(c::text, '|' ORDER BY c.id)) FROM conversations c"
             let contextsSnapshot = "SELECT md5(string_agg(x::text, '|' ORDER BY x.id)) FROM message_contexts x"
             let before = try await environment.rows(snapshot + ";").first?.first ?? nil
