@@ -118,7 +118,9 @@ func expectStored(
             first.userID, first.deptID, title, derivedFrom, earliest, "{}", String(sent.count),
         ]
         if Array(row.dropFirst()) != expected {
-            wrongConversations.append("\(row[0] ?? "-"): \(row.dropFirst().map { $0 ?? "NULL" }) for \(expected.map { $0 ?? "NULL" })")
+            wrongConversations.append(
+                "\(row[0] ?? "-"): \(row.dropFirst().map { $0 ?? "NULL" }) for \(expected.map { $0 ?? "NULL" })"
+            )
         }
     }
     #expect(
@@ -139,7 +141,8 @@ private func sameJSON(_ stored: String?, _ sent: Any?) -> Bool {
     func canonical(_ value: Any?) -> Data? {
         guard var value else { return nil }
         if let text = value as? String {
-            guard let parsed = try? JSONSerialization.jsonObject(with: Data(text.utf8), options: .fragmentsAllowed) else {
+            guard let parsed = try? JSONSerialization.jsonObject(with: Data(text.utf8), options: .fragmentsAllowed)
+            else {
                 return Data("unparsable: \(text)".utf8)
             }
             value = parsed
