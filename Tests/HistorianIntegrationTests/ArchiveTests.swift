@@ -9,25 +9,6 @@ import Testing
 /// conversations, against real servers and real files.
 @Suite(.serialized)
 struct ArchiveTests {
-    /// Stores a small workload (4 conversations of 10 messages, some with metadata and
-    /// contexts, the first with two) and makes the first `idle` of them look quiet for 40 days.
-    static func storeConversations(_ environment: TestEnvironment, idle: Int) async throws -> [String] {
-        let redis = try await environment.redis()
-        defer { redis.close() }
-        var messages = Producer.workload(count: 40, conversations: 4, seed: 7)
-        // The first message has two contexts, with text that JSON must escape.
-        messages[0].contexts = #"[{"doc_id":"d-1","content":"line one\nline \"two\"","score":0.9},{"doc_id":"d-2","content":"tab\there","score":0.5,"metadata":{"page":7}}]"#
-        try await Producer.append(messages, redis: redis)
-        let run = try await HistorianProcess.run(["run", "--once"], environment: environment.historianEnvironment)
-        #expect(run.status == 0, "\(run.errors)")
-        let conversations = (0..<4).map { messages[$0].conversationID }
-        let quiet = conversations.prefix(idle).map { "'\($0)'" }.joined(separator: ",")
-        _ = try await environment.rows(
-            "UPDATE conversations SET updated_at = now() - interval '40 days' WHERE id IN (\(quiet))"
-        )
-        return conversations
-    }
-
     /// Everything PostgreSQL holds of a conversation, as text, but for `updated_at` (a restore
     /// sets it to now).
     static func dump(_ environment: TestEnvironment, _ conversation: String) async throws -> [String] {
@@ -46,25 +27,13 @@ struct ArchiveTests {
         return (conversationRow + messages + contexts).map { $0[0] ?? "NULL" }
     }
 
-    /// Runs a program to completion; returns its exit status and standard output as text.
-    static func shell(_ arguments: [String], in directory: String? = nil) throws -> (status: Int32, output: String) {
-        let result = try runProgram(arguments, in: directory)
-        return (result.status, String(decoding: result.output, as: UTF8.self))
-    }
-
-    /// Where today's archive of `conversation` goes.
-    static func archivePath(_ directory: String, _ conversation: String) -> String {
-        let location = ArchiveLayout(root: directory).location(of: CanonicalUUID(conversation)!, archivedAt: Date())
-        return "\(location.directory)/\(location.name)"
-    }
-
     @Test(
         "an archive pass writes a verified gzipped JSONL file, then removes the conversation from PostgreSQL and Redis"
     )
     func archivePass() async throws {
         try await TestEnvironment.with { environment in
             let directory = environment.archiveDir
-            let conversations = try await Self.storeConversations(environment, idle: 2)
+            let conversations = try await storeConversations(environment, idle: 2)
             let before = try await Self.dump(environment, conversations[0])
             let storedIDs = try await environment.rows(
                 "SELECT id::text FROM messages WHERE conversation_id = '\(conversations[0])' ORDER BY created_at, arrival"
@@ -85,12 +54,12 @@ struct ArchiveTests {
             #expect(pass.output.contains("archived 2 conversations (20 messages)"), "\(pass.output)")
 
             // The file: gzip and sha256sum accept it, and every line is the JSON the contract names.
-            let path = Self.archivePath(directory, conversations[0])
+            let path = try await archivePath(directory, conversations[0], in: environment)
             let folder = (path as NSString).deletingLastPathComponent
             let name = (path as NSString).lastPathComponent
-            #expect(try Self.shell(["gzip", "-t", path]).status == 0)
-            #expect(try Self.shell(["sha256sum", "-c", "\(name).sha256"], in: folder).status == 0)
-            let lines = try Self.shell(["gzip", "-dc", path]).output.split(separator: "\n").map(String.init)
+            #expect(try runProgram(["gzip", "-t", path]).status == 0)
+            #expect(try runProgram(["sha256sum", "-c", "\(name).sha256"], in: folder).status == 0)
+            let lines = try runProgram(["gzip", "-dc", path]).text.split(separator: "\n").map(String.init)
             let objects = try lines.map {
                 try #require(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
             }
@@ -174,7 +143,7 @@ struct ArchiveTests {
     func dryRun() async throws {
         try await TestEnvironment.with { environment in
             let directory = environment.archiveDir
-            let conversations = try await Self.storeConversations(environment, idle: 1)
+            let conversations = try await storeConversations(environment, idle: 1)
             let before = try await Self.dump(environment, conversations[0])
             let result = try await HistorianProcess.run(
                 ["archive", "--dry-run", "--archive-dir", directory],
@@ -204,7 +173,7 @@ struct ArchiveTests {
     func interruptedPass() async throws {
         try await TestEnvironment.with { environment in
             let directory = environment.archiveDir
-            let conversations = try await Self.storeConversations(environment, idle: 1)
+            let conversations = try await storeConversations(environment, idle: 1)
             let before = try await Self.dump(environment, conversations[0])
             var flags = ["archive_dir": directory]
             flags["redis_url"] = environment.redisURL
@@ -213,12 +182,19 @@ struct ArchiveTests {
             let pass = try ArchivePass(configuration: configuration, logger: Logger(label: "test"))
 
             struct Crash: Error {}
+            let start = Date()
             let stopped = try await pass.run(olderThan: .seconds(30 * 86400), beforeDelete: { _ in throw Crash() }) {
                 _ in
             }
             #expect(stopped.failed == 1 && stopped.archived == 0)
-            let path = Self.archivePath(directory, conversations[0])
-            #expect(try Self.shell(["gzip", "-t", path]).status == 0, "the verified file is there")
+            // Not recorded as archived: the file is where a pass of this day (or the next, across
+            // midnight) writes it.
+            let candidates = archivePaths(directory, conversations[0], from: start, to: Date())
+            let path = try #require(
+                candidates.first { FileManager.default.fileExists(atPath: $0) },
+                "no archive file at \(candidates)"
+            )
+            #expect(try runProgram(["gzip", "-t", path]).status == 0, "the verified file is there")
             #expect(try await Self.dump(environment, conversations[0]) == before, "and so are the rows")
             #expect(try await environment.scalar("SELECT count(*) FROM archived_conversations") == 0)
 
@@ -241,7 +217,8 @@ struct ArchiveTests {
                 }
             ) { _ in }
             #expect(moved.skipped == 1 && moved.archived == 0)
-            #expect(!FileManager.default.fileExists(atPath: path))
+            let stale = archivePaths(directory, conversations[0], from: start, to: Date())
+            #expect(!stale.contains { FileManager.default.fileExists(atPath: $0) }, "\(stale)")
             #expect(
                 try await environment.scalar(
                     "SELECT count(*) FROM messages WHERE conversation_id = '\(conversations[0])'"
@@ -250,7 +227,8 @@ struct ArchiveTests {
 
             let finished = try await pass.run(olderThan: .seconds(30 * 86400)) { _ in }
             #expect(finished.archived == 1 && finished.messages == 10)
-            #expect(try Self.shell(["gzip", "-t", path]).status == 0)
+            let archived = try await archivePath(directory, conversations[0], in: environment)
+            #expect(try runProgram(["gzip", "-t", archived]).status == 0)
             #expect(
                 try await environment.scalar("SELECT count(*) FROM archived_conversations WHERE message_count = 10")
                     == 1
@@ -265,13 +243,13 @@ struct ArchiveTests {
     func damagedArchive() async throws {
         try await TestEnvironment.with { environment in
             let directory = environment.archiveDir
-            let conversations = try await Self.storeConversations(environment, idle: 1)
+            let conversations = try await storeConversations(environment, idle: 1)
             let pass = try await HistorianProcess.run(
                 ["archive", "--archive-dir", directory],
                 environment: environment.historianEnvironment
             )
             #expect(pass.status == 0, "\(pass.errors)")
-            let path = Self.archivePath(directory, conversations[0])
+            let path = try await archivePath(directory, conversations[0], in: environment)
             // A flipped byte in the middle of the compressed data.
             var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
             bytes[bytes.count / 2] ^= 0xFF
@@ -299,7 +277,7 @@ struct ArchiveTests {
             let directory = environment.archiveDir
             var historian = environment.historianEnvironment
             historian["HISTORIAN_ARCHIVE_DIR"] = directory
-            let conversations = try await Self.storeConversations(environment, idle: 1)
+            let conversations = try await storeConversations(environment, idle: 1)
             let before = try await Self.dump(environment, conversations[0])
             let pass = try await HistorianProcess.run(["archive"], environment: historian)
             #expect(pass.status == 0, "\(pass.errors)")
@@ -349,10 +327,10 @@ struct ArchiveTests {
             let newMessage = restored.filter { $0.contains(later.id) }
             #expect(restored.filter { !$0.contains(later.id) }.dropFirst() == before.dropFirst())
             #expect(newMessage.count == 1)
-            let letters = try await redis.send("XRANGE", "chat:messages:dlq", "-", "+").array ?? []
+            let letters = try await streamRecords(redis, "chat:messages:dlq")
             #expect(letters.count == 1)
-            let fields = letters.first?.array?.last?.array?.compactMap(\.string) ?? []
-            #expect(fields.contains(intruder.id) && fields.contains("user_mismatch"), "\(fields)")
+            let fields = letters.first?.strings ?? [:]
+            #expect(fields["message_id"] == intruder.id && fields["dlq_reason"] == "user_mismatch", "\(fields)")
 
             // The recent list: the latest 10 of all 11, as PostgreSQL orders them.
             let latest = try await environment.rows(
@@ -379,7 +357,7 @@ struct ArchiveTests {
     func scheduledPass() async throws {
         try await TestEnvironment.with { environment in
             let directory = environment.archiveDir
-            let conversations = try await Self.storeConversations(environment, idle: 1)
+            let conversations = try await storeConversations(environment, idle: 1)
             var historian = environment.historianEnvironment
             historian["HISTORIAN_ARCHIVE_DIR"] = directory
             historian["HISTORIAN_ARCHIVE_EVERY"] = "1s"
@@ -391,7 +369,8 @@ struct ArchiveTests {
             }
             daemon.signal(SIGTERM)
             #expect(try await daemon.wait() == 0, "\(daemon.errorOutput)")
-            #expect(try Self.shell(["gzip", "-t", Self.archivePath(directory, conversations[0])]).status == 0)
+            let path = try await archivePath(directory, conversations[0], in: environment)
+            #expect(try runProgram(["gzip", "-t", path]).status == 0)
             #expect(try await environment.scalar("SELECT count(*) FROM conversations") == 3)
         }
     }

@@ -149,7 +149,12 @@ struct CacheTests {
             var samples = 0
             var regressions: [String] = []
             var done = false
+            let deadline = ContinuousClock.now + .seconds(120)
             while !done {
+                guard ContinuousClock.now < deadline else {
+                    producer.cancel()
+                    throw TimedOut(what: "all \(total) messages stored while the recent lists were sampled")
+                }
                 done = try await environment.scalar("SELECT count(*) FROM messages") == total
                 for conversation in conversations {
                     let list = try await Self.cachedList(redis, conversation)
@@ -286,10 +291,8 @@ struct CacheTests {
                 for slot in 0..<3 {
                     let session = "s-\(user)-\(slot)"
                     let ofSession = messages.filter { $0.sessionID == session }
-                    let reply = try await redis.send("HGETALL", RedisArgument("session:\(session)"))
-                    var fields: [String: String] = [:]
-                    let items = reply.array?.compactMap(\.string) ?? []
-                    for index in stride(from: 0, to: items.count - 1, by: 2) { fields[items[index]] = items[index + 1] }
+                    let fields = replyPairs(try await redis.send("HGETALL", RedisArgument("session:\(session)")))
+                        .compactMapValues(\.string)
                     let latest = ofSession.max { $0.createdAt! < $1.createdAt! }!
                     #expect(fields["user_id"] == "user-\(user)")
                     #expect(fields["created_at"] == ofSession.map { $0.createdAt! }.min())
@@ -385,11 +388,7 @@ struct CacheTests {
                 Int(try await redis.send("XPENDING", "chat:messages", "historian").array?.first?.int ?? -1)
             }
             func scriptCalls() async throws -> Int {
-                let info = try await redis.send("INFO", "commandstats").string ?? ""
-                return info.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("cmdstat_eval") }.reduce(0) { total, line in
-                    guard let range = line.range(of: "calls=") else { return total }
-                    return total + (Int(line[range.upperBound...].prefix { $0.isNumber }) ?? 0)
-                }
+                try await commandCalls(redis).filter { $0.key.hasPrefix("eval") }.values.reduce(0, +)
             }
             let acknowledge = RecentCache.Acknowledge(stream: "chat:messages", group: "historian", ids: delivery.ids)
             func write(_ index: Int, version: Int64) -> CacheWrite {
@@ -452,17 +451,6 @@ struct CacheTests {
         try await TestEnvironment.with { environment in
             let redis = try await environment.redis()
             defer { redis.close() }
-            func calls() async throws -> [String: Int] {
-                let info = try await redis.send("INFO", "commandstats").string ?? ""
-                var result: [String: Int] = [:]
-                for line in info.split(whereSeparator: \.isNewline) where line.hasPrefix("cmdstat_") {
-                    let name = line.dropFirst(8).prefix { $0 != ":" }
-                    if let range = line.range(of: "calls="), let count = Int(line[range.upperBound...].prefix { $0.isNumber }) {
-                        result[String(name)] = count
-                    }
-                }
-                return result
-            }
             try await environment.migrate()
             for (messagesCount, conversations) in [(2_000, 2_000), (2_000, 20)] {
                 _ = try await redis.send("FLUSHALL")
@@ -475,7 +463,7 @@ struct CacheTests {
                     environment: environment.historianEnvironment
                 )
                 #expect(run.status == 0, "\(run.errors)")
-                let counted = try await calls()
+                let counted = try await commandCalls(redis)
                 let batches = counted["xack"] ?? 0
                 // Script calls: the cache's EVALSHA per batch, one EVAL when the script is first
                 // loaded, and the stream upkeep's gap check (an EVAL before and after a --once run).

@@ -102,7 +102,7 @@ struct CommandTests {
             // A run then does what the dry run said.
             let run = try await HistorianProcess.run(["run", "--once"], environment: environment.historianEnvironment)
             #expect(run.status == 0)
-            #expect(try await redis.send("XLEN", "chat:messages:dlq").int == 3)
+            #expect(try await deadLetterCount(redis) == 3)
         }
     }
 

@@ -25,6 +25,8 @@ struct DeadLetterCommandTests {
         init(_ name: String, _ value: String) {
             self.init(name, Array(value.utf8))
         }
+
+        var pair: (String, [UInt8]) { (name, value) }
     }
 
     struct Entry: Hashable {
@@ -88,7 +90,7 @@ struct DeadLetterCommandTests {
             ],
         ]
         var sourceIDs: [String] = []
-        for reply in try await redis.pipeline(bad.map { xadd("chat:messages", $0) }) {
+        for reply in try await redis.pipeline(bad.map { xadd($0.map(\.pair)) }) {
             sourceIDs.append(try #require(reply.string))
         }
         let second = try await HistorianProcess.run(["run", "--once"], environment: environment.historianEnvironment)
@@ -366,9 +368,9 @@ struct DeadLetterCommandTests {
             let handMade = [Field("message_id", "m-1"), Field("content", "\(Self.secret) four")]
             let handMadeID = try #require(
                 try await redis.send(
-                    Self.xadd(
-                        "chat:messages:dlq",
-                        handMade + [Field("dlq_reason", "invalid_uuid"), Field("dlq_source_id", "5-0")]
+                    xadd(
+                        (handMade + [Field("dlq_reason", "invalid_uuid"), Field("dlq_source_id", "5-0")]).map(\.pair),
+                        to: "chat:messages:dlq"
                     )
                 ).string
             )
@@ -399,24 +401,14 @@ struct DeadLetterCommandTests {
 
     // MARK: - Helpers
 
-    static func xadd(_ stream: String, _ fields: [Field]) -> [RedisArgument] {
-        ["XADD", RedisArgument(stream), "*"] + fields.flatMap { [RedisArgument($0.name), RedisArgument($0.value)] }
-    }
-
     static func entries(
         _ redis: RedisConnection,
         _ stream: String,
         from: String = "-",
         to: String = "+"
     ) async throws -> [Entry] {
-        let reply = try await redis.send("XRANGE", RedisArgument(stream), RedisArgument(from), RedisArgument(to))
-        return try (reply.array ?? []).map { item in
-            let parts = try #require(item.array)
-            let flat = parts.count == 2 ? parts[1].array ?? [] : []
-            let fields = stride(from: 0, to: flat.count - 1, by: 2).map {
-                Field(flat[$0].string ?? "?", flat[$0 + 1].bytes ?? [])
-            }
-            return Entry(id: try #require(parts.first?.string), fields: fields)
+        try await streamRecords(redis, stream, from: from, to: to).map { record in
+            Entry(id: record.id, fields: record.fields.map { Field($0.0, $0.1) })
         }
     }
 

@@ -9,44 +9,10 @@ import Testing
 /// and csv, against real servers and real files.
 @Suite(.serialized)
 struct ExportTests {
-    /// What one run of `historian` printed.
-    struct Printed {
-        var status: Int32
-        var output: [UInt8]
-        var errors: String
-        /// The most memory it had resident, sampled while it ran.
-        var peakResidentBytes: Int
-    }
-
-    /// Runs `historian export ARGUMENTS…` to completion, keeping standard output as bytes.
-    static func export(_ arguments: [String], _ environment: TestEnvironment) async throws -> Printed {
-        let base = FileManager.default.temporaryDirectory.appendingPathComponent("historian-export-\(UUID().uuidString)").path
-        defer {
-            try? FileManager.default.removeItem(atPath: base + ".out")
-            try? FileManager.default.removeItem(atPath: base + ".err")
-        }
-        let child = try ChildProcess(
-            executable: HistorianBinary.path,
-            arguments: ["export"] + arguments,
-            environment: environment.historianEnvironment,
-            standardOutput: base + ".out",
-            standardError: base + ".err"
-        )
-        var peak = 0
-        let deadline = ContinuousClock.now + .seconds(180)
-        while child.isRunning {
-            peak = max(peak, child.peakResidentBytes ?? 0)
-            if ContinuousClock.now > deadline {
-                Issue.record("historian export \(arguments) did not exit in time")
-                child.signal(SIGKILL)
-                break
-            }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        let status = try await child.wait(timeout: .seconds(10)) ?? -1
-        let output = (try? [UInt8](Data(contentsOf: URL(fileURLWithPath: base + ".out")))) ?? []
-        let errors = (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
-        return Printed(status: status, output: output, errors: errors, peakResidentBytes: peak)
+    /// Runs `historian export ARGUMENTS…` to completion, keeping standard output as bytes and
+    /// the peak of its memory.
+    static func export(_ arguments: [String], _ environment: TestEnvironment) async throws -> HistorianProcess.Measured {
+        try await HistorianProcess.runMeasured(["export"] + arguments, environment: environment.historianEnvironment)
     }
 
     /// The archive file's lines, as `gzip -dc` gives them.
@@ -80,7 +46,7 @@ struct ExportTests {
     /// `created_at` puts them before all the others and out of arrival order (two of them tied,
     /// so arrival decides), one with numbers, metadata, contexts, and content that CSV must quote.
     static func storeWithOrderedExtras(_ environment: TestEnvironment) async throws -> String {
-        let conversation = try await ArchiveTests.storeConversations(environment, idle: 1)[0]
+        let conversation = try await storeConversations(environment, idle: 1)[0]
         func message(_ number: Int, _ createdAt: String, _ content: String, _ more: [(String, String)] = []) -> [(String, String)] {
             [
                 ("message_id", Producer.uuid(0x03, number)), ("conversation_id", conversation), ("user_id", "u-0"),
@@ -134,7 +100,7 @@ struct ExportTests {
             let pass = try await HistorianProcess.run(["archive", "--archive-dir", directory], environment: environment.historianEnvironment)
             #expect(pass.status == 0, "\(pass.errors)")
             #expect(try await environment.scalar("SELECT count(*) FROM conversations WHERE id = '\(conversation)'") == 0)
-            let path = ArchiveTests.archivePath(directory, conversation)
+            let path = try await archivePath(directory, conversation, in: environment)
             let lines = try Self.decompressed(path)
             #expect(lines.count(where: { $0 == 0x0A }) == 14, "the conversation's line and 13 messages'")
             #expect(fromPostgres["jsonl"] == lines, "export --format jsonl from PostgreSQL is the decompressed archive")
@@ -277,7 +243,7 @@ struct ExportTests {
             _ = try await environment.rows("UPDATE conversations SET updated_at = now() - interval '40 days'")
             let pass = try await HistorianProcess.run(["archive", "--archive-dir", directory], environment: environment.historianEnvironment)
             #expect(pass.status == 0, "\(pass.errors)")
-            let path = ArchiveTests.archivePath(directory, conversation)
+            let path = try await archivePath(directory, conversation, in: environment)
             let url = URL(fileURLWithPath: path)
             let original = try [UInt8](Data(contentsOf: url))
             let good = try await Self.export([conversation, "--format", "jsonl"], environment)
@@ -300,7 +266,7 @@ struct ExportTests {
 
             // The same lines compressed again: complete gzip, but not the file that was archived.
             try Data(original).write(to: url)
-            let recompressed = try ArchiveTests.shell(["sh", "-c", "gzip -dc \"$0\" | gzip -1 -n > \"$0.again\" && mv \"$0.again\" \"$0\"", path])
+            let recompressed = try runProgram(["sh", "-c", "gzip -dc \"$0\" | gzip -1 -n > \"$0.again\" && mv \"$0.again\" \"$0\"", path])
             #expect(recompressed.status == 0)
             let sameLines = try Self.decompressed(path) == good.output
             #expect(sameLines, "the same lines inside")

@@ -24,20 +24,15 @@ struct MetricsTests {
             let once = try await HistorianProcess.run(["run", "--once"], environment: environment.historianEnvironment)
             #expect(once.status == 0, "\(once.errors)")
             let squeezed = Producer.workload(count: 100, conversations: 2, seed: 42)
-            _ = try await redis.pipeline(
-                squeezed.map { message -> [RedisArgument] in
-                    ["XADD", "chat:messages", "MAXLEN", "10", "*"]
-                        + message.fields.flatMap { [RedisArgument($0.0), RedisArgument($0.1)] }
-                }
-            )
+            try await Producer.send(squeezed.map { xadd($0.fields, maxlen: 10) }, redis: redis)
             let survivors = Array(squeezed.suffix(10))
 
             // Then good messages, one bad entry for each reason the stream can produce, and five
             // good messages sent again, unchanged.
             let good = Producer.workload(count: 300, conversations: 10, seed: 43)
             try await Producer.append(good, redis: redis)
-            let bad = ResilienceTests.badEntries(good)
-            _ = try await redis.pipeline(bad.map { ResilienceTests.xadd($0.fields) })
+            let bad = BadEntry.everyReason(good)
+            try await Producer.send(bad.map { xadd($0.fields) }, redis: redis)
             let repeated = Array(good[10..<15])
             try await Producer.append(repeated, redis: redis)
             let lengthAtStart = Int(try await redis.send("XLEN", "chat:messages").int ?? -1)
@@ -45,6 +40,8 @@ struct MetricsTests {
             var historian = environment.historianEnvironment
             historian["HISTORIAN_ARCHIVE_DIR"] = directory
             historian["HISTORIAN_ARCHIVE_EVERY"] = "1s"
+            // Each batch logged ("batch done"), to hold the counters against.
+            historian["HISTORIAN_LOG_LEVEL"] = "debug"
             let port = try Loopback.freePort()
             let daemon = try HistorianProcess(
                 ["run", "--workers", "2", "--metrics-address", "127.0.0.1:\(port)"],
@@ -56,13 +53,13 @@ struct MetricsTests {
             try await eventually("every good message stored, every entry acknowledged", timeout: .seconds(90)) {
                 let messages = try await environment.scalar("SELECT count(*) FROM messages")
                 let pending = try await environment.pendingCount()
-                let deadLetters = try await ResilienceTests.deadLetterCount(redis)
+                let deadLetters = try await deadLetterCount(redis)
                 return messages == first.count + stored && pending == 0 && deadLetters == bad.count
             }
-            let scrape = try await Self.scrape(port: port)
+            let scrape = try await Prometheus.scrape(port: port)
             #expect(scrape.status == 200)
             #expect(scrape.contentType.hasPrefix("text/plain; version=0.0.4"), "\(scrape.contentType)")
-            let metrics = try Self.parse(scrape.body)
+            let metrics = try Prometheus.parse(scrape.body)
 
             #expect(metrics["historian_ready"] == 1)
             // This process's work only: not the first run's 20, not the 90 it never saw.
@@ -72,8 +69,12 @@ struct MetricsTests {
                 #expect(metrics[#"historian_dead_letters_total{reason="\#(entry.reason)"}"#] == 1, "\(entry.reason)")
             }
             #expect(metrics[#"historian_dead_letters_total{reason="poison"}"#] == 0)
+            // Every batch counted once: as many as the daemon logged, which between them held
+            // every entry that reached the group.
             let batches = try #require(metrics["historian_batches_total"])
-            #expect(batches >= 1)
+            let logged = batchesDone(daemon.errorOutput)
+            #expect(batches == Double(logged.count), "\(logged.count) batches logged")
+            #expect(logged.map(\.entries).reduce(0, +) == survivors.count + good.count + bad.count + repeated.count)
             #expect(metrics["historian_batch_duration_seconds_count"] == batches)
             #expect((metrics["historian_batch_duration_seconds_sum"] ?? 0) > 0)
             for phase in ["store", "cache", "ack"] {
@@ -96,9 +97,7 @@ struct MetricsTests {
             var trimmed = 0.0
             try await eventually("the trim counted", timeout: .seconds(30)) {
                 let length = Int(try await redis.send("XLEN", "chat:messages").int ?? -1)
-                trimmed =
-                    try Self.parse(try await Self.scrape(port: port).body)["historian_stream_trimmed_entries_total"]
-                    ?? -1
+                trimmed = try await Prometheus.samples(port: port)["historian_stream_trimmed_entries_total"] ?? -1
                 return trimmed > 0 && trimmed == Double(lengthAtStart - length)
             }
 
@@ -106,9 +105,7 @@ struct MetricsTests {
             let conversations = try await environment.scalar("SELECT count(*) FROM conversations")
             _ = try await environment.rows("UPDATE conversations SET updated_at = now() - interval '40 days'")
             try await eventually("every conversation archived and counted", timeout: .seconds(60)) {
-                let archived = try Self.parse(try await Self.scrape(port: port).body)[
-                    "historian_archived_conversations_total"
-                ]
+                let archived = try await Prometheus.samples(port: port)["historian_archived_conversations_total"]
                 let rows = try await environment.scalar("SELECT count(*) FROM archived_conversations")
                 return rows == conversations && archived == Double(conversations)
             }
@@ -119,7 +116,7 @@ struct MetricsTests {
             later.content = "back after forty days"
             try await Producer.append([later], redis: redis)
             try await eventually("the conversation restored and counted", timeout: .seconds(60)) {
-                let metrics = try Self.parse(try await Self.scrape(port: port).body)
+                let metrics = try await Prometheus.samples(port: port)
                 return metrics["historian_restored_conversations_total"] == 1
                     && metrics["historian_messages_stored_total"] == Double(stored + 1)
             }
@@ -127,7 +124,7 @@ struct MetricsTests {
                 try await environment.scalar("SELECT count(*) FROM conversations WHERE id = '\(later.conversationID)'")
                     == 1
             )
-            let final = try Self.parse(try await Self.scrape(port: port).body)
+            let final = try await Prometheus.samples(port: port)
             #expect(final["historian_archive_failures_total"] == 0)
             #expect(final["historian_messages_duplicate_total"] == Double(repeated.count))
 
@@ -181,36 +178,5 @@ struct MetricsTests {
             #expect(malformed.status != 0)
             #expect(malformed.errors.contains(#"metrics_address: "9464" is not host:port"#), "\(malformed.errors)")
         }
-    }
-
-    // MARK: - Helpers
-
-    /// `GET /metrics` over a plain socket (HTTP/1.1, `Connection: close`).
-    static func scrape(port: Int) async throws -> LoopbackHTTP.Response {
-        try await LoopbackHTTP.get(port: port, path: "/metrics")
-    }
-
-    /// The samples of a Prometheus text exposition, by name and labels; labels sorted by name,
-    /// so that `name{a="1",b="2"}` does not depend on the order the server wrote them in.
-    static func parse(_ body: String) throws -> [String: Double] {
-        var samples: [String: Double] = [:]
-        for line in body.split(separator: "\n") where !line.hasPrefix("#") {
-            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else {
-                throw ScrapeError("not a sample: \(line)")
-            }
-            var series = String(line[..<space])
-            if let open = series.firstIndex(of: "{"), series.hasSuffix("}") {
-                let labels = series[series.index(after: open)..<series.index(before: series.endIndex)]
-                    .split(separator: ",").map(String.init).sorted()
-                series = series[..<open] + "{" + labels.joined(separator: ",") + "}"
-            }
-            samples[series] = value
-        }
-        return samples
-    }
-
-    struct ScrapeError: Error, CustomStringConvertible {
-        var description: String
-        init(_ description: String) { self.description = description }
     }
 }

@@ -32,15 +32,24 @@ struct ResilienceTests {
                     try await Task.sleep(for: .milliseconds(100))
                 }
                 try await eventually("the first entries acknowledged", timeout: .seconds(60)) {
-                    try await Self.acknowledged(redis) > 0
+                    try await GroupState.acknowledged(redis) > 0
                 }
 
+                let logAtStop = daemon.errorOutput.count
                 try await environment.postgresServer.stop(immediate: true)
                 let stopped = ContinuousClock.now
                 let producedAtStop = next * 500
-                // A batch committed just before the stop may still be acknowledged now.
-                try await Task.sleep(for: .milliseconds(500))
-                let ackedAtStop = try await Self.acknowledged(redis)
+                // A batch committed just before the stop may still be acknowledged now: wait until
+                // every worker holding entries has met the outage (logged a failed attempt).
+                try await eventually("every worker holding entries meets the outage", timeout: .seconds(30)) {
+                    let log = Self.logRecords(daemon.errorOutput.dropFirst(logAtStop))
+                    let consumers = try await redis.send("XINFO", "CONSUMERS", "chat:messages", "historian").array ?? []
+                    return consumers.map(replyPairs).allSatisfy { consumer in
+                        guard let name = consumer["name"]?.string, consumer["pending"]?.int ?? 0 > 0 else { return true }
+                        return log.contains { $0.contains("consumer=\(name) ") && $0.contains("failed; retrying") }
+                    }
+                }
+                let ackedAtStop = try await GroupState.acknowledged(redis)
                 var ackedDuringOutage = ackedAtStop
                 var deadLettersDuringOutage = 0
                 var daemonDied = false
@@ -52,8 +61,8 @@ struct ResilienceTests {
                         next += 1
                     }
                     try await Task.sleep(for: .milliseconds(250))
-                    ackedDuringOutage = max(ackedDuringOutage, try await Self.acknowledged(redis))
-                    deadLettersDuringOutage = max(deadLettersDuringOutage, try await Self.deadLetterCount(redis))
+                    ackedDuringOutage = max(ackedDuringOutage, try await GroupState.acknowledged(redis))
+                    deadLettersDuringOutage = max(deadLettersDuringOutage, try await deadLetterCount(redis))
                     if !daemon.isRunning { daemonDied = true }
                     samples += 1
                 }
@@ -73,7 +82,7 @@ struct ResilienceTests {
                     let stored = try await environment.scalar("SELECT count(*) FROM messages")
                     let pending = try await environment.pendingCount()
                     // A dead letter means a message will never arrive: stop waiting, fail below.
-                    let deadLetters = try await Self.deadLetterCount(redis)
+                    let deadLetters = try await deadLetterCount(redis)
                     return stored == messages.count && pending == 0 || deadLetters != 0
                 }
                 #expect(daemon.isRunning)
@@ -113,7 +122,7 @@ struct ResilienceTests {
                     // Then a burst, and the restart while the daemon is busy with it.
                     try await Producer.append(Array(chunks[5..<10].joined()), redis: before)
                     try await Task.sleep(for: .milliseconds(100))
-                    let acked = try await Self.acknowledged(before)
+                    let acked = try await GroupState.acknowledged(before)
                     print("redisRestart: \(acked) of 5000 acknowledged when Redis restarted")
                     before.close()
                 } catch {
@@ -127,7 +136,7 @@ struct ResilienceTests {
                 defer { redis.close() }
                 // What Redis kept of the first half. The daemon trims acknowledged entries, so
                 // the stream's length says nothing; entries-added counts every XADD it kept.
-                let retained = try await Self.streamInfo(redis).entriesAdded
+                let retained = try await streamInfo(redis).entriesAdded
                 if retained != 5_000 {
                     print("redisRestart: Redis kept \(retained) of the 5000 entries added before the restart")
                 }
@@ -136,13 +145,13 @@ struct ResilienceTests {
                     try await Task.sleep(for: .milliseconds(50))
                 }
                 try await eventually("every entry read and acknowledged after the restart", timeout: .seconds(90)) {
-                    guard let group = try await Self.group(redis) else { return false }
-                    let stream = try await Self.streamInfo(redis)
+                    guard let group = try await GroupState.of(redis) else { return false }
+                    let stream = try await streamInfo(redis)
                     return group.pending == 0 && group.lastDelivered == stream.lastGenerated
                 }
                 let stored = Set(try await environment.rows("SELECT id::text FROM messages").compactMap { $0[0] })
                 if retained == 5_000 {
-                    try await IngestTests.expectStored(messages, in: environment)
+                    try await expectStored(messages, in: environment)
                 } else {
                     // Entries Redis lost may or may not have been stored before it went down;
                     // every entry it kept must be.
@@ -151,7 +160,7 @@ struct ResilienceTests {
                     #expect(missing.isEmpty, "\(missing.count) messages Redis kept are not stored")
                     #expect(stored.isSubset(of: Set(messages.map(\.id))))
                 }
-                #expect(try await Self.deadLetterCount(redis) == 0)
+                #expect(try await deadLetterCount(redis) == 0)
                 #expect(try await environment.pendingCount() == 0)
 
                 #expect(daemon.isRunning, "historian exited: \(daemon.errorOutput.suffix(2000))")
@@ -175,7 +184,7 @@ struct ResilienceTests {
                 // The default consumer name, so that the second run finds its own pending entries.
                 let daemon = try daemons.start(["run", "--workers", "2"], environment)
                 try await eventually("the first entries acknowledged", timeout: .seconds(60)) {
-                    try await Self.acknowledged(redis) > 0
+                    try await GroupState.acknowledged(redis) > 0
                 }
                 try await Task.sleep(for: .milliseconds(500))
                 let signalled = ContinuousClock.now
@@ -186,7 +195,7 @@ struct ResilienceTests {
                 #expect(took < .seconds(12), "shutdown took \(took), shutdown_grace is 10 s")
 
                 // Whatever was acknowledged is committed.
-                let acknowledged = try await Self.acknowledged(redis)
+                let acknowledged = try await GroupState.acknowledged(redis)
                 let stored = try await environment.scalar("SELECT count(*) FROM messages")
                 print("sigtermDuringLoad: stopped in \(took) with \(acknowledged) acknowledged, \(stored) stored")
                 #expect(acknowledged <= stored, "entries acknowledged but not stored")
@@ -224,16 +233,16 @@ struct ResilienceTests {
                     }
                     for name in ["a", "b"] {
                         group.addTask {
+                            // Runs that SIGKILL ended, as their exit status says (128 + 9).
                             var kills = 0
-                            while kills < 5 {
+                            for _ in 0..<5 {
                                 let process = try daemons.start(Self.crashArguments(name), environment)
                                 try await Task.sleep(for: .milliseconds(Int.random(in: 200...1500)))
                                 if !process.isRunning {
                                     Issue.record("historian \(name) exited on its own: \(process.errorOutput.suffix(2000))")
                                 }
                                 process.signal(SIGKILL)
-                                _ = try await process.wait(timeout: .seconds(10))
-                                kills += 1
+                                if try await process.wait(timeout: .seconds(10)) == 128 + SIGKILL { kills += 1 }
                             }
                             return (name, kills)
                         }
@@ -242,9 +251,9 @@ struct ResilienceTests {
                     for try await (name, count) in group { kills[name] = count }
                     return kills
                 }
-                #expect(kills["a"] ?? 0 >= 5 && kills["b"] ?? 0 >= 5)
+                #expect(kills == ["producer": 0, "a": 5, "b": 5], "runs ended by SIGKILL")
                 let storedAfterCrashes = try await environment.scalar("SELECT count(*) FROM messages")
-                let acknowledged = try await Self.acknowledged(redis)
+                let acknowledged = try await GroupState.acknowledged(redis)
                 print("sigkillCrashes: after the crashes \(acknowledged) acknowledged, \(storedAfterCrashes) stored")
                 #expect(acknowledged <= storedAfterCrashes, "entries acknowledged but not stored")
 
@@ -253,7 +262,7 @@ struct ResilienceTests {
                     let stored = try await environment.scalar("SELECT count(*) FROM messages")
                     let pending = try await environment.pendingCount()
                     // A dead letter (poison, say) means a message will never arrive: fail below.
-                    let deadLetters = try await Self.deadLetterCount(redis)
+                    let deadLetters = try await deadLetterCount(redis)
                     return stored == messages.count && pending == 0 || deadLetters != 0
                 }
                 for survivor in survivors { survivor.signal(SIGTERM) }
@@ -272,12 +281,6 @@ struct ResilienceTests {
 
     // MARK: - Dead letters
 
-    /// One entry that must become a dead letter, as raw fields.
-    struct BadEntry {
-        var reason: String
-        var fields: [(String, [UInt8])]
-    }
-
     @Test("one bad entry per dead-letter reason among 1,000 good ones: each dead-lettered verbatim, the rest stored")
     func deadLetterEveryReason() async throws {
         try await TestEnvironment.with { environment in
@@ -287,7 +290,7 @@ struct ResilienceTests {
             good[100].contexts = #"[{"doc_id":"d-a","content":"exact match","score":1,"metadata":null}]"#
             good[200].contexts = #"[{"doc_id":"d-b","content":"no match","score":0}]"#
             good[300].contexts = #"[{"doc_id":"d-c","content":"exact match","score":1.0}]"#
-            let bad = Self.badEntries(good)
+            let bad = BadEntry.everyReason(good)
             #expect(Set(bad.map(\.reason)).count == bad.count)
 
             // Bad entries spread among the good ones, each after the good entries it refers to.
@@ -295,10 +298,10 @@ struct ResilienceTests {
             var badAt: [Int: Int] = [:]  // command index → bad entry index
             var badIndex = 0
             for (index, message) in good.enumerated() {
-                commands.append(Self.xadd(message.fields.map { ($0.0, Array($0.1.utf8)) }))
+                commands.append(xadd(message.fields.map { ($0.0, Array($0.1.utf8)) }))
                 if index >= 40, (index - 40) % 75 == 0, badIndex < bad.count {
                     badAt[commands.count] = badIndex
-                    commands.append(Self.xadd(bad[badIndex].fields))
+                    commands.append(xadd(bad[badIndex].fields))
                     badIndex += 1
                 }
             }
@@ -306,15 +309,7 @@ struct ResilienceTests {
 
             let redis = try await environment.redis()
             defer { redis.close() }
-            var ids: [String] = []
-            var start = 0
-            while start < commands.count {
-                for reply in try await redis.pipeline(Array(commands[start..<min(start + 100, commands.count)])) {
-                    guard let id = reply.string else { throw Producer.ProducerError(reply: "\(reply)") }
-                    ids.append(id)
-                }
-                start += 100
-            }
+            let ids = try await Producer.send(commands, redis: redis)
             var sourceIDs: [String: Int] = [:]  // source entry ID → bad entry index
             for (command, index) in badAt { sourceIDs[ids[command]] = index }
 
@@ -327,7 +322,7 @@ struct ResilienceTests {
             #expect(run.status == 0, "\(run.errors.suffix(2000))")
 
             // Every good message stored; nothing from a bad entry (no stray conversation either).
-            try await IngestTests.expectStored(good, in: environment)
+            try await expectStored(good, in: environment)
             for index in integralScores {
                 let contexts = try await environment.scalar(
                     "SELECT count(*) FROM message_contexts WHERE message_id = '\(good[index].id)'"
@@ -336,24 +331,13 @@ struct ResilienceTests {
             }
             #expect(try await environment.pendingCount() == 0)
 
-            let letters = try await redis.send("XRANGE", "chat:messages:dlq", "-", "+").array ?? []
+            let letters = try await streamRecords(redis, "chat:messages:dlq")
             #expect(letters.count == bad.count)
             var seen = Set<Int>()
             let dlqNames = ["dlq_reason", "dlq_detail", "dlq_source_stream", "dlq_source_id", "dlq_at"]
             for letter in letters {
-                guard let parts = letter.array, parts.count == 2, let flat = parts[1].array else {
-                    Issue.record("unexpected dead-letter shape: \(letter)")
-                    continue
-                }
-                var fields: [(String, [UInt8])] = []
-                var position = 0
-                while position + 1 < flat.count {
-                    fields.append((flat[position].string ?? "?", flat[position + 1].bytes ?? []))
-                    position += 2
-                }
-                func value(_ name: String) -> String? {
-                    fields.first { $0.0 == name }.flatMap { String(validating: $0.1, as: UTF8.self) }
-                }
+                let fields = letter.fields
+                let value = letter.value
                 guard let sourceID = value("dlq_source_id"), let index = sourceIDs[sourceID] else {
                     Issue.record("a dead letter that matches no bad entry: reason \(value("dlq_reason") ?? "-") (\(value("dlq_detail") ?? "-")), source \(value("dlq_source_id") ?? "-")")
                     continue
@@ -386,103 +370,10 @@ struct ResilienceTests {
         }
     }
 
-    /// A crafted entry for every reason the stream can produce (`poison` needs redeliveries).
-    static func badEntries(_ good: [TestMessage]) -> [BadEntry] {
-        var number = 0
-        func base(
-            _ overrides: [(String, [UInt8]?)] = [],
-            extra: [(String, [UInt8])] = []
-        ) -> [(String, [UInt8])] {
-            number += 1
-            var fields: [(String, [UInt8])] = [
-                ("message_id", Array(Producer.uuid(0x0B, number).utf8)),
-                ("conversation_id", Array(Producer.uuid(0x0C, number).utf8)),
-                ("user_id", Array("u-bad".utf8)),
-                ("role", Array("user".utf8)),
-                ("content", Array("bad entry \(number)".utf8)),
-                ("session_id", Array("s-bad".utf8)),
-            ]
-            for (name, value) in overrides {
-                if let index = fields.firstIndex(where: { $0.0 == name }) {
-                    if let value { fields[index].1 = value } else { fields.remove(at: index) }
-                } else if let value {
-                    fields.append((name, value))
-                }
-            }
-            return fields + extra
-        }
-        func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
-
-        let original = good[5]
-        let owned = good[6]
-        return [
-            BadEntry(reason: "missing_field", fields: base([("content", nil)])),
-            BadEntry(reason: "invalid_uuid", fields: base([("message_id", bytes("not-a-uuid"))])),
-            // Unknown fields are kept; a stale dlq_ field is not repeated.
-            BadEntry(
-                reason: "invalid_role",
-                fields: base([("role", bytes("admin"))], extra: [("x_client", bytes("web")), ("dlq_reason", bytes("stale"))])
-            ),
-            BadEntry(reason: "invalid_utf8", fields: base([("content", [0x61, 0xC3, 0x28, 0x62])])),
-            BadEntry(reason: "nul_byte", fields: base([("content", [0x61, 0x00, 0x62])])),
-            BadEntry(reason: "too_large", fields: base([("content", [UInt8](repeating: 0x78, count: (1 << 20) + 1))])),
-            BadEntry(reason: "invalid_json", fields: base([("metadata", bytes("[1,2,3]"))])),
-            BadEntry(reason: "invalid_timestamp", fields: base([("created_at", bytes("2024-13-45 25:00"))])),
-            BadEntry(reason: "invalid_number", fields: base([("tokens_used", bytes("-1"))])),
-            BadEntry(
-                reason: "conflict",
-                fields: base([
-                    ("message_id", bytes(original.id)), ("conversation_id", bytes(original.conversationID)),
-                    ("user_id", bytes(original.userID)), ("role", bytes(original.role)),
-                    ("content", bytes("a different content")),
-                ])
-            ),
-            BadEntry(
-                reason: "user_mismatch",
-                fields: base([("conversation_id", bytes(owned.conversationID)), ("user_id", bytes("intruder"))])
-            ),
-            // A JSON object to any JSON parser (1e-100000 is just a tiny number), but beyond what
-            // PostgreSQL's numeric, and so jsonb, accepts: the row is refused (SQLSTATE class 22).
-            BadEntry(
-                reason: "rejected_by_database",
-                fields: base([("metadata", bytes(#"{"relevance":1e-100000}"#))])
-            ),
-        ]
-    }
-
     // MARK: - Helpers
 
     static func chunks(_ messages: [TestMessage], of size: Int) -> [[TestMessage]] {
         stride(from: 0, to: messages.count, by: size).map { Array(messages[$0..<min($0 + size, messages.count)]) }
-    }
-
-    static func xadd(_ fields: [(String, [UInt8])], stream: String = "chat:messages") -> [RedisArgument] {
-        ["XADD", RedisArgument(stream), "*"] + fields.flatMap { [RedisArgument($0.0), RedisArgument($0.1)] }
-    }
-
-    /// The group's state from `XINFO GROUPS`.
-    struct GroupState {
-        var pending: Int
-        var entriesRead: Int?
-        var lag: Int?
-        var lastDelivered: String?
-    }
-
-    static func group(_ redis: RedisConnection, stream: String = "chat:messages", name: String = "historian")
-        async throws -> GroupState?
-    {
-        guard let groups = try? await redis.send("XINFO", "GROUPS", RedisArgument(stream)).array else { return nil }
-        for group in groups {
-            let info = pairs(group)
-            guard info["name"]?.string == name else { continue }
-            return GroupState(
-                pending: Int(info["pending"]?.int ?? -1),
-                entriesRead: info["entries-read"]?.int.map(Int.init),
-                lag: info["lag"]?.int.map(Int.init),
-                lastDelivered: info["last-delivered-id"]?.string
-            )
-        }
-        return nil
     }
 
     /// Every message is stored, nothing is pending, nothing was dead-lettered and, when given,
@@ -494,42 +385,26 @@ struct ResilienceTests {
         acknowledged expected: Int? = nil,
         sourceLocation: SourceLocation = #_sourceLocation
     ) async throws {
-        try await IngestTests.expectStored(messages, in: environment)
+        try await expectStored(messages, in: environment)
         #expect(try await environment.pendingCount() == 0, sourceLocation: sourceLocation)
         #expect(try await deadLetterCount(redis) == 0, sourceLocation: sourceLocation)
         if let expected {
-            #expect(try await acknowledged(redis) == expected, sourceLocation: sourceLocation)
+            #expect(try await GroupState.acknowledged(redis) == expected, sourceLocation: sourceLocation)
         }
     }
 
-    /// Entries the group has acknowledged: read minus pending.
-    static func acknowledged(_ redis: RedisConnection) async throws -> Int {
-        guard let group = try await group(redis), let read = group.entriesRead else { return 0 }
-        return read - group.pending
-    }
-
-    static func deadLetterCount(_ redis: RedisConnection) async throws -> Int {
-        Int(try await redis.send("XLEN", "chat:messages:dlq").int ?? -1)
-    }
-
-    /// `XINFO STREAM`: entries ever added, and the last ID generated.
-    static func streamInfo(_ redis: RedisConnection, stream: String = "chat:messages") async throws
-        -> (entriesAdded: Int, lastGenerated: String?)
-    {
-        let info = pairs(try await redis.send("XINFO", "STREAM", RedisArgument(stream)))
-        return (Int(info["entries-added"]?.int ?? -1), info["last-generated-id"]?.string)
-    }
-
-    /// A flat `[key, value, …]` reply as a dictionary.
-    static func pairs(_ reply: RESPValue) -> [String: RESPValue] {
-        let flat = reply.array ?? []
-        var info: [String: RESPValue] = [:]
-        var index = 0
-        while index + 1 < flat.count {
-            if let key = flat[index].string { info[key] = flat[index + 1] }
-            index += 2
+    /// The records of a text log: a line, with the lines that continue it (an error message
+    /// with a newline goes on in lines that start with a tab).
+    static func logRecords(_ log: Substring) -> [String] {
+        var records: [String] = []
+        for line in log.split(separator: "\n") {
+            if line.hasPrefix("\t"), !records.isEmpty {
+                records[records.count - 1] += "\n" + line
+            } else {
+                records.append(String(line))
+            }
         }
-        return info
+        return records
     }
 
     static func parseRFC3339(_ text: String) -> Date? {
@@ -538,56 +413,5 @@ struct ResilienceTests {
         if let date = formatter.date(from: text) { return date }
         formatter.formatOptions = [.withInternetDateTime]
         return formatter.date(from: text)
-    }
-}
-
-/// The `historian` processes a test started; `killAll` SIGKILLs and reaps whatever still runs,
-/// so that no process outlives its test, whatever failed.
-final class Daemons: Sendable {
-    private let processes = Mutex<[HistorianProcess]>([])
-
-    func start(_ arguments: [String], _ environment: TestEnvironment) throws -> HistorianProcess {
-        try start(arguments, variables: environment.historianEnvironment)
-    }
-
-    /// Starts `historian` with exactly these environment variables.
-    func start(_ arguments: [String], variables: [String: String]) throws -> HistorianProcess {
-        let process = try HistorianProcess(arguments, environment: variables)
-        processes.withLock { $0.append(process) }
-        return process
-    }
-
-    func killAll() {
-        for process in processes.withLock({ $0 }) {
-            process.signal(SIGKILL)
-            var tries = 0
-            while process.isRunning, tries < 500 {
-                usleep(10_000)
-                tries += 1
-            }
-        }
-    }
-
-    /// Runs `body` with a fresh set of processes. If it throws, prints the end of each one's
-    /// standard error to explain the failure; either way, kills whatever still runs.
-    static func with<T>(_ body: (Daemons) async throws -> T) async throws -> T {
-        let daemons = Daemons()
-        defer { daemons.killAll() }
-        do {
-            return try await body(daemons)
-        } catch {
-            daemons.printErrors()
-            throw error
-        }
-    }
-
-    /// Prints the end of each process's standard error, to explain a failure.
-    private func printErrors() {
-        for process in processes.withLock({ $0 }) {
-            let errors = process.errorOutput
-            guard !errors.isEmpty else { continue }
-            print("--- historian \(process.arguments.joined(separator: " ")) (stderr, last 3000 bytes):")
-            print(String(errors.suffix(3000)))
-        }
     }
 }

@@ -160,17 +160,3 @@ struct SandboxTests {
         return false
     }
 }
-
-/// A temporary directory of a test's own.
-struct TemporaryDirectory {
-    let path: String
-
-    init(_ prefix: String) throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    func remove() {
-        try? FileManager.default.removeItem(atPath: path)
-    }
-}

@@ -48,14 +48,16 @@ struct SystemdTests {
                 let body = try Self.object(notReady.body)
                 #expect((body["missing"] as? [String])?.contains("postgres") == true, "\(notReady.body)")
                 #expect(try await LoopbackHTTP.get(port: port, path: "/healthz").status == 200)
+                #expect(try await Prometheus.samples(port: port)["historian_ready"] == 0)
                 #expect(daemon.isRunning)
 
-                // PostgreSQL back: READY=1 once, /readyz 200.
+                // PostgreSQL back: READY=1 once, /readyz 200, historian_ready 1.
                 try await environment.postgresServer.start()
                 try await eventually("READY=1", timeout: .seconds(60)) { !receiver.times(of: "READY=1").isEmpty }
                 let ready = try #require(receiver.times(of: "READY=1").first)
                 #expect(try await LoopbackHTTP.get(port: port, path: "/readyz").status == 200)
                 #expect(try await LoopbackHTTP.get(port: port, path: "/healthz").status == 200)
+                #expect(try await Prometheus.samples(port: port)["historian_ready"] == 1)
 
                 // Idle: a ping every half interval.
                 try await Task.sleep(for: .seconds(7))
@@ -160,19 +162,5 @@ struct PostgresProcesses {
     func signal(_ signal: Int32) {
         kill(postmaster, signal)
         for child in children { kill(child, signal) }
-    }
-}
-
-/// The processes whose parent is `parent`, from /proc.
-func childProcesses(of parent: pid_t) -> [pid_t] {
-    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-    return entries.compactMap { entry -> pid_t? in
-        guard let pid = pid_t(entry),
-            let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return nil }
-        // After "pid (comm)": the state, then the parent's pid.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        return fields.count > 1 && pid_t(fields[1]) == parent ? pid : nil
     }
 }

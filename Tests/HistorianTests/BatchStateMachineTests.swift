@@ -96,7 +96,11 @@ struct BatchStateMachineTests {
 
     @Test func aMessageTheStoreDidNotReportIsRetried() {
         var machine = BatchStateMachine(entries: [Self.entry(0), Self.entry(1)], validator: EntryValidator())
-        guard case .store(let unit) = machine.nextAction() else { return }
+        guard case .store(let unit) = machine.nextAction() else {
+            Issue.record("expected a store")
+            return
+        }
+        #expect(unit.map(\.entryID.sequence) == [0, 1])
         machine.unitStored([unit[0].id: .stored])
         guard case .store(let retry) = machine.nextAction() else {
             Issue.record("the unreported message was dropped")

@@ -102,13 +102,4 @@ struct DaemonMetricsTests {
                 .totalValue == 0
         )
     }
-
-    @Test func readinessFollowsTheService() throws {
-        let backend = TestMetrics()
-        let metrics = DaemonMetrics(factory: backend)
-        metrics.recordReady(true)
-        #expect(try backend.expectGauge("historian_ready").lastValue == 1)
-        metrics.recordReady(false)
-        #expect(try backend.expectGauge("historian_ready").lastValue == 0)
-    }
 }

@@ -52,17 +52,18 @@ final class TestEnvironment: Sendable {
         try? FileManager.default.removeItem(atPath: archiveDir)
     }
 
-    /// The environment variables that point `historian` at these servers.
+    /// The environment variables that point `historian` at these servers, on top of the few the
+    /// test runner passes on (``ChildEnvironment``).
     var historianEnvironment: [String: String] {
-        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("HISTORIAN_") }
-        environment["HISTORIAN_REDIS_URL"] = redisURL
-        environment["HISTORIAN_POSTGRES_URL"] = postgresURL
-        environment["HISTORIAN_ARCHIVE_DIR"] = archiveDir
-        environment["HISTORIAN_LOG_LEVEL"] = "notice"
-        // No metrics endpoint unless a test asks for one: daemons of tests that run at the same
-        // time would all want the default 127.0.0.1:9464.
-        environment["HISTORIAN_METRICS_ADDRESS"] = ""
-        return environment
+        ChildEnvironment.clean([
+            "HISTORIAN_REDIS_URL": redisURL,
+            "HISTORIAN_POSTGRES_URL": postgresURL,
+            "HISTORIAN_ARCHIVE_DIR": archiveDir,
+            "HISTORIAN_LOG_LEVEL": "notice",
+            // No metrics endpoint unless a test asks for one: daemons of tests that run at the
+            // same time would all want the default 127.0.0.1:9464.
+            "HISTORIAN_METRICS_ADDRESS": "",
+        ])
     }
 
     /// Runs `historian migrate` against these servers and expects it to succeed.
@@ -100,6 +101,25 @@ final class TestEnvironment: Sendable {
         // -1 until the group exists.
         let summary = try? await redis.send("XPENDING", RedisArgument(stream), RedisArgument(group))
         return Int(summary?.array?.first?.int ?? -1)
+    }
+}
+
+/// The environment of a process a test starts: an allow-list of the test runner's variables and
+/// what the test sets, nothing else. A runner started by systemd, or from a shell with `PG*` or
+/// `HISTORIAN_*` set, would otherwise hand `historian` a notify socket, a watchdog, credentials or
+/// settings that change what it does (`PGOPTIONS`, `CREDENTIALS_DIRECTORY`, `NOTIFY_SOCKET`, …).
+enum ChildEnvironment {
+    /// What is passed on: what finds programs, names the user and sets the locale and the
+    /// temporary directory.
+    static let passedOn: Set<String> = ["PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TMPDIR"]
+
+    /// The runner's variables in ``passedOn`` (and `LC_*`), with `variables` on top.
+    static func clean(_ variables: [String: String]) -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment.filter { name, _ in
+            passedOn.contains(name) || name.hasPrefix("LC_")
+        }
+        environment.merge(variables) { _, given in given }
+        return environment
     }
 }
 
@@ -147,6 +167,7 @@ final class HistorianProcess: Sendable {
     }
 
     var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+    var outputBytes: [UInt8] { (try? [UInt8](Data(contentsOf: URL(fileURLWithPath: outputPath)))) ?? [] }
     var errorOutput: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
     var isRunning: Bool { child.isRunning }
 
@@ -171,6 +192,32 @@ final class HistorianProcess: Sendable {
         let status = try await process.wait(timeout: timeout)
         return (status, process.output, process.errorOutput)
     }
+
+    /// What ``runMeasured(_:environment:timeout:)`` saw of a run.
+    struct Measured {
+        var status: Int32
+        var output: [UInt8]
+        var errors: String
+        /// The most memory it had resident (`VmHWM`), as last read before it exited.
+        var peakResidentBytes: Int
+    }
+
+    /// Runs to completion, keeping standard output as bytes, and reads the kernel's high-water
+    /// mark of its memory every 10 ms while it runs: the mark only grows, but is gone with the
+    /// process, so the last reading stands for its life.
+    static func runMeasured(_ arguments: [String], environment: [String: String], timeout: Duration = .seconds(180))
+        async throws -> Measured
+    {
+        let process = try HistorianProcess(arguments, environment: environment)
+        var peak = 0
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning, ContinuousClock.now < deadline {
+            peak = max(peak, process.child.peakResidentBytes ?? 0)
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let status = try await process.wait(timeout: .seconds(10))
+        return Measured(status: status, output: process.outputBytes, errors: process.errorOutput, peakResidentBytes: peak)
+    }
 }
 
 /// Polls `condition` until it holds, failing the test after `timeout`.
@@ -194,9 +241,15 @@ struct TimedOut: Error, CustomStringConvertible {
     var description: String { "timed out waiting for \(what)" }
 }
 
+/// What a program run to completion left: its exit status and standard output.
+struct ProgramRun {
+    var status: Int32
+    var output: Data
+    var text: String { String(decoding: output, as: UTF8.self) }
+}
+
 /// Runs a program (found on `PATH`) to completion.
-/// - Returns: its exit status and standard output.
-func runProgram(_ arguments: [String], in directory: String? = nil) throws -> (status: Int32, output: Data) {
+func runProgram(_ arguments: [String], in directory: String? = nil) throws -> ProgramRun {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = arguments
@@ -206,5 +259,5 @@ func runProgram(_ arguments: [String], in directory: String? = nil) throws -> (s
     try process.run()
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    return (process.terminationStatus, data)
+    return ProgramRun(status: process.terminationStatus, output: data)
 }
