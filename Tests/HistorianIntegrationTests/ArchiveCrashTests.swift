@@ -128,7 +128,7 @@ struct ArchiveCrashTests {
             }
             try await Task.sleep(for: .seconds(2))
             #expect(try await environment.pendingCount() == 1, "the entry is no longer pending")
-            #expect(Int(try await redis.send("XLEN", "chat:messages:dlq").int ?? -1) == 0, "dead-lettered")
+            #expect(try await deadLetterCount(redis) == 0, "dead-lettered")
             #expect(try await environment.scalar("SELECT count(*) FROM conversations") == 0, "a new conversation started")
             #expect(try await environment.scalar("SELECT count(*) FROM messages") == 0)
             #expect(daemon.isRunning)
@@ -141,7 +141,7 @@ struct ArchiveCrashTests {
                 return stored == messages.count + 1 && pending == 0
             }
             #expect(try await environment.scalar("SELECT count(*) FROM archived_conversations") == 0)
-            #expect(Int(try await redis.send("XLEN", "chat:messages:dlq").int ?? -1) == 0)
+            #expect(try await deadLetterCount(redis) == 0)
             daemon.signal(SIGTERM)
             #expect(try await daemon.wait(timeout: .seconds(30)) == 0)
         }

@@ -8,36 +8,6 @@ import Testing
 struct CacheTests {
     /// The latest `size` messages of each conversation as PostgreSQL orders them, oldest first,
     /// as parsed JSON objects in the contract's element shape.
-    static func expectedLists(_ environment: TestEnvironment, size: Int = 10) async throws -> [String: [NSDictionary]] {
-        let rows = try await environment.rows(
-            """
-            SELECT conversation_id::text, json_build_object('id', id, 'conversation_id', conversation_id, 'role', role,
-                'created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                'tokens_used', tokens_used, 'latency_ms', latency_ms, 'content', content, 'metadata', metadata)::text
-            FROM (
-                SELECT m.*, row_number() OVER (PARTITION BY conversation_id ORDER BY created_at DESC, arrival DESC) AS rank
-                FROM messages m
-            ) ranked
-            WHERE rank <= \(size)
-            ORDER BY conversation_id, created_at, arrival
-            """
-        )
-        var lists: [String: [NSDictionary]] = [:]
-        for row in rows {
-            lists[row[0]!, default: []].append(try parse(row[1]!))
-        }
-        return lists
-    }
-
-    static func parse(_ json: String) throws -> NSDictionary {
-        try JSONSerialization.jsonObject(with: Data(json.utf8)) as! NSDictionary
-    }
-
-    static func cachedList(_ redis: RedisConnection, _ conversation: String) async throws -> [NSDictionary] {
-        let reply = try await redis.send("LRANGE", RedisArgument("history:\(conversation):recent"), "0", "-1")
-        return try (reply.array ?? []).map { try parse($0.string ?? "{}") }
-    }
-
     @Test("20,000 messages, 300 conversations, 3 workers, a third late: every recent list equals PostgreSQL's latest")
     func recentListsMatchPostgres() async throws {
         try await TestEnvironment.with { environment in
@@ -61,11 +31,11 @@ struct CacheTests {
             #expect(run.status == 0, "\(run.errors)")
             #expect(try await environment.scalar("SELECT count(*) FROM messages") == messages.count)
 
-            let expected = try await Self.expectedLists(environment)
+            let expected = try await expectedRecentLists(environment)
             #expect(expected.count == 300)
             var wrong: [String] = []
             for (conversation, list) in expected {
-                let cached = try await Self.cachedList(redis, conversation)
+                let cached = try await cachedRecentList(redis, conversation)
                 if cached != list { wrong.append(conversation) }
             }
             #expect(wrong.isEmpty, "\(wrong.count) recent lists differ from PostgreSQL, e.g. \(wrong.prefix(3))")
@@ -81,7 +51,7 @@ struct CacheTests {
             try await Producer.append(Array(messages[..<600]), redis: redis)
             var run = try await HistorianProcess.run(["run", "--once"], environment: environment.historianEnvironment)
             #expect(run.status == 0, "\(run.errors)")
-            var expected = try await Self.expectedLists(environment)
+            var expected = try await expectedRecentLists(environment)
             var checked = 0
             for (conversation, list) in expected {
                 let key = RedisArgument("history:\(conversation):recent:version")
@@ -98,9 +68,9 @@ struct CacheTests {
             try await Producer.append(Array(messages[600...]), redis: redis)
             run = try await HistorianProcess.run(["run", "--once"], environment: environment.historianEnvironment)
             #expect(run.status == 0, "\(run.errors)")
-            expected = try await Self.expectedLists(environment)
+            expected = try await expectedRecentLists(environment)
             var wrong: [String] = []
-            for (conversation, list) in expected where try await Self.cachedList(redis, conversation) != list {
+            for (conversation, list) in expected where try await cachedRecentList(redis, conversation) != list {
                 wrong.append(conversation)
             }
             #expect(wrong.isEmpty, "\(wrong.count) recent lists differ from PostgreSQL, e.g. \(wrong.prefix(3))")
@@ -157,7 +127,7 @@ struct CacheTests {
                 }
                 done = try await environment.scalar("SELECT count(*) FROM messages") == total
                 for conversation in conversations {
-                    let list = try await Self.cachedList(redis, conversation)
+                    let list = try await cachedRecentList(redis, conversation)
                     guard let last = list.last?["created_at"] as? String else { continue }
                     samples += 1
                     let ids = Set(list.compactMap { $0["id"] as? String })
@@ -185,9 +155,9 @@ struct CacheTests {
             try await eventually("all acknowledged") { try await environment.pendingCount() == 0 }
             #expect(regressions.isEmpty, "\(regressions.prefix(5))")
             #expect(samples > 50, "sampled only \(samples) times")
-            let expected = try await Self.expectedLists(environment)
+            let expected = try await expectedRecentLists(environment)
             for conversation in conversations {
-                #expect(try await Self.cachedList(redis, conversation) == expected[conversation] ?? [])
+                #expect(try await cachedRecentList(redis, conversation) == expected[conversation] ?? [])
             }
         }
     }
@@ -253,9 +223,9 @@ struct CacheTests {
             try await Producer.append([late], redis: redis)
             let third = try await HistorianProcess.run(["run", "--once"], environment: variables)
             #expect(third.status == 0)
-            let expected = try await Self.expectedLists(environment)
-            #expect(try await Self.cachedList(redis, late.conversationID) == expected[late.conversationID])
-            #expect(try await Self.cachedList(redis, late.conversationID).count == 10)
+            let expected = try await expectedRecentLists(environment)
+            #expect(try await cachedRecentList(redis, late.conversationID) == expected[late.conversationID])
+            #expect(try await cachedRecentList(redis, late.conversationID).count == 10)
         }
     }
 

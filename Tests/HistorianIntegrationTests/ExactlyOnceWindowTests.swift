@@ -44,12 +44,12 @@ struct ExactlyOnceWindowTests {
             try await eventually("every entry acknowledged", timeout: .seconds(60)) {
                 try await environment.pendingCount() == 0
             }
-            let metrics = try Self.samples(try await LoopbackHTTP.get(port: port, path: "/metrics").body)
+            let metrics = try await Prometheus.samples(port: port)
             #expect(metrics["historian_messages_duplicate_total"] == Double(messages.count))
             #expect(metrics["historian_messages_stored_total"] == 0)
             #expect(try await environment.scalar("SELECT count(*) FROM messages") == messages.count)
             #expect(try await environment.scalar("SELECT count(DISTINCT id) FROM messages") == messages.count)
-            #expect(Int(try await redis.send("XLEN", "chat:messages:dlq").int ?? -1) == 0)
+            #expect(try await deadLetterCount(redis) == 0)
             second.signal(SIGTERM)
             #expect(try await second.wait(timeout: .seconds(30)) == 0)
         }
@@ -76,7 +76,7 @@ struct ExactlyOnceWindowTests {
             first.signal(SIGKILL)
             _ = try await first.wait(timeout: .seconds(10))
             // The dead letter's XADD and the XACK go together in MULTI/EXEC: neither happened.
-            #expect(Int(try await redis.send("XLEN", "chat:messages:dlq").int ?? -1) == 0)
+            #expect(try await deadLetterCount(redis) == 0)
             #expect(try await environment.pendingCount() == 1)
 
             _ = try await redis.send("ACL", "SETUSER", "default", "+xack")
@@ -85,28 +85,13 @@ struct ExactlyOnceWindowTests {
             try await eventually("the entry acknowledged", timeout: .seconds(60)) {
                 try await environment.pendingCount() == 0
             }
-            let letters = try await redis.send("XRANGE", "chat:messages:dlq", "-", "+").array ?? []
+            let letters = try await streamRecords(redis, "chat:messages:dlq")
             #expect(letters.count == 1)
-            let fields = (letters.first?.array?.last?.array ?? []).compactMap(\.string)
-            let pairs = Dictionary(
-                stride(from: 0, to: fields.count - 1, by: 2).map { (fields[$0], fields[$0 + 1]) },
-                uniquingKeysWith: { first, _ in first }
-            )
-            #expect(pairs["dlq_reason"] == "invalid_uuid")
-            #expect(pairs["dlq_source_id"] == ids.first)
-            #expect(pairs["content"] == "a message with a bad id")
+            #expect(letters.first?.value("dlq_reason") == "invalid_uuid")
+            #expect(letters.first?.value("dlq_source_id") == ids.first)
+            #expect(letters.first?.value("content") == "a message with a bad id")
             second.signal(SIGTERM)
             #expect(try await second.wait(timeout: .seconds(30)) == 0)
         }
-    }
-
-    /// A Prometheus text exposition's samples by series, labels as written.
-    static func samples(_ body: String) throws -> [String: Double] {
-        var samples: [String: Double] = [:]
-        for line in body.split(separator: "\n") where !line.hasPrefix("#") {
-            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
-            samples[String(line[..<space])] = value
-        }
-        return samples
     }
 }

@@ -188,22 +188,8 @@ struct SettingsEndToEndTests {
             #expect(try await environment.pendingCount() == 0)
 
             if size > 0 {
-                for conversation in [busy, short] {
-                    let latest = try await environment.rows(
-                        """
-                        SELECT id::text, role, content FROM (
-                            SELECT * FROM messages WHERE conversation_id = '\(conversation)'
-                            ORDER BY created_at DESC, arrival DESC LIMIT \(size)
-                        ) AS m ORDER BY created_at, arrival
-                        """
-                    ).map { $0.map { $0 ?? "" } }
-                    let cached = try await redis.send("LRANGE", RedisArgument("history:\(conversation):recent"), "0", "-1")
-                    let elements = try (cached.array ?? []).map { element -> [String] in
-                        let object = try JSONSerialization.jsonObject(with: Data((element.string ?? "").utf8)) as? [String: Any] ?? [:]
-                        return ["id", "role", "content"].map { object[$0] as? String ?? "" }
-                    }
-                    #expect(elements == latest, "history:\(conversation):recent")
-                }
+                let differing = try await recentListsDiffering([busy, short], environment, redis, size: size)
+                #expect(differing.isEmpty, "recent lists other than PostgreSQL's latest \(size): \(differing)")
                 let busyIDs = try await redis.send("LRANGE", RedisArgument("history:\(busy):recent"), "0", "-1").array?.count
                 #expect(busyIDs == 3)
             } else {
