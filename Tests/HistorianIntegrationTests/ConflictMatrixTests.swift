@@ -167,7 +167,7 @@ struct ConflictMatrixTests {
                     #expect(letter.reason == "conflict", "\(Self.variants[index].name)")
                     #expect(letter.sourceStream == "chat:messages")
                     #expect(letter.detail?.isEmpty == false)
-                    #expect(letter.at.flatMap(Self.parseRFC3339) != nil, "dlq_at \(letter.at ?? "-")")
+                    #expect(letter.at.flatMap(TestTime.parseRFC3339) != nil, "dlq_at \(letter.at ?? "-")")
                     #expect(
                         letter.original == copies[index].map { ($0.0, Array($0.1.utf8)) }.map(Self.Pair.init),
                         "\(Self.variants[index].name): the dead letter's fields are not the entry's, verbatim"
@@ -256,30 +256,17 @@ struct ConflictMatrixTests {
 
     /// The dead-letter stream's entries: their non-`dlq_` fields in order, as bytes, and the rest.
     static func deadLetters(_ redis: RedisConnection, stream: String = "chat:messages:dlq") async throws -> [Letter] {
-        let entries = try await redis.send("XRANGE", RedisArgument(stream), "-", "+").array ?? []
-        return entries.map { entry in
-            let items = entry.array?.dropFirst().first?.array ?? []
+        try await streamRecords(redis, stream).map { record in
             var letter = Letter(original: [], dlqFieldNames: [], fields: [:])
-            var index = 0
-            while index + 1 < items.count {
-                let name = items[index].string ?? ""
+            for (name, value) in record.fields {
                 if name.hasPrefix("dlq_") {
                     letter.dlqFieldNames.append(name)
-                    letter.fields[name] = items[index + 1].string
+                    letter.fields[name] = String(decoding: value, as: UTF8.self)
                 } else {
-                    letter.original.append(Pair((name, items[index + 1].bytes ?? [])))
+                    letter.original.append(Pair((name, value)))
                 }
-                index += 2
             }
             return letter
         }
-    }
-
-    static func parseRFC3339(_ text: String) -> Date? {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let date = formatter.date(from: text) { return date }
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.date(from: text)
     }
 }

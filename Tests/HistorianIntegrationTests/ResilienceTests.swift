@@ -354,7 +354,7 @@ struct ResilienceTests {
                 #expect(fields.dropFirst(original.count).map(\.0) == dlqNames, "\(entry.reason): dead-letter fields \(fields.map(\.0))")
                 #expect(!(value("dlq_detail") ?? "").isEmpty, "\(entry.reason): empty dlq_detail")
                 #expect(value("dlq_source_stream") == "chat:messages")
-                let at = value("dlq_at").flatMap(Self.parseRFC3339)
+                let at = value("dlq_at").flatMap(TestTime.parseRFC3339)
                 #expect(at != nil, "\(entry.reason): dlq_at \(value("dlq_at") ?? "-") is not RFC 3339")
                 if let at {
                     #expect(at > startedAt.addingTimeInterval(-5) && at < Date().addingTimeInterval(5), "\(entry.reason): dlq_at \(at)")
@@ -405,13 +405,5 @@ struct ResilienceTests {
             }
         }
         return records
-    }
-
-    static func parseRFC3339(_ text: String) -> Date? {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let date = formatter.date(from: text) { return date }
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.date(from: text)
     }
 }
