@@ -4,19 +4,8 @@ import Testing
 @testable import Historian
 
 struct BatchStateMachineTests {
-    static func entry(_ number: Int, message: Int? = nil, content: String = "hello", valid: Bool = true) -> StreamEntry {
-        StreamEntry(
-            id: StreamID(milliseconds: 1000, sequence: UInt64(number)),
-            [
-                "message_id": valid ? "00000000-0000-7000-8000-\(String(format: "%012d", message ?? number))" : "bad",
-                "conversation_id": "00000000-0000-7000-9000-000000000001",
-                "user_id": "u", "role": "user", "content": content,
-            ]
-        )
-    }
-
     @Test func storesValidEntriesAndDeadLettersInvalidOnes() {
-        var machine = BatchStateMachine(entries: [Self.entry(0), Self.entry(1, valid: false), Self.entry(2)], validator: EntryValidator())
+        var machine = BatchStateMachine(entries: [testEntry(0), testEntry(1, valid: false), testEntry(2)], validator: EntryValidator())
         guard case .store(let unit) = machine.nextAction() else {
             Issue.record("expected a store")
             return
@@ -35,7 +24,7 @@ struct BatchStateMachineTests {
 
     @Test func repeatedMessageIDsGoInLaterRounds() {
         let machine = BatchStateMachine(
-            entries: [Self.entry(0, message: 7), Self.entry(1, message: 8), Self.entry(2, message: 7, content: "changed")],
+            entries: [testEntry(0, message: 7), testEntry(1, message: 8), testEntry(2, message: 7, content: "changed")],
             validator: EntryValidator()
         )
         guard case .store(let first) = machine.nextAction() else {
@@ -62,7 +51,7 @@ struct BatchStateMachineTests {
     @Test(arguments: [1, 2, 7, 64, 500])
     func bisectionIsolatesTheOneRefusedRow(size: Int) {
         let bad = size / 3
-        var machine = BatchStateMachine(entries: (0..<size).map { Self.entry($0) }, validator: EntryValidator())
+        var machine = BatchStateMachine(entries: (0..<size).map { testEntry($0) }, validator: EntryValidator())
         var transactions = 0
         while case .store(let unit) = machine.nextAction() {
             transactions += 1
@@ -95,7 +84,7 @@ struct BatchStateMachineTests {
     }
 
     @Test func aMessageTheStoreDidNotReportIsRetried() {
-        var machine = BatchStateMachine(entries: [Self.entry(0), Self.entry(1)], validator: EntryValidator())
+        var machine = BatchStateMachine(entries: [testEntry(0), testEntry(1)], validator: EntryValidator())
         guard case .store(let unit) = machine.nextAction() else {
             Issue.record("expected a store")
             return
@@ -110,7 +99,7 @@ struct BatchStateMachineTests {
     }
 
     @Test func judgementMatchesTheContract() throws {
-        let message = try EntryValidator().validate(Self.entry(0)).get()
+        let message = try EntryValidator().validate(testEntry(0)).get()
         let same = StoredMessage(conversationID: message.conversationID, role: "user", content: "hello")
         #expect(StoreJudgement.judge(message, existing: same, owner: "u") == .alreadyStored)
         var changed = same

@@ -27,8 +27,8 @@ struct DaemonMetricsTests {
         let backend = TestMetrics()
         let metrics = DaemonMetrics(factory: backend)
         let entries =
-            (0..<5).map { BatchStateMachineTests.entry($0) } + [
-                BatchStateMachineTests.entry(5, valid: false), BatchStateMachineTests.entry(6, valid: false),
+            (0..<5).map { testEntry($0) } + [
+                testEntry(5, valid: false), testEntry(6, valid: false),
             ]
         var machine = BatchStateMachine(entries: entries, validator: EntryValidator())
         guard case .store(let unit) = machine.nextAction() else {
