@@ -82,17 +82,7 @@ public struct ReadinessProbe: Service, CustomStringConvertible {
         private mutating func checkPostgres() async -> (Readiness.Server, Readiness.Schema) {
             postgresLoop.awaiting()
             do {
-                if postgres == nil || postgres!.isBroken {
-                    postgres?.close()
-                    postgres = nil
-                    postgres = try await probe.endpoints.connectPostgres(
-                        logger: probe.logger,
-                        applicationName: "historian-probe",
-                        connectTimeout: ReadinessProbe.timeout,
-                        queryTimeout: ReadinessProbe.timeout
-                    )
-                }
-                let recorded = try await postgres!.withSession { try Schema.recordedVersion($0) }
+                let recorded = try await postgresConnection().withSession { try Schema.recordedVersion($0) }
                 postgresLoop.answered()
                 let needed = Schema.currentVersion
                 switch recorded {
@@ -111,12 +101,7 @@ public struct ReadinessProbe: Service, CustomStringConvertible {
         private mutating func checkRedis() async -> (Readiness.Server, lag: Int?, pending: Int?) {
             redisLoop.awaiting()
             do {
-                if redis == nil || redis!.isBroken {
-                    redis?.close()
-                    redis = nil
-                    redis = try await probe.endpoints.connectRedis(logger: probe.logger)
-                }
-                let group = try await probe.stream.groupState(redis!)
+                let group = try await probe.stream.groupState(try await redisConnection())
                 redisLoop.answered()
                 return (.reachable, group?.lag, group?.pending)
             } catch {
@@ -124,6 +109,31 @@ public struct ReadinessProbe: Service, CustomStringConvertible {
                 probe.logger.debug("readiness: Redis check failed", metadata: ["error": "\(error)"])
                 return (.unreachable, nil, nil)
             }
+        }
+
+        /// The check's own PostgreSQL connection, made again once broken.
+        private mutating func postgresConnection() async throws -> PostgresConnection {
+            if let connection = postgres, !connection.isBroken { return connection }
+            postgres?.close()
+            postgres = nil
+            let connection = try await probe.endpoints.connectPostgres(
+                logger: probe.logger,
+                applicationName: "historian-probe",
+                connectTimeout: ReadinessProbe.timeout,
+                queryTimeout: ReadinessProbe.timeout
+            )
+            postgres = connection
+            return connection
+        }
+
+        /// The check's own Redis connection, made again once broken.
+        private mutating func redisConnection() async throws -> RedisConnection {
+            if let connection = redis, !connection.isBroken { return connection }
+            redis?.close()
+            redis = nil
+            let connection = try await probe.endpoints.connectRedis(logger: probe.logger)
+            redis = connection
+            return connection
         }
 
         /// Logs a change: a warning once the daemon has been prepared, plain information while
