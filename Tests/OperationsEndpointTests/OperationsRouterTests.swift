@@ -72,7 +72,7 @@ struct OperationsRouterTests {
 
     @Test func metricsServesTheRegistryAndOtherPathsAre404() async throws {
         let registry = PrometheusCollectorRegistry()
-        registry.makeGauge(name: "historian_ready").set(to: 1.0)
+        registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "historian_ready", unitName: "", helpText: "")).set(to: 1.0)
         try await application(DaemonHealth(), registry: registry).test(.router) { client in
             try await client.execute(uri: "/metrics", method: .get) { response in
                 #expect(response.status == .ok)

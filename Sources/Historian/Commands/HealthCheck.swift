@@ -35,16 +35,14 @@ public struct HealthCheck: Sendable {
             let postgres = try await endpoints.connectPostgres(logger: logger, applicationName: "historian-check")
             defer { postgres.close() }
             report("ok: PostgreSQL reachable (server version \(postgres.serverVersion))")
-            let version = try await postgres.withSession { try Schema.recordedVersion($0) }
-            switch version {
-            case nil:
-                problem("schema: not created; run `historian migrate`")
-            case let version? where version < Schema.currentVersion:
-                problem("schema: version \(version), this build needs \(Schema.currentVersion); run `historian migrate`")
-            case let version? where version > Schema.currentVersion:
-                problem("schema: version \(version) is newer than this build's \(Schema.currentVersion); upgrade Historian")
-            default:
+            let schema = Readiness.Schema(recorded: try await postgres.withSession { try Schema.recordedVersion($0) })
+            switch schema {
+            case .current, .unknown:
                 report("ok: schema version \(Schema.currentVersion) (current)")
+            case .missing, .behind:
+                problem("schema: \(Readiness.describe(schema)); run `historian migrate`")
+            case .ahead:
+                problem("schema: \(Readiness.describe(schema)); upgrade Historian")
             }
         } catch {
             problem("PostgreSQL unreachable: \(error)")
@@ -61,14 +59,11 @@ public struct HealthCheck: Sendable {
             case "stream":
                 let info = try await redis.send("XINFO", "STREAM", RedisArgument(stream)).fieldPairs
                 report("ok: stream \(stream): \(info["length"]?.int ?? 0) entries")
-                let groups = try await redis.send("XINFO", "GROUPS", RedisArgument(stream))
-                let group = (groups.array ?? []).map(\.fieldPairs).first { $0["name"]?.string == configuration.group }
-                if let group {
-                    let lag = group["lag"].flatMap { $0.int.map(String.init) } ?? "unknown"
+                let ingest = IngestStream(stream: stream, group: configuration.group, dlqStream: configuration.dlqStream)
+                if let group = try await ingest.groupState(redis) {
                     report(
-                        "ok: group \(configuration.group): \(group["consumers"]?.int ?? 0) consumers, "
-                            + "\(group["pending"]?.int ?? 0) pending, lag \(lag), "
-                            + "last delivered \(group["last-delivered-id"]?.string ?? "-")"
+                        "ok: group \(configuration.group): \(group.consumers) consumers, \(group.pending) pending, "
+                            + "lag \(group.lag.map(String.init) ?? "unknown"), last delivered \(group.lastDelivered ?? "-")"
                     )
                 } else {
                     report("note: group \(configuration.group) does not exist yet; `historian run` creates it")

@@ -25,6 +25,16 @@ public struct Readiness: Sendable, Equatable {
         case behind(recorded: Int, needed: Int)
         /// The database was migrated by a newer Historian.
         case ahead(recorded: Int, needed: Int)
+
+        /// The state of a database whose recorded version is `recorded` (`nil`: none).
+        public init(recorded: Int?, needed: Int = Historian.Schema.currentVersion) {
+            switch recorded {
+            case nil: self = .missing
+            case let version? where version < needed: self = .behind(recorded: version, needed: needed)
+            case let version? where version > needed: self = .ahead(recorded: version, needed: needed)
+            default: self = .current
+            }
+        }
     }
 
     public var postgres: Server = .unknown

@@ -84,13 +84,7 @@ public struct ReadinessProbe: Service, CustomStringConvertible {
             do {
                 let recorded = try await postgresConnection().withSession { try Schema.recordedVersion($0) }
                 postgresLoop.answered()
-                let needed = Schema.currentVersion
-                switch recorded {
-                case nil: return (.reachable, .missing)
-                case let version? where version < needed: return (.reachable, .behind(recorded: version, needed: needed))
-                case let version? where version > needed: return (.reachable, .ahead(recorded: version, needed: needed))
-                default: return (.reachable, .current)
-                }
+                return (.reachable, Readiness.Schema(recorded: recorded))
             } catch {
                 if !FailureKind.isUnanswered(error) { postgresLoop.answered() }
                 probe.logger.debug("readiness: PostgreSQL check failed", metadata: ["error": "\(error)"])

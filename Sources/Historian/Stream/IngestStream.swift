@@ -33,6 +33,9 @@ public struct IngestStream: Sendable {
         public var lag: Int?
         /// Entries delivered to the group's consumers and not yet acknowledged.
         public var pending: Int
+        public var consumers: Int
+        /// The ID of the last entry delivered to the group.
+        public var lastDelivered: String?
     }
 
     /// The group's lag and pending entries; `nil` while the stream or the group does not exist.
@@ -47,7 +50,12 @@ public struct IngestStream: Sendable {
         guard let fields = (groups.array ?? []).map(\.fieldPairs).first(where: { $0["name"]?.string == group }) else {
             return nil
         }
-        return GroupState(lag: fields["lag"]?.int.map(Int.init), pending: Int(fields["pending"]?.int ?? 0))
+        return GroupState(
+            lag: fields["lag"]?.int.map(Int.init),
+            pending: Int(fields["pending"]?.int ?? 0),
+            consumers: Int(fields["consumers"]?.int ?? 0),
+            lastDelivered: fields["last-delivered-id"]?.string
+        )
     }
 
     /// Where a read starts: this consumer's own pending entries after an ID, or new entries.
