@@ -15,6 +15,7 @@ public enum PostgresParameter: Sendable, Hashable {
 public enum PostgresBinary {
     /// Element type OIDs (`pg_type.oid`), fixed in every PostgreSQL.
     private enum ElementType: UInt32 {
+        case int4 = 23
         case text = 25
         case timestamptz = 1184
         case uuid = 2950
@@ -28,6 +29,13 @@ public enum PostgresBinary {
     public static func uuidArray(_ elements: [UInt128]) -> [UInt8] {
         array(.uuid, elements.map { $0 as UInt128? }, payload: 16 * elements.count) { element, out in
             appendInteger(element, to: &out)
+        }
+    }
+
+    /// `integer[]`; `nil` is NULL.
+    public static func int4Array(_ elements: [Int32?]) -> [UInt8] {
+        array(.int4, elements, payload: 4 * elements.count) { value, out in
+            appendInteger(value, to: &out)
         }
     }
 

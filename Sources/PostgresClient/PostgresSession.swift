@@ -21,22 +21,26 @@ public enum PipelineStatement: Sendable {
         case .plain(let sql):
             return LibpqConnection.Statement(sql: sql)
         case .prepared(let statement, let parameters):
-            var bytes: [[UInt8]?] = []
-            var binary: [Bool] = []
-            bytes.reserveCapacity(parameters.count)
-            binary.reserveCapacity(parameters.count)
-            for parameter in parameters {
-                switch parameter {
-                case .text(let text):
-                    bytes.append(text.map { Array($0.utf8) })
-                    binary.append(false)
-                case .binary(let value):
-                    bytes.append(value)
-                    binary.append(true)
-                }
-            }
-            return LibpqConnection.Statement(sql: statement.sql, parameters: bytes, binary: binary, statementName: statement.name)
+            return Self.libpq(statement.sql, parameters, statementName: statement.name)
         }
+    }
+
+    static func libpq(_ sql: String, _ parameters: [PostgresParameter], statementName: String?) -> LibpqConnection.Statement {
+        var bytes: [[UInt8]?] = []
+        var binary: [Bool] = []
+        bytes.reserveCapacity(parameters.count)
+        binary.reserveCapacity(parameters.count)
+        for parameter in parameters {
+            switch parameter {
+            case .text(let text):
+                bytes.append(text.map { Array($0.utf8) })
+                binary.append(false)
+            case .binary(let value):
+                bytes.append(value)
+                binary.append(true)
+            }
+        }
+        return LibpqConnection.Statement(sql: sql, parameters: bytes, binary: binary, statementName: statementName)
     }
 }
 
@@ -73,6 +77,12 @@ public final class PostgresSession {
     public func query(_ statement: PreparedStatement, parameters: [PostgresParameter]) throws -> PostgresRows {
         try checkValid()
         return try connection.query(PipelineStatement.prepared(statement, parameters).libpq, deadline: Deadline(after: timeout))
+    }
+
+    /// Runs an unnamed extended-protocol query with parameters in text or binary format.
+    public func query(_ sql: String, parameters: [PostgresParameter]) throws -> PostgresRows {
+        try checkValid()
+        return try connection.query(PipelineStatement.libpq(sql, parameters, statementName: nil), deadline: Deadline(after: timeout))
     }
 
     /// Prepares `statement` now rather than on first use: one that does not parse fails here,

@@ -3,8 +3,8 @@ import Foundation
 import PostgresClient
 import Testing
 
-/// The two store paths against a real PostgreSQL: the direct one (COPY into `messages`) must leave
-/// exactly what the staged one leaves, and hand anything unusual to the staged one.
+/// The two store functions against a real PostgreSQL: `historian_store_new` must leave exactly
+/// what `historian_store_checked` leaves, and hand anything unusual to it.
 @Suite(.serialized)
 struct MessageStoreTests {
     /// Conversations with out-of-order, tied and explicit-title messages, contexts and metadata,
@@ -127,11 +127,19 @@ struct MessageStoreTests {
             let error = await #expect(throws: PostgresError.self) {
                 try await connection.withSession { try MessageStore.prepare($0) }
             }
-            #expect(error?.sqlState == "42P01", "undefined table, got \(String(describing: error))")
+            #expect(error?.sqlState == "42883", "undefined function, got \(String(describing: error))")
         }
     }
 
-    @Test("direct and staged paths leave identical rows and cache deltas; the direct path takes new messages")
+    /// The report of a unit that was stored (not found archived).
+    static func stored(_ outcome: MessageStore.Outcome) throws -> MessageStore.Report {
+        guard case .stored(let report) = outcome else { throw FoundArchived() }
+        return report
+    }
+
+    struct FoundArchived: Error {}
+
+    @Test("both store functions leave identical rows and cache deltas; new messages take historian_store_new")
     func pathsAgree() async throws {
         try await TestEnvironment.with { environment in
             let direct = try await Self.migrated(environment, database: "direct")
@@ -141,10 +149,10 @@ struct MessageStoreTests {
                 staged.close()
             }
             for (number, unit) in Self.units().enumerated() {
-                let viaDirect = try await direct.withSession { try MessageStore.store(unit, in: $0) }
-                let viaStaged = try await staged.withSession { try MessageStore.storeStaged(unit, in: $0) }
-                #expect(viaDirect.path == .direct, "unit \(number) left the direct path")
-                #expect(viaStaged.path == .staged)
+                let viaDirect = try Self.stored(try await direct.withSession { try MessageStore.store(unit, in: $0) })
+                let viaStaged = try Self.stored(try await staged.withSession { try MessageStore.storeChecked(unit, in: $0) })
+                #expect(viaDirect.path == .new, "unit \(number) was turned away by historian_store_new")
+                #expect(viaStaged.path == .checked)
                 #expect(viaDirect.results == viaStaged.results, "unit \(number)")
                 #expect(viaDirect.results.count == unit.count)
                 #expect(Set(viaDirect.results.values) == [.stored])
@@ -175,15 +183,15 @@ struct MessageStoreTests {
             let before = try await connection.withSession { try Self.snapshot($0) }
 
             // The whole unit again: every message is already stored, nothing changes.
-            let again = try await connection.withSession { try MessageStore.store(units[0], in: $0) }
-            #expect(again.path == .staged)
+            let again = try Self.stored(try await connection.withSession { try MessageStore.store(units[0], in: $0) })
+            #expect(again.path == .checked)
             #expect(again.results.count == units[0].count)
             #expect(Set(again.results.values) == [.alreadyStored])
             #expect(again.cacheWrites.isEmpty)
             #expect(try await connection.withSession { try Self.snapshot($0) } == before)
-            // The direct path allows cached plans (and forbids sequential scans) for its
-            // transaction only, with SET LOCAL, also when it rolls back; the connection's
-            // statements are still planned on every call, with every plan allowed.
+            // The functions allow cached plans (and forbid sequential scans) for their own
+            // statements only, also when they roll back; the connection's statements are still
+            // planned on every call, with every plan allowed.
             #expect(try await Self.settings(connection) == ["force_custom_plan", "on"])
 
             // One new message beside one with another user and one conflicting redelivery.
@@ -192,8 +200,8 @@ struct MessageStoreTests {
             stranger.userID = "someone-else"
             var conflicting = units[0][0]
             conflicting.content = "changed content"
-            let mixed = try await connection.withSession { try MessageStore.store([fresh, stranger, conflicting], in: $0) }
-            #expect(mixed.path == .staged)
+            let mixed = try Self.stored(try await connection.withSession { try MessageStore.store([fresh, stranger, conflicting], in: $0) })
+            #expect(mixed.path == .checked)
             #expect(mixed.results[fresh.id] == .stored)
             #expect(mixed.results[stranger.id] == .userMismatch)
             #expect(mixed.results[conflicting.id] == .conflict)
@@ -206,55 +214,54 @@ struct MessageStoreTests {
             fresh = units[1][4]
             var intruder = units[2][4]
             intruder.userID = "intruder"
-            let newConversation = try await connection.withSession { try MessageStore.store([fresh, intruder], in: $0) }
-            #expect(newConversation.path == .staged)
+            let newConversation = try Self.stored(try await connection.withSession { try MessageStore.store([fresh, intruder], in: $0) })
+            #expect(newConversation.path == .checked)
             #expect(newConversation.results[fresh.id] == .stored)
             #expect(newConversation.results[intruder.id] == .userMismatch)
         }
     }
 
-    @Test("the direct path's cached plans look rows up by key, whatever the statistics said when they were made")
+    @Test("the store function's cached plans look rows up by key, whatever the statistics said when they were made")
     func cachedPlansLookUpByKey() async throws {
         try await TestEnvironment.with { environment in
             let connection = try await Self.migrated(environment, database: "plans")
             defer { connection.close() }
             // A few conversations, and statistics that say so, as autovacuum leaves them early
-            // on. Each statement's generic plan is made now, as the plan cache would make it.
+            // on. Each statement's generic plan is made now, as the plan cache would make it,
+            // with the settings the function runs with.
             _ = try await connection.withSession { try MessageStore.store(Self.units()[0], in: $0) }
             try await connection.execute("ANALYZE conversations")
-            func plan(_ statement: String, _ settings: String) async throws -> String {
+            let types = StoreFunctions.newParameterTypes.joined(separator: ", ")
+            let arguments = StoreFunctions.newParameterTypes.map { _ in "'{}'" }.joined(separator: ", ")
+            func plan(_ sql: String) async throws -> String {
                 try await connection.withSession { session in
                     try session.execute("BEGIN")
-                    defer { _ = try? session.execute("ROLLBACK") }
-                    try session.execute(settings)
+                    defer {
+                        _ = try? session.execute("ROLLBACK")
+                        _ = try? session.execute("DEALLOCATE checked_statement")
+                    }
+                    try session.execute("SET LOCAL enable_seqscan = off")
                     try session.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-                    return try session.query("EXPLAIN EXECUTE " + statement).rows.compactMap { $0.first ?? nil }.joined(separator: "\n")
+                    try session.execute("PREPARE checked_statement (\(types)) AS \(sql)")
+                    return try session.query("EXPLAIN EXECUTE checked_statement (\(arguments))").rows
+                        .compactMap { $0.first ?? nil }.joined(separator: "\n")
                 }
             }
             /// Whether every scan of a table is an index lookup with a condition.
             func looksUpByKey(_ plan: String) -> Bool {
-                !plan.contains("Seq Scan") && plan.components(separatedBy: " Scan using ").count == plan.components(separatedBy: "Index Cond:").count
+                let scans = plan.components(separatedBy: " Scan using ").count + plan.components(separatedBy: "Bitmap Index Scan on ").count - 1
+                return !plan.contains("Seq Scan") && scans == plan.components(separatedBy: "Index Cond:").count
             }
-            // The statements the direct path runs with cached plans.
-            for statement in [
-                "historian_conversation_states('{}')",
-                "historian_create_conversations('{}', '{}', '{}', '{}')",
-                "historian_insert_contexts('{}', '{}')",
-                "historian_update_conversations('{}', '{}', '{}', '{}', '{}', '{}')",
-            ] {
-                let cached = try await plan(statement, MessageStore.cachedPlanSettings)
+            for statement in StoreFunctions.newStatements {
+                let cached = try await plan(statement)
                 #expect(looksUpByKey(cached), "\(statement): \(cached)")
             }
             // Why the update also names its conversations in an `= ANY` condition: joined only
             // to the array, its generic plan reads every conversation, even without
             // sequential scans (a hash join, or a nested loop, over the whole index).
-            try await connection.execute(
-                """
-                PREPARE joined_only (uuid[]) AS
-                UPDATE conversations AS c SET cache_version = c.cache_version FROM unnest($1) AS t (id) WHERE c.id = t.id
-                """
+            let joinedOnly = try await plan(
+                "UPDATE conversations AS c SET cache_version = c.cache_version FROM unnest($13) AS t (id) WHERE c.id = t.id"
             )
-            let joinedOnly = try await plan("joined_only('{}')", MessageStore.cachedPlanSettings)
             #expect(joinedOnly.contains("conversations_pkey on conversations"))
             #expect(!looksUpByKey(joinedOnly), "\(joinedOnly)")
         }
@@ -304,7 +311,7 @@ struct MessageStoreTests {
                 for (connection, units) in zip([first, second], work) {
                     group.addTask {
                         for unit in units {
-                            let report = try await connection.withSession { try MessageStore.store(unit, in: $0) }
+                            let report = try Self.stored(try await connection.withSession { try MessageStore.store(unit, in: $0) })
                             #expect(Set(report.results.values) == [.stored])
                         }
                     }

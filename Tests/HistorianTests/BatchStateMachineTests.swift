@@ -111,16 +111,6 @@ struct BatchStateMachineTests {
     }
 }
 
-struct CopyTextTests {
-    @Test func escapesTheCopyTextFormat() {
-        var out: [UInt8] = []
-        CopyText.append("a\tb\nc\\d\re", to: &out)
-        CopyText.tab(&out)
-        CopyText.append(nil, to: &out)
-        #expect(String(decoding: out, as: UTF8.self) == #"a\tb\nc\\d\re"# + "\t" + #"\N"#)
-    }
-}
-
 struct BackoffTests {
     @Test func staysWithinTheCap() {
         let backoff = Backoff(base: .milliseconds(100), cap: .seconds(2))

@@ -325,8 +325,8 @@ public struct Archiver: Sendable {
     ) throws -> [CanonicalUUID: String] {
         guard !conversations.isEmpty else { return [:] }
         let rows = try session.query(
-            "SELECT id::text, user_id FROM archived_conversations WHERE id = ANY($1::uuid[])",
-            [MessageStore.arrayLiteral(Array(Set(conversations)))]
+            "SELECT id::text, user_id FROM archived_conversations WHERE id = ANY($1)",
+            parameters: [.binary(PostgresBinary.uuidArray(Set(conversations).map(\.value)))]
         )
         var owners: [CanonicalUUID: String] = [:]
         for row in rows.rows {

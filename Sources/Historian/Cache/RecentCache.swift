@@ -23,7 +23,7 @@ public struct CacheSettings: Sendable {
     public func userSessionsKey(_ user: String) -> String { "\(keyPrefix)user:\(user):sessions" }
 
     var ttlMilliseconds: Int64 {
-        sessionTTL.components.seconds * 1000 + sessionTTL.components.attoseconds / 1_000_000_000_000_000
+        sessionTTL.wholeMilliseconds
     }
 }
 
@@ -188,14 +188,18 @@ public enum RecentCache {
             ORDER BY m.created_at DESC, m.arrival DESC
             LIMIT $2
         ) AS e ON true
-        WHERE c.id = ANY($1::uuid[])
+        WHERE c.id = ANY($1)
         ORDER BY c.id, e.created_at, e.arrival
         """
 
     /// Reads the current recent lists of these conversations, with their versions.
     static func snapshots(of conversations: [String], size: Int, in session: PostgresSession) throws -> [CacheWrite] {
-        guard !conversations.isEmpty else { return [] }
-        let rows = try session.query(snapshotSQL, [MessageStore.arrayLiteral(conversations), String(size)])
+        let ids = conversations.compactMap(CanonicalUUID.init)
+        guard !ids.isEmpty else { return [] }
+        let rows = try session.query(
+            snapshotSQL,
+            parameters: [.binary(PostgresBinary.uuidArray(ids.map(\.value))), .text(String(size))]
+        )
         var writes: [CacheWrite] = []
         for row in rows.rows {
             guard let id = row[0], let version = row[1].flatMap({ Int64($0) }) else { continue }

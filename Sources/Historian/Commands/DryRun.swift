@@ -208,8 +208,8 @@ public struct DryRun: Sendable {
             if let postgres, !messages.isEmpty {
                 (existing, databaseOwners, archivedOwners) = try await postgres.withSession { session in
                     (
-                        try MessageStore.existing(ids: messages.map(\.id), in: session),
-                        try MessageStore.owners(of: messages.map(\.conversationID), in: session),
+                        try StoreJudgement.existing(ids: messages.map(\.id), in: session),
+                        try StoreJudgement.owners(of: messages.map(\.conversationID), in: session),
                         try Archiver.archivedOwners(of: messages.map(\.conversationID), in: session)
                     )
                 }

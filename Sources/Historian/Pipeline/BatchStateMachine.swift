@@ -10,14 +10,6 @@ public enum EntryOutcome: Sendable, Hashable {
     case vanished
 }
 
-/// How PostgreSQL received one message of a store unit.
-public enum StoreResult: Sendable, Hashable {
-    case stored
-    case alreadyStored
-    case conflict
-    case userMismatch
-}
-
 /// What a worker must do with a batch once every message has an outcome.
 public struct Acknowledgement: Sendable, Hashable {
     /// Entries to XACK: stored, already stored, or vanished.
@@ -37,25 +29,83 @@ public struct DeadLetter: Sendable, Hashable {
     public var rejection: Rejection
 }
 
+/// What the cache refresh of a batch writes (see `RecentCache.apply`).
+public struct CacheRefresh: Sendable, Hashable {
+    public var writes: [CacheWrite]
+    public var sessions: [SessionTouch]
+    /// Entries to acknowledge in the same call, if no conversation's list turns out to be
+    /// behind; empty when the acknowledgement is left to `finish`.
+    public var acknowledge: [StreamID]
+}
+
+/// Which parts of the cache a batch refreshes.
+public enum CacheMode: Sendable, Hashable {
+    /// None: the batch ends with its acknowledgement (tests of the store alone).
+    case off
+    /// Sessions only (`recent_size: 0`).
+    case sessions
+    /// Recent lists and sessions.
+    case listsAndSessions
+}
+
 /// The decisions of one batch, kept apart from the I/O that carries them out.
 ///
 /// The worker asks for the next action, performs it, and reports what happened. Transient
 /// failures are the worker's business: it retries the same action, and nothing here changes.
 /// Permanent database failures split the failing unit in halves until the one row PostgreSQL
 /// refuses is alone, so a single bad row never sinks its batch.
+///
+/// Once every message has an outcome, the batch ends in this order, each step an action:
+/// 1. `readSnapshots` of the conversations of messages that were stored before (a
+///    redelivery): their cache update may never have happened;
+/// 2. `refreshCache`: the deltas this batch committed, those snapshots and the sessions, in
+///    calls that also acknowledge the done entries when no list was behind;
+/// 3. for lists found behind, `readSnapshots` and a `refreshCache` that rebuilds them (and
+///    acknowledges nothing);
+/// 4. `finish`: the acknowledgement of whatever the cache call did not acknowledge, and the dead
+///    letters;
+/// 5. `done`, with the whole batch's outcome for metrics and logs.
+///
+/// This machine alone decides which call acknowledges which entry: an entry is acknowledged
+/// only after its message is committed and its conversation's list is fresh (or is being
+/// rebuilt from PostgreSQL).
 public struct BatchStateMachine: Sendable {
     public enum Action: Sendable, Hashable {
-        /// Write these messages in one transaction; every message ID in a unit is distinct.
+        /// Write these messages in one call; every message ID in a unit is distinct.
         case store([IncomingMessage])
-        /// Everything is decided: acknowledge and dead-letter.
+        /// Bring these archived conversations back into PostgreSQL, then store the unit again.
+        case restore([CanonicalUUID])
+        /// Read these conversations' recent lists from PostgreSQL, as snapshots.
+        case readSnapshots([String])
+        /// Refresh the cache, and acknowledge `acknowledge` in the same call if nothing is behind.
+        case refreshCache(CacheRefresh)
+        /// Acknowledge `acknowledge` and move `deadLetters` to the dead-letter stream.
         case finish(Acknowledgement)
+        /// Nothing left to do; the batch's whole outcome.
+        case done(Acknowledgement)
+    }
+
+    private enum Phase: Sendable, Hashable {
+        case storing
+        case snapshotsBeforeRefresh
+        case refreshing
+        case rebuildSnapshots([String])
+        case rebuilding
+        case finishing
+        case done
     }
 
     public let entries: [StreamEntry]
     public private(set) var outcomes: [StreamID: EntryOutcome] = [:]
+    private let cache: CacheMode
     private var units: [[IncomingMessage]] = []
     private var stored: [IncomingMessage] = []
     private var alreadyStored: [IncomingMessage] = []
+    private var deltas: [CacheWrite] = []
+    private var snapshots: [CacheWrite] = []
+    private var archivedFound: [CanonicalUUID]?
+    private var phase = Phase.storing
+    private var acknowledgedByCache = false
 
     /// Validates every entry; entries whose fields are `nil` (deleted while pending) vanish, and
     /// entries delivered more than `maxDeliveries` times are poison.
@@ -64,9 +114,11 @@ public struct BatchStateMachine: Sendable {
         ids: [StreamID],
         validator: EntryValidator,
         deliveries: [StreamID: Int] = [:],
-        maxDeliveries: Int = .max
+        maxDeliveries: Int = .max,
+        cache: CacheMode = .off
     ) {
         precondition(entries.count == ids.count)
+        self.cache = cache
         var kept: [StreamEntry] = []
         var valid: [IncomingMessage] = []
         for (entry, id) in zip(entries, ids) {
@@ -88,10 +140,11 @@ public struct BatchStateMachine: Sendable {
         }
         self.entries = kept
         self.units = Self.rounds(valid)
+        leaveStoringIfDone()
     }
 
-    public init(entries: [StreamEntry], validator: EntryValidator) {
-        self.init(entries: entries, ids: entries.map(\.id), validator: validator)
+    public init(entries: [StreamEntry], validator: EntryValidator, cache: CacheMode = .off) {
+        self.init(entries: entries, ids: entries.map(\.id), validator: validator, cache: cache)
     }
 
     /// Splits messages into rounds in which each message ID appears once, keeping arrival order:
@@ -109,9 +162,55 @@ public struct BatchStateMachine: Sendable {
     }
 
     public func nextAction() -> Action {
-        if let unit = units.first {
-            return .store(unit)
+        switch phase {
+        case .storing:
+            if let archived = archivedFound { return .restore(archived) }
+            if let unit = units.first { return .store(unit) }
+            // Not reached: every event that empties the units moves on (see `leaveStoringIfDone`).
+            var next = self
+            next.phase = firstEndPhase()
+            return next.nextAction()
+        case .snapshotsBeforeRefresh:
+            return .readSnapshots(Array(Set(alreadyStored.map(\.conversationID.text))).sorted())
+        case .refreshing:
+            return .refreshCache(
+                CacheRefresh(
+                    writes: cache == .listsAndSessions ? deltas + snapshots : [],
+                    sessions: SessionTouch.latest(of: stored + alreadyStored),
+                    acknowledge: acknowledgement().acknowledge
+                )
+            )
+        case .rebuildSnapshots(let conversations):
+            return .readSnapshots(conversations)
+        case .rebuilding:
+            return .refreshCache(CacheRefresh(writes: snapshots, sessions: [], acknowledge: []))
+        case .finishing:
+            var rest = acknowledgement()
+            if acknowledgedByCache { rest.acknowledge = [] }
+            return .finish(rest)
+        case .done:
+            return .done(acknowledgement())
         }
+    }
+
+    private func firstEndPhase() -> Phase {
+        if cache == .listsAndSessions, !alreadyStored.isEmpty { return .snapshotsBeforeRefresh }
+        return refreshOrFinish()
+    }
+
+    private func refreshOrFinish() -> Phase {
+        guard cache != .off else { return finishOrDone() }
+        let refresh = (cache == .listsAndSessions && !(deltas.isEmpty && snapshots.isEmpty)) || (stored + alreadyStored).contains { $0.sessionID != nil }
+        return refresh ? .refreshing : finishOrDone()
+    }
+
+    private func finishOrDone() -> Phase {
+        let ack = acknowledgement()
+        return (acknowledgedByCache || ack.acknowledge.isEmpty) && ack.deadLetters.isEmpty ? .done : .finishing
+    }
+
+    /// The batch's whole outcome so far.
+    private func acknowledgement() -> Acknowledgement {
         var acknowledge: [StreamID] = []
         var deadLetters: [DeadLetter] = []
         for id in outcomes.keys.sorted() {
@@ -125,14 +224,19 @@ public struct BatchStateMachine: Sendable {
                 deadLetters.append(DeadLetter(entry: entry, rejection: rejection))
             }
         }
-        return .finish(
-            Acknowledgement(acknowledge: acknowledge, deadLetters: deadLetters, stored: stored, alreadyStored: alreadyStored)
-        )
+        return Acknowledgement(acknowledge: acknowledge, deadLetters: deadLetters, stored: stored, alreadyStored: alreadyStored)
     }
 
-    /// The unit that `nextAction()` returned was committed with these results.
-    public mutating func unitStored(_ results: [CanonicalUUID: StoreResult]) {
+    /// Moves past the store phase once its last unit has an outcome.
+    private mutating func leaveStoringIfDone() {
+        if phase == .storing, units.isEmpty, archivedFound == nil { phase = firstEndPhase() }
+    }
+
+    /// The unit that `nextAction()` returned was committed with these results, and these cache
+    /// deltas.
+    public mutating func unitStored(_ results: [CanonicalUUID: StoreResult], cacheWrites: [CacheWrite] = []) {
         let unit = units.removeFirst()
+        deltas += cacheWrites
         for message in unit {
             let outcome: EntryOutcome
             switch results[message.id] {
@@ -153,6 +257,7 @@ public struct BatchStateMachine: Sendable {
             }
             outcomes[message.entryID] = outcome
         }
+        leaveStoringIfDone()
     }
 
     /// PostgreSQL refused the unit for a reason that retrying cannot fix.
@@ -160,9 +265,55 @@ public struct BatchStateMachine: Sendable {
         let unit = units.removeFirst()
         if unit.count == 1 {
             outcomes[unit[0].entryID] = .deadLetter(Rejection(.rejectedByDatabase, detail))
-            return
+        } else {
+            let half = unit.count / 2
+            units.insert(contentsOf: [Array(unit[..<half]), Array(unit[half...])], at: 0)
         }
-        let half = unit.count / 2
-        units.insert(contentsOf: [Array(unit[..<half]), Array(unit[half...])], at: 0)
+        leaveStoringIfDone()
+    }
+
+    /// The unit's conversations are archived; nothing of it was written.
+    public mutating func unitFoundArchived(_ conversations: [CanonicalUUID]) {
+        archivedFound = conversations
+    }
+
+    /// The conversations of `restore` are back; the unit is stored again.
+    public mutating func restored() {
+        archivedFound = nil
+    }
+
+    /// The snapshots that `readSnapshots` asked for.
+    public mutating func snapshotsRead(_ writes: [CacheWrite]) {
+        switch phase {
+        case .snapshotsBeforeRefresh:
+            snapshots = writes
+            phase = refreshOrFinish()
+        case .rebuildSnapshots:
+            snapshots = writes
+            phase = writes.isEmpty ? finishOrDone() : .rebuilding
+        default:
+            break
+        }
+    }
+
+    /// The cache call of `refreshCache` is done: whether it acknowledged its entries, and the
+    /// conversations whose lists it found behind.
+    public mutating func cacheRefreshed(acknowledged: Bool, stale: [String]) {
+        switch phase {
+        case .refreshing:
+            acknowledgedByCache = acknowledged
+            phase = stale.isEmpty ? finishOrDone() : .rebuildSnapshots(stale)
+        case .rebuilding:
+            // A list still behind after its rebuild was written meanwhile by a newer commit,
+            // whose own refresh brings it up to date.
+            phase = finishOrDone()
+        default:
+            break
+        }
+    }
+
+    /// The acknowledgement and dead letters of `finish` are written.
+    public mutating func finished() {
+        if phase == .finishing { phase = .done }
     }
 }

@@ -257,32 +257,36 @@ struct IngestWorker {
     }
 
     /// Carries a batch through the state machine: store (isolating rows PostgreSQL refuses),
-    /// refresh the cache, then acknowledge and dead-letter in one pipeline.
+    /// refresh the cache, then acknowledge and dead-letter, as its actions say.
     private func process(_ delivery: IngestStream.Delivery) async throws {
         var machine = BatchStateMachine(
             entries: delivery.entries,
             ids: delivery.ids,
             validator: settings.validator,
             deliveries: delivery.deliveries,
-            maxDeliveries: settings.maxDeliveries
+            maxDeliveries: settings.maxDeliveries,
+            cache: settings.cache.recentSize > 0 ? .listsAndSessions : .sessions
         )
-        var cacheWrites: [CacheWrite] = []
         let clock = ContinuousClock()
         let started = clock.now
+        var stored: ContinuousClock.Instant?
+        var cached: ContinuousClock.Instant?
         while true {
             switch machine.nextAction() {
             case .store(let unit):
                 do {
-                    let results = try await attempt(.store, rethrowing: { FailureKind($0) == .rejectedData }) {
+                    let outcome = try await attempt(.store, rethrowing: { FailureKind($0) == .rejectedData }) {
                         let postgres = try await connections.postgres()
-                        return try await postgres.withSession { [metrics] in
-                            try MessageStore.store(unit, in: $0, metrics: metrics)
-                        }
+                        return try await postgres.withSession { try MessageStore.store(unit, in: $0) }
                     }
-                    machine.unitStored(results.results)
-                    cacheWrites += results.cacheWrites
-                    if results.path == .staged {
-                        logger.debug("unit stored on the staged path", metadata: ["unit.size": "\(unit.count)"])
+                    switch outcome {
+                    case .stored(let report):
+                        machine.unitStored(report.results, cacheWrites: report.cacheWrites)
+                        if report.path == .checked {
+                            logger.debug("unit stored by the checked function", metadata: ["unit.size": "\(unit.count)"])
+                        }
+                    case .archived(let conversations):
+                        machine.unitFoundArchived(conversations)
                     }
                 } catch let error as PostgresError {
                     logger.debug(
@@ -291,25 +295,56 @@ struct IngestWorker {
                     )
                     machine.unitRejected(detail: Self.rejectionDetail(error))
                 }
-            case .finish(let acknowledgement):
-                let stored = clock.now
-                let acknowledged = try await attempt(.cache) {
-                    try await refreshCache(acknowledgement, deltas: cacheWrites)
+            case .restore(let conversations):
+                try await attempt(.store) {
+                    let postgres = try await connections.postgres()
+                    try await postgres.withSession { [metrics] in try Self.restore(conversations, in: $0, metrics: metrics) }
                 }
-                let cached = clock.now
-                var rest = acknowledgement
-                if acknowledged { rest.acknowledge = [] }
+                machine.restored()
+            case .readSnapshots(let conversations):
+                stored = stored ?? clock.now
+                let read = try await attempt(.cache) { try await snapshots(conversations) }
+                machine.snapshotsRead(read)
+            case .refreshCache(let refresh):
+                stored = stored ?? clock.now
+                let applied = try await attempt(.cache) {
+                    let redis = try await connections.redis()
+                    let acknowledge = RecentCache.Acknowledge(
+                        stream: settings.stream.stream,
+                        group: settings.stream.group,
+                        ids: refresh.acknowledge
+                    )
+                    return try await RecentCache.apply(
+                        refresh.writes,
+                        sessions: refresh.sessions,
+                        acknowledge: acknowledge,
+                        settings: settings.cache,
+                        redis: redis
+                    )
+                }
+                reportRepaired(applied.repaired)
+                if !applied.stale.isEmpty {
+                    logger.debug("recent lists behind; rebuilding from PostgreSQL", metadata: ["conversations": "\(applied.stale.count)"])
+                }
+                machine.cacheRefreshed(acknowledged: applied.acknowledged, stale: applied.stale)
+            case .finish(let rest):
+                stored = stored ?? clock.now
+                cached = cached ?? clock.now
                 try await attempt(.acknowledge) {
                     let redis = try await connections.redis()
                     try await settings.stream.finish(redis, rest, at: Timestamp.now)
                 }
+                machine.finished()
+            case .done(let acknowledgement):
                 let finished = clock.now
+                let storedAt = stored ?? finished
+                let cachedAt = cached ?? finished
                 health.recordProcessed(delivery.count)
                 metrics.recordBatch(
                     acknowledgement,
-                    store: stored - started,
-                    cache: cached - stored,
-                    acknowledge: finished - cached
+                    store: storedAt - started,
+                    cache: cachedAt - storedAt,
+                    acknowledge: finished - cachedAt
                 )
                 for letter in acknowledgement.deadLetters {
                     logger.warning(
@@ -326,9 +361,9 @@ struct IngestWorker {
                     metadata: [
                         "entries": "\(delivery.count)", "bytes": "\(delivery.bytes)",
                         "stored": "\(acknowledgement.stored.count)", "dead_letters": "\(acknowledgement.deadLetters.count)",
-                        "store_ms": "\(Self.milliseconds(stored - started))",
-                        "cache_ms": "\(Self.milliseconds(cached - stored))",
-                        "ack_ms": "\(Self.milliseconds(finished - cached))",
+                        "store_ms": "\((storedAt - started).milliseconds)",
+                        "cache_ms": "\((cachedAt - storedAt).milliseconds)",
+                        "ack_ms": "\((finished - cachedAt).milliseconds)",
                     ]
                 )
                 return
@@ -336,37 +371,20 @@ struct IngestWorker {
         }
     }
 
-    /// Brings the recent lists and sessions up to date with what this batch committed, before
-    /// anything is acknowledged: script calls of `RecentCache.workPerCall` at most, plus one
-    /// snapshot round for conversations whose list was missing or behind. The last call also
-    /// acknowledges the batch's done entries when no list was behind.
-    /// - Returns: whether the done entries (`acknowledgement.acknowledge`) were acknowledged.
-    private func refreshCache(_ acknowledgement: Acknowledgement, deltas: [CacheWrite]) async throws -> Bool {
-        let cache = settings.cache
-        let sessions = SessionTouch.latest(of: acknowledgement.stored + acknowledgement.alreadyStored)
-        var writes: [CacheWrite] = []
-        var snapshotNeeded: [String] = []
-        if cache.recentSize > 0 {
-            writes = deltas
-            snapshotNeeded = Array(Set(acknowledgement.alreadyStored.map(\.conversationID.text))).sorted()
+    /// Restores archived conversations before their new messages are stored. A failure other
+    /// than an outage (a missing or damaged file) needs an operator: it is never the messages'
+    /// fault, so it must not turn them into dead letters.
+    static func restore(_ conversations: [CanonicalUUID], in session: PostgresSession, metrics: DaemonMetrics) throws {
+        for conversation in conversations {
+            do {
+                // Each restore commits on its own, so it counts even if the unit is retried.
+                if case .restored = try Archiver.restore(conversation, in: session) { metrics.recordRestored() }
+            } catch let error as PostgresError where error.isTransient {
+                throw error
+            } catch {
+                throw HistorianError(.archiveUnreadable, "cannot restore archived conversation \(conversation.text): \(error)")
+            }
         }
-        if !snapshotNeeded.isEmpty {
-            writes += try await snapshots(snapshotNeeded)
-        }
-        let redis = try await connections.redis()
-        let acknowledge = RecentCache.Acknowledge(
-            stream: settings.stream.stream,
-            group: settings.stream.group,
-            ids: acknowledgement.acknowledge
-        )
-        let applied = try await RecentCache.apply(writes, sessions: sessions, acknowledge: acknowledge, settings: cache, redis: redis)
-        reportRepaired(applied.repaired)
-        if !applied.stale.isEmpty {
-            logger.debug("recent lists behind; rebuilding from PostgreSQL", metadata: ["conversations": "\(applied.stale.count)"])
-            let rebuilt = try await RecentCache.apply(try await snapshots(applied.stale), sessions: [], settings: cache, redis: redis)
-            reportRepaired(rebuilt.repaired)
-        }
-        return applied.acknowledged
     }
 
     /// Cache keys that held another type, removed so that the cache could be written: someone
@@ -392,12 +410,6 @@ struct IngestWorker {
         _ body: () async throws -> T
     ) async throws -> T {
         try await retrying(operation, logger: logger, metrics: metrics, loop: loop, rethrowing: rethrowing, body)
-    }
-
-    static func milliseconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        let tenths = seconds * 10_000 + attoseconds / 100_000_000_000_000
-        return "\(tenths / 10).\(tenths % 10)"
     }
 
     /// What a dead letter says of a refused row: the SQLSTATE and PostgreSQL's message. The

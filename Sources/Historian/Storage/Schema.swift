@@ -90,6 +90,7 @@ public enum Schema {
                 ALTER TABLE conversations SET (fillfactor = 70);
                 """
         ),
+        Migration(version: 3, name: "batch store functions", sql: StoreFunctions.migration),
     ]
 
     /// The version recorded in the database, or `nil` when Historian never migrated it.

@@ -92,7 +92,7 @@ public struct IngestStream: Sendable {
         ]
         var timeout: Duration?
         if let block, case .new = position {
-            let milliseconds = max(1, Int(block.components.seconds * 1000 + block.components.attoseconds / 1_000_000_000_000_000))
+            let milliseconds = max(1, Int(block.wholeMilliseconds))
             arguments += ["BLOCK", RedisArgument(milliseconds)]
             timeout = block + .seconds(5)
         }
@@ -190,7 +190,7 @@ public struct IngestStream: Sendable {
         idle: Duration,
         count: Int
     ) async throws -> Delivery {
-        let milliseconds = RedisArgument(String(idle.components.seconds * 1000 + idle.components.attoseconds / 1_000_000_000_000_000))
+        let milliseconds = RedisArgument(String(idle.wholeMilliseconds))
         let pending = try await redis.send(
             ["XPENDING", RedisArgument(stream), RedisArgument(group), "IDLE", milliseconds, "-", "+", RedisArgument(count)]
         )

@@ -5,14 +5,14 @@
 /// time each when contents were 100 KB. This checks a whole 64-bit word at once with the
 /// usual bit tricks (does any byte equal `c`; is any byte below `n`), and only a word that
 /// holds a candidate is looked at byte by byte.
-enum ByteScan {
+public enum ByteScan {
     private static let ones: UInt64 = 0x0101_0101_0101_0101
     private static let highBits: UInt64 = 0x8080_8080_8080_8080
 
     /// The index of the first byte at or after `start` that is a control character (below
     /// 0x20), a backslash or, with `quote`, a double quote; `bytes.count` if there is none.
     @inline(__always)
-    static func firstCandidate(in bytes: UnsafeBufferPointer<UInt8>, from start: Int, quote: Bool) -> Int {
+    public static func firstCandidate(in bytes: UnsafeBufferPointer<UInt8>, from start: Int, quote: Bool) -> Int {
         var index = start
         let count = bytes.count
         if let base = bytes.baseAddress {
