@@ -139,14 +139,16 @@ struct IngestTests {
                 ) == 3
             }
             #expect(try await environment.scalar("SELECT count(*) FROM messages") == 0)
-            // Each worker runs, and its connections block, on a thread of its own (BlockingThreadExecutor). A thread
-            // names itself when it first runs, and the count above may include the startup connection on its way out.
+            // Each worker runs, and its connections block, on a thread of its own (BlockingThreadExecutor), and so
+            // does its end stage. A thread names itself when it first runs, and the count above may include the
+            // startup connection on its way out.
             let pid = process.child.pid
             try await eventually("a thread for each worker", timeout: .seconds(10)) {
                 let threads = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task").map {
                     (try? String(contentsOfFile: "/proc/\(pid)/task/\($0)/comm", encoding: .utf8)) ?? ""
                 }
-                return threads.filter { $0.hasPrefix("worker-") }.sorted() == ["worker-0\n", "worker-1\n", "worker-2\n"]
+                return threads.filter { $0.hasPrefix("worker-") }.sorted()
+                    == ["worker-0\n", "worker-0-end\n", "worker-1\n", "worker-1-end\n", "worker-2\n", "worker-2-end\n"]
             }
             process.signal(SIGTERM)
             let status = try await process.wait(timeout: .seconds(15))

@@ -74,13 +74,15 @@ public struct IngestService: Service, CustomStringConvertible {
         var maintenance = maintenance
         let turn = ReadTurn()
         // Each worker runs on a thread of its own, where its connections block in place (see BlockingThreadExecutor).
+        // Its end stage (cache refresh and acknowledgement) runs on a second one.
         let threads = (0..<settings.workers).map { BlockingThreadExecutor(name: "worker-\($0)") }
-        defer { threads.forEach { $0.shutdown() } }
+        let endThreads = (0..<settings.workers).map { BlockingThreadExecutor(name: "worker-\($0)-end") }
+        defer { (threads + endThreads).forEach { $0.shutdown() } }
         try await withThrowingDiscardingTaskGroup { group in
             for index in 0..<settings.workers {
                 let worker = IngestWorker(
                     index: index, settings: settings, turn: turn, endpoints: endpoints, metrics: metrics, health: health,
-                    logger: logger
+                    endExecutor: endThreads[index], logger: logger
                 )
                 group.addTask(executorPreference: threads[index]) { try await worker.run() }
             }

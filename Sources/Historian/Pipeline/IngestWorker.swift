@@ -1,3 +1,4 @@
+import BlockingThread
 import Logging
 import PostgresClient
 import RedisClient
@@ -65,11 +66,16 @@ struct IngestWorker {
     let settings: IngestSettings
     /// Shared by the process's workers: whose turn it is to wait for new entries.
     let turn: ReadTurn
+    let endpoints: ServerEndpoints
     let connections: WorkerConnections
     let metrics: DaemonMetrics
     let health: DaemonHealth
-    /// This worker's calls, as the watchdog and `/healthz` see them.
+    /// This worker's reads and stores, as the watchdog and `/healthz` see them.
     let loop: LoopWatch.Loop
+    /// Its end stage's calls, likewise.
+    let endLoop: LoopWatch.Loop
+    /// Where the end stage runs: a thread of its own, where its connections block in place.
+    let endExecutor: BlockingThreadExecutor?
     let logger: Logger
 
     init(
@@ -79,14 +85,18 @@ struct IngestWorker {
         endpoints: ServerEndpoints,
         metrics: DaemonMetrics,
         health: DaemonHealth,
+        endExecutor: BlockingThreadExecutor? = nil,
         logger: Logger
     ) {
         self.index = index
+        self.endpoints = endpoints
+        self.endExecutor = endExecutor
         self.settings = settings
         self.turn = turn
         self.metrics = metrics
         self.health = health
         self.loop = health.loops.register("worker-\(index)")
+        self.endLoop = health.loops.register("worker-\(index)-end")
         var logger = logger
         logger[metadataKey: "consumer"] = "\(settings.consumerName(worker: index))"
         self.logger = logger
@@ -95,9 +105,6 @@ struct IngestWorker {
 
     func run() async throws {
         defer { connections.close() }
-        var position = IngestStream.ReadPosition.pending(after: .zero)
-        var budget = settings.readBudget()
-        var nextClaim = ContinuousClock.now + settings.claimEvery
         logger.debug("worker started")
         // Connected before the first read, so that the first batch does not wait for two
         // connections and a fresh PostgreSQL backend's setup.
@@ -109,6 +116,54 @@ struct IngestWorker {
         } catch is ShuttingDown {
             return
         }
+        // The end stage: a task of its own, on a thread of its own, with connections of its own.
+        // It takes one stored batch at a time, and the loop below hands it the next only once it
+        // has ended the last: a batch's end (cache refresh, acknowledgement) overlaps the next
+        // batch's read and store, and batches end in the order they were stored, so their cache
+        // deltas reach Redis in commit order.
+        let (stored, storedInput) = AsyncStream.makeStream(of: StoredBatch.self)
+        let (ended, endedInput) = AsyncStream.makeStream(of: Void.self)
+        let parts = BatchEnd.Parts(settings: settings, endpoints: endpoints, metrics: metrics, health: health, loop: endLoop, logger: logger)
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask(executorPreference: endExecutor) {
+                    defer { endedInput.finish() }
+                    let stage = BatchEnd(parts)
+                    defer { stage.close() }
+                    for await batch in stored {
+                        try await stage.run(batch)
+                        endedInput.yield()
+                    }
+                }
+                var endings = ended.makeAsyncIterator()
+                var inFlight = false
+                do {
+                    try await readAndStore { batch in
+                        // `nil`: the end stage stopped (it failed); its error ends the group.
+                        if inFlight, await endings.next() == nil { return false }
+                        storedInput.yield(batch)
+                        inFlight = true
+                        return true
+                    }
+                } catch {
+                    storedInput.finish()
+                    throw error
+                }
+                storedInput.finish()
+                try await group.waitForAll()
+            }
+        } catch is ShuttingDown {
+            logger.notice("shutting down with a batch's end unfinished; its entries stay pending")
+        }
+        logger.debug("worker stopped")
+    }
+
+    /// Reads and stores batches until shutdown (with `once`, until nothing is left), handing
+    /// each stored batch to `handOff`; stops when `handOff` returns false.
+    private func readAndStore(_ handOff: (StoredBatch) async -> Bool) async throws {
+        var position = IngestStream.ReadPosition.pending(after: .zero)
+        var budget = settings.readBudget()
+        var nextClaim = ContinuousClock.now + settings.claimEvery
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             var delivery: IngestStream.Delivery
             do {
@@ -126,24 +181,23 @@ struct IngestWorker {
                     budget.observe(largestEntryBytes: claimed.largestEntryBytes)
                     if !claimed.isEmpty {
                         logger.notice("claimed entries left pending by another consumer", metadata: ["entries": "\(claimed.count)"])
-                        try await process(claimed)
+                        guard await handOff(try await store(claimed)) else { return }
                     }
                 }
             } catch is ShuttingDown {
-                break
+                return
             }
             if delivery.isEmpty {
-                if settings.once, position == .new { break }
+                if settings.once, position == .new { return }
                 continue
             }
             do {
-                try await process(delivery)
+                guard await handOff(try await store(delivery)) else { return }
             } catch is ShuttingDown {
                 logger.notice("shutting down with a batch unfinished; it stays pending", metadata: ["entries": "\(delivery.count)"])
-                break
+                return
             }
         }
-        logger.debug("worker stopped")
     }
 
     /// Reads up to a batch: this consumer's own pending entries first (left by an earlier run),
@@ -256,9 +310,9 @@ struct IngestWorker {
         return delivery
     }
 
-    /// Carries a batch through the state machine: store (isolating rows PostgreSQL refuses),
-    /// refresh the cache, then acknowledge and dead-letter, as its actions say.
-    private func process(_ delivery: IngestStream.Delivery) async throws {
+    /// Stores a batch, isolating rows PostgreSQL refuses, as the state machine's actions say;
+    /// returns it with every message's outcome, for the end stage.
+    private func store(_ delivery: IngestStream.Delivery) async throws -> StoredBatch {
         var machine = BatchStateMachine(
             entries: delivery.entries,
             ids: delivery.ids,
@@ -267,10 +321,7 @@ struct IngestWorker {
             maxDeliveries: settings.maxDeliveries,
             cache: settings.cache.recentSize > 0 ? .listsAndSessions : .sessions
         )
-        let clock = ContinuousClock()
-        let started = clock.now
-        var stored: ContinuousClock.Instant?
-        var cached: ContinuousClock.Instant?
+        let started = ContinuousClock.now
         while true {
             switch machine.nextAction() {
             case .store(let unit):
@@ -301,72 +352,8 @@ struct IngestWorker {
                     try await postgres.withSession { [metrics] in try Self.restore(conversations, in: $0, metrics: metrics) }
                 }
                 machine.restored()
-            case .readSnapshots(let conversations):
-                stored = stored ?? clock.now
-                let read = try await attempt(.cache) { try await snapshots(conversations) }
-                machine.snapshotsRead(read)
-            case .refreshCache(let refresh):
-                stored = stored ?? clock.now
-                let applied = try await attempt(.cache) {
-                    let redis = try await connections.redis()
-                    let acknowledge = RecentCache.Acknowledge(
-                        stream: settings.stream.stream,
-                        group: settings.stream.group,
-                        ids: refresh.acknowledge
-                    )
-                    return try await RecentCache.apply(
-                        refresh.writes,
-                        sessions: refresh.sessions,
-                        acknowledge: acknowledge,
-                        settings: settings.cache,
-                        redis: redis
-                    )
-                }
-                reportRepaired(applied.repaired)
-                if !applied.stale.isEmpty {
-                    logger.debug("recent lists behind; rebuilding from PostgreSQL", metadata: ["conversations": "\(applied.stale.count)"])
-                }
-                machine.cacheRefreshed(acknowledged: applied.acknowledged, stale: applied.stale)
-            case .finish(let rest):
-                stored = stored ?? clock.now
-                cached = cached ?? clock.now
-                try await attempt(.acknowledge) {
-                    let redis = try await connections.redis()
-                    try await settings.stream.finish(redis, rest, at: Timestamp.now)
-                }
-                machine.finished()
-            case .done(let acknowledgement):
-                let finished = clock.now
-                let storedAt = stored ?? finished
-                let cachedAt = cached ?? finished
-                health.recordProcessed(delivery.count)
-                metrics.recordBatch(
-                    acknowledgement,
-                    store: storedAt - started,
-                    cache: cachedAt - storedAt,
-                    acknowledge: finished - cachedAt
-                )
-                for letter in acknowledgement.deadLetters {
-                    logger.warning(
-                        "entry dead-lettered",
-                        metadata: [
-                            "stream.entry": "\(letter.entry.id)",
-                            "dlq.reason": "\(letter.rejection.reason)",
-                            "dlq.detail": "\(letter.rejection.detail)",
-                        ]
-                    )
-                }
-                logger.debug(
-                    "batch done",
-                    metadata: [
-                        "entries": "\(delivery.count)", "bytes": "\(delivery.bytes)",
-                        "stored": "\(acknowledgement.stored.count)", "dead_letters": "\(acknowledgement.deadLetters.count)",
-                        "store_ms": "\((storedAt - started).milliseconds)",
-                        "cache_ms": "\((cachedAt - storedAt).milliseconds)",
-                        "ack_ms": "\((finished - cachedAt).milliseconds)",
-                    ]
-                )
-                return
+            default:
+                return StoredBatch(machine: machine, entries: delivery.count, bytes: delivery.bytes, started: started, stored: .now)
             }
         }
     }
@@ -385,22 +372,6 @@ struct IngestWorker {
                 throw HistorianError(.archiveUnreadable, "cannot restore archived conversation \(conversation.text): \(error)")
             }
         }
-    }
-
-    /// Cache keys that held another type, removed so that the cache could be written: someone
-    /// else writes under Historian's key names, which an operator should know.
-    private func reportRepaired(_ keys: [String]) {
-        guard !keys.isEmpty else { return }
-        logger.warning(
-            "cache keys held another type than Historian writes there; removed and rebuilt",
-            metadata: ["redis.keys": "\(keys.joined(separator: " "))"]
-        )
-    }
-
-    private func snapshots(_ conversations: [String]) async throws -> [CacheWrite] {
-        let postgres = try await connections.postgres()
-        let size = settings.cache.recentSize
-        return try await postgres.withSession { try RecentCache.snapshots(of: conversations, size: size, in: $0) }
     }
 
     /// `retrying`, with this worker's logger, metrics and loop.
