@@ -139,7 +139,7 @@ let package = Package(
         .testTarget(
             name: "HistorianTests",
             dependencies: [
-                "Historian", "Gzip", "RedisClient",
+                "Historian", "Gzip", "RedisClient", "PostgresClient",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]

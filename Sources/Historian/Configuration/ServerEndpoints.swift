@@ -7,6 +7,10 @@ public struct ServerEndpoints: Sendable {
     public var redis: RedisConfiguration
     public var postgresURL: String
     public var postgresPassword: String?
+    /// Told what each connection made from here sends; nil counts nothing. Only the ingest
+    /// workers' connections count (see `IngestService`).
+    var postgresTraffic: PostgresTrafficObserver?
+    var redisTraffic: RedisTrafficObserver?
 
     public init(_ configuration: HistorianConfiguration) throws {
         var redis = try RedisConfiguration(url: configuration.redisURL)
@@ -17,7 +21,7 @@ public struct ServerEndpoints: Sendable {
     }
 
     public func connectRedis(logger: Logger) async throws -> RedisConnection {
-        try await RedisConnection.connect(redis, logger: logger)
+        try await RedisConnection.connect(redis, logger: logger, traffic: redisTraffic)
     }
 
     public func connectPostgres(
@@ -32,7 +36,8 @@ public struct ServerEndpoints: Sendable {
             applicationName: applicationName,
             connectTimeout: connectTimeout,
             queryTimeout: queryTimeout,
-            logger: logger
+            logger: logger,
+            traffic: postgresTraffic
         )
     }
 }

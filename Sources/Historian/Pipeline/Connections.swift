@@ -2,7 +2,8 @@ import Logging
 import PostgresClient
 import RedisClient
 
-/// One worker's connections, made on first use and made again after they break.
+/// One worker's connections, made on first use and made again after they break. They count
+/// what they send where `endpoints` say (the ingest service's metrics).
 final class WorkerConnections {
     let endpoints: ServerEndpoints
     let logger: Logger
