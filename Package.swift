@@ -145,6 +145,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "SystemdNotifyTests", dependencies: ["SystemdNotify", "Historian"]),
+        .testTarget(name: "HistorianBenchmarkTests", dependencies: ["HistorianBenchmark"]),
         .testTarget(
             name: "OperationsEndpointTests",
             dependencies: [

@@ -15,7 +15,9 @@ import UnixSignals
 /// 2. the Redis floor: the least Redis work the contract asks for, as plain commands;
 /// 3. the drain: a prefilled stream consumed by the release `historian run --once`;
 /// 4. latency: a producer at a fixed rate against a running `historian run`;
-/// and the daemon's peak RSS. It prints a table and writes the figures as JSON.
+/// 5. the sweep: more drains, with the daemon's default settings and with other `--workers`;
+/// and the daemon's peak RSS, and the statements, commands and round trips of a batch. It
+/// prints a table with each target met or missed, and writes the figures as JSON.
 @main
 struct HistorianBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -41,14 +43,24 @@ struct HistorianBenchmark: AsyncParsableCommand {
     @Option(help: "Make every message's content this many bytes (default: 20 to 2,000, about 300 on average).")
     var contentBytes: Int?
 
-    @Option(help: "Workers of the historian process.")
+    @Option(help: "Workers of the historian process in the main drain and the latency run.")
     var workers = 3
+
+    @Option(
+        help: """
+            Worker counts of the sweep's extra drains, comma-separated (the main drain's count is \
+            not run again). The sweep also drains once with the default settings, without \
+            --workers. Each drain costs a prefill and about as long as the main drain: the \
+            default sweep (four drains) adds four to five main drains' time.
+            """
+    )
+    var workersSweep = "1,2,4"
 
     @Option(help: "Extra historian option, e.g. --daemon-option=--batch-size=1000 (repeatable).")
     var daemonOption: [String] = []
 
-    @Option(help: "Phases to run, comma-separated: ceiling, floor, drain, latency.")
-    var phases = "ceiling,floor,drain,latency"
+    @Option(help: "Phases to run, comma-separated: ceiling, floor, drain, latency, sweep.")
+    var phases = "ceiling,floor,drain,latency,sweep"
 
     @Option(help: "Where the figures go as JSON.")
     var json = "benchmark-results.json"
@@ -72,10 +84,13 @@ struct HistorianBenchmark: AsyncParsableCommand {
         let messageCount = messages ?? (quick ? 100_000 : 1_000_000)
         let latencyDuration = latencySeconds ?? (quick ? 20 : 60)
         let selected = Set(phases.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
-        let unknown = selected.subtracting(["ceiling", "floor", "drain", "latency"])
+        let unknown = selected.subtracting(["ceiling", "floor", "drain", "latency", "sweep"])
         guard unknown.isEmpty else {
-            throw ValidationError("unknown phase \(unknown.sorted().joined(separator: ", ")); the phases are ceiling, floor, drain, latency")
+            throw ValidationError(
+                "unknown phase \(unknown.sorted().joined(separator: ", ")); the phases are ceiling, floor, drain, latency, sweep"
+            )
         }
+        let sweepCounts = try parsedWorkersSweep()
         if let contentBytes, contentBytes < 1 {
             throw ValidationError("--content-bytes must be at least 1")
         }
@@ -116,7 +131,8 @@ struct HistorianBenchmark: AsyncParsableCommand {
                     workload: workload,
                     messages: batch,
                     executable: executable,
-                    arguments: daemonArguments
+                    arguments: daemonArguments,
+                    workers: workers
                 )
                 results.drain = try await phase.run()
             }
@@ -144,6 +160,18 @@ struct HistorianBenchmark: AsyncParsableCommand {
                     samplesPath: latencySamples
                 )
                 results.latency = try await phase.run()
+            }
+            if selected.contains("sweep") {
+                // After the latency run, which works on the main drain's tables and cache.
+                let sweep = WorkersSweep(
+                    servers: servers,
+                    workload: workload,
+                    messages: batch,
+                    executable: executable,
+                    arguments: sharedDaemonArguments,
+                    workerCounts: sweepCounts.filter { !selected.contains("drain") || $0 != workers }
+                )
+                results.sweep = try await sweep.run()
             }
         } catch {
             try? await servers.destroy()
@@ -177,7 +205,21 @@ struct HistorianBenchmark: AsyncParsableCommand {
     }
 
     private var daemonArguments: [String] {
-        ["--workers", String(workers), "--log-level", "warning"] + daemonOption
+        ["--workers", String(workers)] + sharedDaemonArguments
+    }
+
+    /// The daemon's arguments in every drain and run but `--workers`.
+    private var sharedDaemonArguments: [String] {
+        ["--log-level", "warning"] + daemonOption
+    }
+
+    private func parsedWorkersSweep() throws -> [Int] {
+        try workersSweep.split(separator: ",").map { item in
+            guard let count = Int(item.trimmingCharacters(in: .whitespaces)), count >= 1 else {
+                throw ValidationError("--workers-sweep takes worker counts like 1,2,4, not \(workersSweep)")
+            }
+            return count
+        }
     }
 
     private func historianExecutable() throws -> String {

@@ -335,21 +335,31 @@ func prefill(_ redis: RedisConnection, with messages: [WorkloadMessage], of work
 // MARK: - Drain
 
 /// A stream prefilled with the whole workload, drained by `historian run --once` with the cache
-/// on; timed from the process's start to its exit, and checked afterwards.
+/// on; timed from the process's start to its exit, and checked afterwards. The daemon leaves
+/// its final metrics in a file (`--metrics-file`), from which come the statements, commands and
+/// round trips per batch.
 struct DrainPhase {
     let servers: BenchmarkServers
     let workload: Workload
     let messages: [WorkloadMessage]
     let executable: String
     let arguments: [String]
+    /// The `--workers` in `arguments`, if any, for the results.
+    var workers: Int?
+    /// A new database of this name is made for the drain.
+    var database = "drain"
+    /// What the progress lines call this drain.
+    var label = "drain"
 
     func run() async throws -> DrainResult {
-        let database = try await servers.freshDatabase("drain")
+        let database = try await servers.freshDatabase(self.database)
         defer { database.close() }
         let redis = try await servers.redisConnection()
         defer { redis.close() }
 
-        try await prefill(redis, with: messages, of: workload, phase: "drain")
+        // A stream of its own, and no cache left by an earlier phase.
+        _ = try await redis.send("FLUSHALL")
+        try await prefill(redis, with: messages, of: workload, phase: label)
         _ = try await database.execute("CHECKPOINT")
 
         // Every command that keeps Redis busy for over a millisecond goes to the slow log: while
@@ -361,8 +371,10 @@ struct DrainPhase {
             _ = try await redis.send(command)
         }
 
-        report("drain: historian run --once \(arguments.joined(separator: " "))")
+        report("\(label): historian run --once \(arguments.joined(separator: " "))")
         let log = try temporaryFile("historian-drain")
+        let metricsFile = try temporaryFile("historian-drain-metrics", suffix: ".prom")
+        defer { unlink(metricsFile) }
         let serversBefore = ServerCPU(servers)
         let probe = DiskProbe(directory: servers.postgres.directory)
         defer { probe.cancel() }
@@ -371,8 +383,10 @@ struct DrainPhase {
         let timeStart = monotonicNanoseconds()
         let daemon = try ChildProcess(
             executable: executable,
-            arguments: ["run", "--once", "--redis-url", servers.redis.url, "--postgres-url", servers.postgres.url(database: "drain")]
-                + arguments,
+            arguments: [
+                "run", "--once", "--redis-url", servers.redis.url, "--postgres-url",
+                servers.postgres.url(database: self.database), "--metrics-file", metricsFile,
+            ] + arguments,
             standardError: log
         )
         // VmHWM only grows; the last reading before the exit is the peak, give or take the
@@ -383,7 +397,7 @@ struct DrainPhase {
             peakRSS = max(peakRSS, daemon.peakResidentBytes ?? 0)
             if ContinuousClock.now > deadline {
                 daemon.signal(SIGKILL)
-                throw BenchmarkError("drain: historian did not finish; its log is \(log)")
+                throw BenchmarkError("\(label): historian did not finish; its log is \(log)")
             }
             try await Task.sleep(for: .milliseconds(20))
         }
@@ -395,29 +409,42 @@ struct DrainPhase {
         try await Task.sleep(for: .milliseconds(300))
         let serversAfter = ServerCPU(servers)
         guard status == 0 else {
-            throw BenchmarkError("drain: historian exited with status \(status); its log is \(log)")
+            throw BenchmarkError("\(label): historian exited with status \(status); its log is \(log)")
         }
         keepLogIfNotEmpty(log)
+        let traffic = try BatchTraffic(exposition: String(contentsOfFile: metricsFile, encoding: .utf8))
         let stored = try await database.query("SELECT count(*) AS count FROM messages")[0, "count"].flatMap { Int($0) } ?? -1
         let deadLetters = try await redis.send("XLEN", "chat:messages:dlq").int ?? -1
         guard stored == messages.count, deadLetters == 0 else {
-            throw BenchmarkError("drain: \(stored) of \(messages.count) messages stored, \(deadLetters) dead letters")
+            throw BenchmarkError("\(label): \(stored) of \(messages.count) messages stored, \(deadLetters) dead letters")
         }
         let usage = daemon.resourceUsage
         let pauses = try await RedisPauses.read(redis)
+        let cpuSeconds = (usage?.userSeconds ?? 0) + (usage?.systemSeconds ?? 0)
+        let postgresCPUSeconds = serversAfter.postgres - serversBefore.postgres
+        let redisCPUSeconds = serversAfter.redis - serversBefore.redis
         let result = DrainResult(
+            messages: messages.count,
+            workers: workers,
             messagesPerSecond: Double(messages.count) / seconds,
             seconds: seconds,
             peakRSSBytes: peakRSS,
-            cpuSeconds: (usage?.userSeconds ?? 0) + (usage?.systemSeconds ?? 0),
-            postgresCPUSeconds: serversAfter.postgres - serversBefore.postgres,
-            redisCPUSeconds: serversAfter.redis - serversBefore.redis,
+            cpuSeconds: cpuSeconds,
+            postgresCPUSeconds: postgresCPUSeconds,
+            redisCPUSeconds: redisCPUSeconds,
+            cpuPerMessage: CPUPerMessage(
+                historianSeconds: cpuSeconds,
+                postgresSeconds: postgresCPUSeconds,
+                redisSeconds: redisCPUSeconds,
+                messages: messages.count
+            ),
+            traffic: traffic,
             disk: disk,
             machine: machineResult,
             redisPauses: pauses
         )
         report(
-            "drain: \(Int(result.messagesPerSecond)) messages/s, peak RSS \(result.peakRSSBytes / 1_048_576) MiB, "
+            "\(label): \(Int(result.messagesPerSecond)) messages/s, peak RSS \(result.peakRSSBytes / 1_048_576) MiB, "
                 + String(
                     format: "CPU: historian %.1f s, PostgreSQL %.1f s, Redis %.1f s",
                     result.cpuSeconds,
@@ -429,7 +456,10 @@ struct DrainPhase {
     }
 }
 
-struct DrainResult: Codable {
+struct DrainResult: Encodable {
+    var messages: Int
+    /// The drain's `--workers`; nil: the daemon's default.
+    var workers: Int?
     var messagesPerSecond: Double
     var seconds: Double
     var peakRSSBytes: Int
@@ -439,6 +469,10 @@ struct DrainResult: Codable {
     var postgresCPUSeconds: Double
     /// CPU time of redis-server meanwhile.
     var redisCPUSeconds: Double
+    /// The three CPU times per message stored.
+    var cpuPerMessage: CPUPerMessage
+    /// What the ingest workers sent to the servers, from the daemon's final metrics.
+    var traffic: BatchTraffic?
     /// `fdatasync` times on PostgreSQL's disk meanwhile.
     var disk: DiskProbeResult?
     /// The whole machine's CPU meanwhile.
@@ -447,12 +481,15 @@ struct DrainResult: Codable {
     var redisPauses: RedisPauses?
 
     enum CodingKeys: String, CodingKey {
+        case messages, workers
         case messagesPerSecond = "messages_per_second"
         case seconds
         case peakRSSBytes = "peak_rss_bytes"
         case cpuSeconds = "historian_cpu_seconds"
         case postgresCPUSeconds = "postgres_cpu_seconds"
         case redisCPUSeconds = "redis_cpu_seconds"
+        case cpuPerMessage = "cpu_us_per_message"
+        case traffic
         case disk, machine
         case redisPauses = "redis_pauses"
     }
@@ -496,7 +533,9 @@ struct ServerCPU {
 /// A producer appends at a fixed rate to a stream a running `historian run` consumes, and
 /// watches the consumer group to note when each entry is acknowledged. Historian
 /// acknowledges an entry only after its message is committed and the cache refreshed, so the
-/// time from XADD to acknowledgement is the time to committed-and-cached.
+/// time from XADD to acknowledgement is the time to committed-and-cached. The daemon's metrics,
+/// scraped as the producer starts and once every entry is acknowledged, give the statements,
+/// commands and round trips per batch meanwhile.
 struct LatencyPhase {
     let servers: BenchmarkServers
     let messages: [[(String, String)]]
@@ -526,12 +565,24 @@ struct LatencyPhase {
         settle.close()
         sync()
         let log = try temporaryFile("historian-latency")
+        // The endpoint on a free port, unless the daemon's options name one.
+        var endpoint: [String] = []
+        let metricsPort: Int
+        if let address = MetricsScrape.address(in: arguments) {
+            guard let port = address.split(separator: ":").last.flatMap({ Int($0) }) else {
+                throw BenchmarkError("latency: the phase reads the daemon's metrics, which --metrics-address \"\(address)\" turns off")
+            }
+            metricsPort = port
+        } else {
+            metricsPort = try Loopback.freePort()
+            endpoint = ["--metrics-address", "127.0.0.1:\(metricsPort)"]
+        }
         let daemon = try ChildProcess(
             executable: executable,
             arguments: [
                 "run", "--redis-url", servers.redis.url, "--postgres-url", servers.postgres.url(database: "drain"),
                 "--stream", Self.stream, "--dlq-stream", Self.stream + ":dlq",
-            ] + arguments,
+            ] + endpoint + arguments,
             standardError: log
         )
         defer { daemon.signal(SIGKILL) }
@@ -550,7 +601,9 @@ struct LatencyPhase {
         defer { watcher.close() }
         let autovacuum = AutovacuumProbe(connection: watcher)
         defer { autovacuum.cancel() }
+        let trafficBefore = try BatchTraffic(exposition: MetricsScrape.get(port: metricsPort))
         let (samples, achievedRate) = try await produceAndWatch(redis)
+        let traffic = try BatchTraffic(exposition: MetricsScrape.get(port: metricsPort)) - trafficBefore
         let firstSent = samples.lazy.map(\.sent).min() ?? 0
         let disk = try await probe.stop(origin: firstSent)
         let machineResult = await machine.stop(origin: firstSent)
@@ -570,6 +623,13 @@ struct LatencyPhase {
         result.postgresCPUSeconds = serversAfter.postgres - serversBefore.postgres
         result.redisCPUSeconds = serversAfter.redis - serversBefore.redis
         result.benchmarkCPUSeconds = ownAfter - ownBefore
+        result.cpuPerMessage = CPUPerMessage(
+            historianSeconds: result.cpuSeconds ?? 0,
+            postgresSeconds: result.postgresCPUSeconds ?? 0,
+            redisSeconds: result.redisCPUSeconds ?? 0,
+            messages: result.count
+        )
+        result.traffic = traffic
         result.disk = disk
         result.machine = machineResult
         result.autovacuum = autovacuumRuns
@@ -680,7 +740,7 @@ struct LatencySample {
     var latency: UInt64
 }
 
-struct LatencyResult: Codable {
+struct LatencyResult: Encodable {
     var rate: Int
     var achievedRate: Double
     var count: Int
@@ -695,6 +755,10 @@ struct LatencyResult: Codable {
     /// The benchmark's own CPU time meanwhile (its producer and its poller), which shares the
     /// cores with the rest.
     var benchmarkCPUSeconds: Double?
+    /// The three processes' CPU times per message.
+    var cpuPerMessage: CPUPerMessage?
+    /// What the ingest workers sent to the servers meanwhile, from the daemon's metrics.
+    var traffic: BatchTraffic?
 
     /// `fdatasync` times on PostgreSQL's disk meanwhile.
     var disk: DiskProbeResult?
@@ -730,6 +794,8 @@ struct LatencyResult: Codable {
         case postgresCPUSeconds = "postgres_cpu_seconds"
         case redisCPUSeconds = "redis_cpu_seconds"
         case benchmarkCPUSeconds = "benchmark_cpu_seconds"
+        case cpuPerMessage = "cpu_us_per_message"
+        case traffic
         case disk, machine, autovacuum, windows
         case streamLength = "stream_length_at_end"
     }
@@ -829,9 +895,9 @@ func format(_ milliseconds: Double) -> String {
     String(format: "%.1f", milliseconds)
 }
 
-func temporaryFile(_ prefix: String) throws -> String {
-    var template = Array((NSTemporaryDirectory() + "/\(prefix)-XXXXXX.log").utf8CString)
-    let descriptor = template.withUnsafeMutableBufferPointer { mkstemps($0.baseAddress!, 4) }
+func temporaryFile(_ prefix: String, suffix: String = ".log") throws -> String {
+    var template = Array((NSTemporaryDirectory() + "/\(prefix)-XXXXXX\(suffix)").utf8CString)
+    let descriptor = template.withUnsafeMutableBufferPointer { mkstemps($0.baseAddress!, Int32(suffix.utf8.count)) }
     guard descriptor >= 0 else { throw BenchmarkError("cannot create a temporary file") }
     close(descriptor)
     return String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)

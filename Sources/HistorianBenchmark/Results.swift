@@ -46,42 +46,38 @@ struct BenchmarkResults: Encodable {
     var redisFloor: RedisFloorResult?
     var drain: DrainResult?
     var latency: LatencyResult?
+    /// The extra drains: with the default settings, and with each `--workers` of the sweep.
+    var sweep: SweepResult?
 
     /// CPU per message, in microseconds.
     private func perMessage(_ seconds: Double) -> Double { seconds / Double(max(1, messages)) * 1e6 }
+
+    /// PostgreSQL's CPU per message at the ceiling (the lesser of its two rounds), in µs.
+    var ceilingPostgresCPUPerMessage: Double? {
+        ceiling.map { perMessage($0.postgresCPUSeconds) }
+    }
+
+    /// Redis's CPU per message at the floor, in µs.
+    var floorRedisCPUPerMessage: Double? {
+        redisFloor.map { perMessage($0.redisCPUSeconds) }
+    }
+
+    /// The bound's CPU per message: PostgreSQL's at the ceiling plus Redis's at the floor, in µs.
+    var boundCPUPerMessage: Double? {
+        guard let postgres = ceilingPostgresCPUPerMessage, let redis = floorRedisCPUPerMessage else { return nil }
+        return postgres + redis
+    }
 
     /// The most messages per second any drain could reach on this machine: its cores kept busy
     /// with nothing but the least PostgreSQL CPU of the ceiling and Redis's CPU at the floor,
     /// none left for Historian itself.
     var bound: Double? {
-        guard let ceiling, let redisFloor else { return nil }
-        let microseconds = perMessage(ceiling.postgresCPUSeconds) + perMessage(redisFloor.redisCPUSeconds)
-        guard microseconds > 0 else { return nil }
+        guard let microseconds = boundCPUPerMessage, microseconds > 0 else { return nil }
         return Double(machine.cores) * 1e6 / microseconds
     }
 
-    /// The targets of the benchmark, checked against this run's figures.
-    var targets: [Target] {
-        var targets: [Target] = []
-        if let drain, let ceiling {
-            let ratio = drain.messagesPerSecond / ceiling.messagesPerSecond
-            targets.append(Target(name: "drain ≥ 70% of ceiling", value: String(format: "%.0f%%", ratio * 100), met: ratio >= 0.70))
-        }
-        if let latency {
-            targets.append(Target(name: "p99 latency < 25 ms", value: format(latency.p99) + " ms", met: latency.p99 < 25))
-        }
-        if let drain {
-            let mebibytes = Double(drain.peakRSSBytes) / 1_048_576
-            targets.append(Target(name: "peak RSS < 64 MiB", value: String(format: "%.1f MiB", mebibytes), met: mebibytes < 64))
-        }
-        return targets
-    }
-
-    struct Target: Codable {
-        var name: String
-        var value: String
-        var met: Bool
-    }
+    /// The targets, held against this run's figures.
+    var targets: [Target] { Targets.evaluate(self) }
 
     func table() -> String {
         var rows: [(String, String)] = [
@@ -130,17 +126,19 @@ struct BenchmarkResults: Encodable {
                 line += String(format: ", %.0f%% of ceiling", drain.messagesPerSecond / ceiling.messagesPerSecond * 100)
             }
             rows.append(("drain, cache on", line))
-            rows.append(("historian CPU during drain", String(format: "%.1f s (%.1f µs per message)", drain.cpuSeconds, drain.cpuSeconds / Double(messages) * 1e6)))
             rows.append(
                 (
-                    "server CPU during drain",
-                    String(
-                        format: "PostgreSQL %.1f s (%.1f µs per message), Redis %.1f s (%.1f µs per message)",
-                        drain.postgresCPUSeconds, drain.postgresCPUSeconds / Double(messages) * 1e6,
-                        drain.redisCPUSeconds, drain.redisCPUSeconds / Double(messages) * 1e6
-                    )
+                    "CPU during drain",
+                    drain.cpuPerMessage.summary
+                        + String(
+                            format: " (%.1f s, %.1f s, %.1f s)",
+                            drain.cpuSeconds, drain.postgresCPUSeconds, drain.redisCPUSeconds
+                        )
                 )
             )
+            if let traffic = drain.traffic {
+                rows.append(("drain: per batch", traffic.summary(messages: drain.messages)))
+            }
             if let pauses = drain.redisPauses {
                 rows.append(("Redis busy with one command during drain", pauses.summary))
             }
@@ -155,20 +153,19 @@ struct BenchmarkResults: Encodable {
         if let latency {
             rows.append(("latency: rate", String(format: "%d messages/s target, %.0f achieved, %d messages", latency.rate, latency.achievedRate, latency.count)))
             rows.append(("latency: p50 / p99 / p99.9 / max", "\(format(latency.p50)) / \(format(latency.p99)) / \(format(latency.p999)) / \(format(latency.max)) ms"))
-            if let historian = latency.cpuSeconds, let postgres = latency.postgresCPUSeconds, let redis = latency.redisCPUSeconds {
-                let perMessage = { (seconds: Double) in seconds / Double(Swift.max(1, latency.count)) * 1e6 }
-                rows.append(
-                    (
-                        "CPU during latency run",
-                        String(
-                            format: "%.1f µs per message: historian %.1f, PostgreSQL %.1f, Redis %.1f",
-                            perMessage(historian + postgres + redis), perMessage(historian), perMessage(postgres), perMessage(redis)
+            if let perMessage = latency.cpuPerMessage {
+                rows.append(("CPU during latency run", perMessage.summary))
+                if let benchmark = latency.benchmarkCPUSeconds {
+                    rows.append(
+                        (
+                            "benchmark's producer and poller",
+                            String(format: "%.1f µs per message", benchmark / Double(Swift.max(1, latency.count)) * 1e6)
                         )
                     )
-                )
-                if let benchmark = latency.benchmarkCPUSeconds {
-                    rows.append(("benchmark's producer and poller", String(format: "%.1f µs per message", perMessage(benchmark))))
                 }
+            }
+            if let traffic = latency.traffic {
+                rows.append(("latency run: per batch", traffic.summary(messages: latency.count)))
             }
             if let disk = latency.disk {
                 rows.append(("disk during latency run: fdatasync p50 / p99 / max", disk.summary))
@@ -191,8 +188,23 @@ struct BenchmarkResults: Encodable {
                 rows.append(("stream entries left at the end", "\(length) (trimmed every 5 s down to what all groups acknowledged)"))
             }
         }
+        if let sweep {
+            if let defaults = sweep.defaults {
+                rows.append(("drain with the default settings", rate(defaults.messagesPerSecond) + " (no --workers)"))
+            }
+            // The main drain is one of them: the sweep does not run its count again.
+            var drains = sweep.drains.map { (drain: $0, main: false) }
+            if let drain, drain.workers != nil { drains.append((drain, true)) }
+            drains.sort { ($0.drain.workers ?? 0) < ($1.drain.workers ?? 0) }
+            if !drains.isEmpty {
+                let list = drains.map { drain, main in
+                    "\(drain.workers ?? 0): " + Int(drain.messagesPerSecond.rounded()).formatted() + (main ? " (main drain)" : "")
+                }
+                rows.append(("drains by --workers", list.joined(separator: ", ") + " messages/s"))
+            }
+        }
         for target in targets {
-            rows.append(("target: " + target.name, target.value + (target.met ? "  met" : "  MISSED")))
+            rows.append(("target: " + target.name, target.summary))
         }
         let width = rows.map(\.0.count).max() ?? 0
         return rows.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + $0.1 }.joined(separator: "\n")
@@ -203,7 +215,8 @@ struct BenchmarkResults: Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case machine, messages, conversations, workers, ceiling, drain, latency, targets, bound
+        case machine, messages, conversations, workers, ceiling, drain, latency, sweep, targets, bound
+        case boundCPUPerMessage = "bound_cpu_us_per_message"
         case redisFloor = "redis_floor"
         case daemonOptions = "historian_options"
         case postgresSettings = "postgres_settings"
@@ -222,9 +235,53 @@ struct BenchmarkResults: Encodable {
         try container.encodeIfPresent(ceiling, forKey: .ceiling)
         try container.encodeIfPresent(redisFloor, forKey: .redisFloor)
         try container.encodeIfPresent(bound, forKey: .bound)
+        try container.encodeIfPresent(boundCPUPerMessage, forKey: .boundCPUPerMessage)
         try container.encodeIfPresent(drain, forKey: .drain)
         try container.encodeIfPresent(latency, forKey: .latency)
+        try container.encodeIfPresent(sweep, forKey: .sweep)
         try container.encode(targets, forKey: .targets)
+    }
+}
+
+/// CPU time per message of the three processes, in microseconds.
+struct CPUPerMessage: Encodable, Equatable {
+    var historian: Double
+    var postgres: Double
+    var redis: Double
+
+    var total: Double { historian + postgres + redis }
+
+    init(historian: Double, postgres: Double, redis: Double) {
+        self.historian = historian
+        self.postgres = postgres
+        self.redis = redis
+    }
+
+    /// From CPU seconds over `messages`.
+    init(historianSeconds: Double, postgresSeconds: Double, redisSeconds: Double, messages: Int) {
+        let perMessage = { (seconds: Double) in seconds / Double(max(1, messages)) * 1e6 }
+        self.init(historian: perMessage(historianSeconds), postgres: perMessage(postgresSeconds), redis: perMessage(redisSeconds))
+    }
+
+    /// "historian 20.6, PostgreSQL 37.7, Redis 32.4"
+    var parts: String {
+        String(format: "historian %.1f, PostgreSQL %.1f, Redis %.1f", historian, postgres, redis)
+    }
+
+    var summary: String {
+        String(format: "%.1f µs per message: ", total) + parts
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case historian, postgres, redis, total
+    }
+
+    func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(historian, forKey: .historian)
+        try container.encode(postgres, forKey: .postgres)
+        try container.encode(redis, forKey: .redis)
+        try container.encode(total, forKey: .total)
     }
 }
 

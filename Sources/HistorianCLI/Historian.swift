@@ -149,6 +149,15 @@ struct Run: AsyncParsableCommand {
     @Flag(help: "Stop once nothing is waiting instead of waiting for more.")
     var once = false
 
+    @Option(help: "When the run ends, write its final metrics to this file, as /metrics has them (e.g. after --once).")
+    var metricsFile: String?
+
+    func validate() throws {
+        if dryRun, metricsFile != nil {
+            throw ValidationError("--metrics-file: a dry run records no metrics")
+        }
+    }
+
     func run() async throws {
         let (configuration, logger) = try await options.load()
         if dryRun {
@@ -159,15 +168,13 @@ struct Run: AsyncParsableCommand {
         // A loop stuck for half the watchdog's interval stops the pings in time.
         let watchdog = SystemdNotifier.watchdogInterval(environment)
         let health = DaemonHealth(stallLimit: watchdog.map { $0 / 2 } ?? DaemonHealth.defaultStallLimit)
-        // The endpoint serves the daemon; a run --once ends before anyone would scrape it.
+        // The endpoint serves the daemon; a run --once ends before anyone would scrape it, and
+        // leaves its figures in the metrics file instead, if asked to.
+        let address = once ? nil : configuration.metricsAddress
+        let registry = address != nil || metricsFile != nil ? OperationsEndpoint.bootstrap() : nil
         var endpoint: OperationsEndpoint?
-        if !once, let address = configuration.metricsAddress {
-            endpoint = OperationsEndpoint(
-                address: address,
-                registry: OperationsEndpoint.bootstrap(),
-                health: health,
-                logger: logger
-            )
+        if let address, let registry {
+            endpoint = OperationsEndpoint(address: address, registry: registry, health: health, logger: logger)
         }
         // Made after the bootstrap: a metric made before it would record nothing, ever.
         let metrics = DaemonMetrics()
@@ -207,6 +214,9 @@ struct Run: AsyncParsableCommand {
         groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownGrace
         do {
             try await ServiceGroup(configuration: groupConfiguration).run()
+            if let metricsFile, let registry {
+                try MetricsFile.write(registry, to: metricsFile)
+            }
         } catch let error as HistorianError where error.code == .schemaTooNew {
             // No restart can fix this one: the units do not restart on this status.
             logger.critical("cannot start: \(error.message); upgrade Historian")

@@ -175,7 +175,7 @@ public enum Loopback {
     }
 
     /// A socket connected to the loopback port; the caller closes it.
-    static func connectedSocket(port: Int) throws -> Int32 {
+    public static func connectedSocket(port: Int) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw LocalServerError("socket() failed: errno \(errno)") }
         guard withAddress(port: port, { connect(fd, $0, $1) }) == 0 else {

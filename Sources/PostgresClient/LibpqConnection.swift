@@ -84,12 +84,21 @@ final class LibpqConnection {
     let logger: Logger
     /// Strings that must never appear in an error message: passwords and the conninfo itself.
     private let secrets: [String]
+    /// Told what each call sends (see `PostgresTraffic`).
+    private let traffic: PostgresTrafficObserver?
 
-    private init(conn: OpaquePointer, flags: ConnectionFlags, logger: Logger, secrets: [String]) {
+    private init(
+        conn: OpaquePointer,
+        flags: ConnectionFlags,
+        logger: Logger,
+        secrets: [String],
+        traffic: PostgresTrafficObserver?
+    ) {
         self.conn = conn
         self.flags = flags
         self.logger = logger
         self.secrets = secrets
+        self.traffic = traffic
     }
 
     deinit {
@@ -125,7 +134,8 @@ final class LibpqConnection {
         password: String?,
         applicationName: String,
         timeout: Duration,
-        logger: Logger
+        logger: Logger,
+        traffic: PostgresTrafficObserver?
     ) throws -> LibpqConnection {
         let deadline = Deadline(after: timeout)
         var secrets: [String] = []
@@ -164,7 +174,13 @@ final class LibpqConnection {
         guard let started else {
             throw PostgresError(code: .connectionFailed, message: "libpq could not allocate a connection")
         }
-        let connection = LibpqConnection(conn: started, flags: ConnectionFlags(), logger: logger, secrets: secrets)
+        let connection = LibpqConnection(
+            conn: started,
+            flags: ConnectionFlags(),
+            logger: logger,
+            secrets: secrets,
+            traffic: traffic
+        )
         try connection.pollConnect(deadline: deadline)
         PQsetnonblocking(started, 1)
         connection.installNoticeReceiver()
@@ -286,6 +302,7 @@ final class LibpqConnection {
         guard PQsendPrepare(conn, name, sql, 0, nil) == 1 else {
             throw sendFailure()
         }
+        traffic?(PostgresTraffic(statements: 0, roundTrips: 1))
         try flush(deadline: deadline)
         _ = try collectResults(deadline: deadline, expectCopyIn: false)
         prepared.insert(name)
@@ -323,6 +340,7 @@ final class LibpqConnection {
             try prepare(name, statement.sql, deadline: deadline)
         }
         try send(statement, on: conn)
+        traffic?(PostgresTraffic(statements: 1, roundTrips: 1))
         try flush(deadline: deadline)
         return try collectResults(deadline: deadline, expectCopyIn: false) ?? PostgresRows()
     }
@@ -349,6 +367,7 @@ final class LibpqConnection {
                 try send(statement, on: conn)
             }
             guard PQpipelineSync(conn) == 1 else { throw sendFailure() }
+            traffic?(PostgresTraffic(statements: statements.count, roundTrips: 1))
             try flush(deadline: deadline)
             let results = try collectPipelineResults(expected: statements.count, deadline: deadline)
             guard PQexitPipelineMode(conn) == 1 else {
@@ -398,14 +417,18 @@ final class LibpqConnection {
     func execute(_ sql: String, deadline: Deadline) throws -> PostgresRows {
         let conn = try usableConnection()
         guard PQsendQuery(conn, sql) == 1 else { throw sendFailure() }
+        // Counted once the results are in: the server answers each statement it ran with one.
+        var statements = 0
+        defer { traffic?(PostgresTraffic(statements: max(1, statements), roundTrips: 1)) }
         try flush(deadline: deadline)
-        return try collectResults(deadline: deadline, expectCopyIn: false) ?? PostgresRows()
+        return try collectResults(deadline: deadline, expectCopyIn: false, statements: &statements) ?? PostgresRows()
     }
 
     /// Runs `COPY ... FROM STDIN` with already-encoded data; returns the number of rows copied.
     func copyIn(_ sql: String, data: [UInt8], deadline: Deadline) throws -> Int {
         let conn = try usableConnection()
         guard PQsendQuery(conn, sql) == 1 else { throw sendFailure() }
+        traffic?(PostgresTraffic(statements: 1, roundTrips: 1))
         try flush(deadline: deadline)
         if try collectResults(deadline: deadline, expectCopyIn: true) != nil {
             throw protocolFailure("the statement did not start COPY FROM STDIN")
@@ -422,6 +445,7 @@ final class LibpqConnection {
             }
         }
         try retryWhileFull(deadline: deadline) { PQputCopyEnd(conn, nil) }
+        traffic?(PostgresTraffic(statements: 0, roundTrips: 1))
         try flush(deadline: deadline)
         return try collectResults(deadline: deadline, expectCopyIn: false)?.affectedRows ?? 0
     }
@@ -483,6 +507,12 @@ final class LibpqConnection {
     /// Returns nil when the server entered COPY IN and `expectCopyIn` is set; otherwise the last result's rows.
     /// The first error result is thrown once all results were read, so the connection is idle again.
     private func collectResults(deadline: Deadline, expectCopyIn: Bool) throws -> PostgresRows? {
+        var statements = 0
+        return try collectResults(deadline: deadline, expectCopyIn: expectCopyIn, statements: &statements)
+    }
+
+    /// `collectResults`, adding to `statements` each statement the server answered for.
+    private func collectResults(deadline: Deadline, expectCopyIn: Bool, statements: inout Int) throws -> PostgresRows? {
         guard let conn else { throw PostgresError(code: .closed, message: "the connection was closed") }
         var firstError: PostgresError?
         var unexpected: PostgresError?
@@ -497,11 +527,13 @@ final class LibpqConnection {
             let status = PQresultStatus(result)
             switch status {
             case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
+                statements += 1
                 if let last {
                     PQclear(last)
                 }
                 last = result
             case PGRES_FATAL_ERROR:
+                statements += 1
                 if firstError == nil {
                     firstError = serverFailure(result)
                 }

@@ -27,14 +27,16 @@ public final class PostgresConnection: @unchecked Sendable {
     /// Connects with a libpq URI or conninfo; `password`, when given, overrides any in the conninfo.
     ///
     /// PG* environment variables and the password file apply as in libpq. `applicationName` is used unless the
-    /// conninfo or `PGAPPNAME` sets one. The client encoding is always UTF-8.
+    /// conninfo or `PGAPPNAME` sets one. The client encoding is always UTF-8. `traffic`, when given, is told what
+    /// each call sends (see ``PostgresTraffic``).
     public static func connect(
         conninfo: String,
         password: String? = nil,
         applicationName: String = "historian",
         connectTimeout: Duration = .seconds(10),
         queryTimeout: Duration = .seconds(30),
-        logger: Logger
+        logger: Logger,
+        traffic: PostgresTrafficObserver? = nil
     ) async throws -> PostgresConnection {
         let queue = DispatchQueue(label: "historian.postgres.connection")
         return try await withCheckedThrowingContinuation { continuation in
@@ -46,7 +48,8 @@ public final class PostgresConnection: @unchecked Sendable {
                             password: password,
                             applicationName: applicationName,
                             timeout: connectTimeout,
-                            logger: logger
+                            logger: logger,
+                            traffic: traffic
                         )
                         let connection = PostgresConnection(
                             queue: queue,

@@ -35,11 +35,14 @@ public final class RedisConnection: @unchecked Sendable {
     private let commandTimeout: Duration
     private let endpoint: RedisConfiguration.Endpoint
     private let logger: Logger
+    /// Told what each call sends (see ``RedisTraffic``).
+    private let traffic: RedisTrafficObserver?
 
-    private init(configuration: RedisConfiguration, logger: Logger) {
+    private init(configuration: RedisConfiguration, logger: Logger, traffic: RedisTrafficObserver?) {
         self.queue = DispatchQueue(label: "historian.redis.connection")
         self.commandTimeout = configuration.commandTimeout
         self.endpoint = configuration.endpoint
+        self.traffic = traffic
         var logger = logger
         logger[metadataKey: "redis.endpoint"] = "\(configuration.endpoint)"
         self.logger = logger
@@ -49,10 +52,15 @@ public final class RedisConnection: @unchecked Sendable {
     ///
     /// Throws ``RedisError`` with code ``RedisError/Code/connectionFailed`` (transient) when the server cannot be
     /// reached or the handshake fails on the wire, ``RedisError/Code/authenticationFailed`` (permanent) when the
-    /// credentials are rejected, and ``RedisError/Code/server`` when `SELECT` is refused.
-    public static func connect(_ configuration: RedisConfiguration, logger: Logger) async throws -> RedisConnection {
+    /// credentials are rejected, and ``RedisError/Code/server`` when `SELECT` is refused. `traffic`, when given, is
+    /// told what each call sends (see ``RedisTraffic``).
+    public static func connect(
+        _ configuration: RedisConfiguration,
+        logger: Logger,
+        traffic: RedisTrafficObserver? = nil
+    ) async throws -> RedisConnection {
         _ = ignoreSIGPIPEUnlessHandled
-        let connection = RedisConnection(configuration: configuration, logger: logger)
+        let connection = RedisConnection(configuration: configuration, logger: logger, traffic: traffic)
         try await connection.onQueue { () throws(RedisError) in
             try connection.openOnQueue(configuration)
         }
@@ -258,6 +266,7 @@ public final class RedisConnection: @unchecked Sendable {
         guard status == REDIS_OK else {
             throw failure(pointer, errno: errno, timeout: effectiveTimeout)
         }
+        traffic?(RedisTraffic(commands: commands.count, roundTrips: 1))
 
         var replies: [Decoded] = []
         replies.reserveCapacity(commands.count)

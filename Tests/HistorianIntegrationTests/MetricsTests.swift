@@ -133,6 +133,47 @@ struct MetricsTests {
         }
     }
 
+    @Test("run --once --metrics-file leaves its final figures in the file, the workers' traffic among them")
+    func onceWritesItsFigures() async throws {
+        try await TestEnvironment.with { environment in
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            let messages = Producer.workload(count: 60, conversations: 4, seed: 45)
+            try await Producer.append(messages, redis: redis)
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("historian-\(UUID().uuidString).prom").path
+            defer { try? FileManager.default.removeItem(atPath: file) }
+
+            let once = try await HistorianProcess.run(
+                ["run", "--once", "--workers", "2", "--batch-size", "10", "--metrics-file", file],
+                environment: environment.historianEnvironment
+            )
+            #expect(once.status == 0, "\(once.errors)")
+            let metrics = try Prometheus.parse(try String(contentsOfFile: file, encoding: .utf8))
+            #expect(metrics["historian_messages_stored_total"] == Double(messages.count))
+            let batches = try #require(metrics["historian_batches_total"])
+            #expect(batches >= 6)
+            // Every batch is read from Redis, stored in PostgreSQL, cached and acknowledged in
+            // Redis: at least one round trip to PostgreSQL and two to Redis each, one command or
+            // statement at least in each round trip but COPY's second.
+            let postgresStatements = try #require(metrics["historian_postgres_statements_total"])
+            let postgresRoundTrips = try #require(metrics["historian_postgres_round_trips_total"])
+            let redisCommands = try #require(metrics["historian_redis_commands_total"])
+            let redisRoundTrips = try #require(metrics["historian_redis_round_trips_total"])
+            #expect(postgresRoundTrips >= batches)
+            #expect(postgresStatements >= batches)
+            #expect(redisRoundTrips >= 2 * batches)
+            #expect(redisCommands >= redisRoundTrips)
+
+            // A dry run records nothing, so it has nothing to write.
+            let dry = try await HistorianProcess.run(
+                ["run", "--dry-run", "--once", "--metrics-file", file],
+                environment: environment.historianEnvironment
+            )
+            #expect(dry.status != 0)
+            #expect(dry.errors.contains("--metrics-file: a dry run records no metrics"), "\(dry.errors)")
+        }
+    }
+
     @Test("a taken metrics port stops run at startup, naming the address, before anything is read; --once serves none")
     func takenPortStopsRun() async throws {
         try await TestEnvironment.with { environment in

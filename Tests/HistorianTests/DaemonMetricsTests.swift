@@ -1,5 +1,6 @@
 import Metrics
 import MetricsTestKit
+import PostgresClient
 import RedisClient
 import Testing
 
@@ -70,6 +71,20 @@ struct DaemonMetricsTests {
         #expect(
             try backend.expectTimer("historian_batch_phase_duration_seconds", [("phase", "ack")]).values == [1_000_000]
         )
+    }
+
+    @Test func theWorkersTrafficAddsUpInFourCounters() throws {
+        let backend = TestMetrics()
+        let metrics = DaemonMetrics(factory: backend)
+        metrics.postgresTraffic(PostgresTraffic(statements: 3, roundTrips: 1))
+        metrics.postgresTraffic(PostgresTraffic(statements: 0, roundTrips: 1))
+        metrics.redisTraffic(RedisTraffic(commands: 5, roundTrips: 1))
+        metrics.redisTraffic(RedisTraffic(commands: 1, roundTrips: 1))
+
+        #expect(try backend.expectCounter("historian_postgres_statements_total").totalValue == 3)
+        #expect(try backend.expectCounter("historian_postgres_round_trips_total").totalValue == 2)
+        #expect(try backend.expectCounter("historian_redis_commands_total").totalValue == 6)
+        #expect(try backend.expectCounter("historian_redis_round_trips_total").totalValue == 2)
     }
 
     @Test func retriesCountByOperationAndKind() async throws {

@@ -1,10 +1,13 @@
 import Foundation
 import Metrics
+import PostgresClient
+import RedisClient
 
 /// The daemon's metrics, made once from a metrics factory and shared by its parts.
 ///
 /// Figures are added once per batch, upkeep pass, archived conversation or retry, never once
-/// per message: the ingest path is benchmarked. No label holds a message's content or a user,
+/// per message: the ingest path is benchmarked. The one exception is the ingest workers'
+/// traffic, added once per call to a server, by an atomic add. No label holds a message's content or a user,
 /// conversation or session ID; every label has a small, fixed set of values.
 /// docs/contract.md ("Metrics") lists each metric.
 public struct DaemonMetrics: Sendable {
@@ -13,6 +16,10 @@ public struct DaemonMetrics: Sendable {
     let deadLetters: [DeadLetterReason: Counter]
     let batches: Counter
     let batchDuration: Timer
+    let postgresStatements: Counter
+    let postgresRoundTrips: Counter
+    let redisCommands: Counter
+    let redisRoundTrips: Counter
     let storeDuration: Timer
     let cacheDuration: Timer
     let acknowledgeDuration: Timer
@@ -66,6 +73,10 @@ public struct DaemonMetrics: Sendable {
             preferredDisplayUnit: .seconds,
             factory: factory
         )
+        postgresStatements = Counter(label: "historian_postgres_statements_total", factory: factory)
+        postgresRoundTrips = Counter(label: "historian_postgres_round_trips_total", factory: factory)
+        redisCommands = Counter(label: "historian_redis_commands_total", factory: factory)
+        redisRoundTrips = Counter(label: "historian_redis_round_trips_total", factory: factory)
         func phase(_ name: String) -> Timer {
             Timer(
                 label: "historian_batch_phase_duration_seconds",
@@ -122,6 +133,22 @@ public struct DaemonMetrics: Sendable {
         cacheDuration.record(duration: cache)
         acknowledgeDuration.record(duration: acknowledge)
         batchDuration.record(duration: store + cache + acknowledge)
+    }
+
+    /// Counts what an ingest worker's PostgreSQL connection sends (see `PostgresTraffic`).
+    var postgresTraffic: PostgresTrafficObserver {
+        { [postgresStatements, postgresRoundTrips] traffic in
+            if traffic.statements > 0 { postgresStatements.increment(by: traffic.statements) }
+            postgresRoundTrips.increment(by: traffic.roundTrips)
+        }
+    }
+
+    /// Counts what an ingest worker's Redis connection sends (see `RedisTraffic`).
+    var redisTraffic: RedisTrafficObserver {
+        { [redisCommands, redisRoundTrips] traffic in
+            redisCommands.increment(by: traffic.commands)
+            redisRoundTrips.increment(by: traffic.roundTrips)
+        }
     }
 
     func recordRetry(_ operation: RetriedOperation, _ kind: FailureKind) {

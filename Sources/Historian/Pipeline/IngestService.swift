@@ -78,11 +78,16 @@ public struct IngestService: Service, CustomStringConvertible {
         let threads = (0..<settings.workers).map { BlockingThreadExecutor(name: "worker-\($0)") }
         let endThreads = (0..<settings.workers).map { BlockingThreadExecutor(name: "worker-\($0)-end") }
         defer { (threads + endThreads).forEach { $0.shutdown() } }
+        // The workers' connections, and only theirs, count what they send: what the batches
+        // cost the servers, without the schema, upkeep or readiness checks beside them.
+        var workerEndpoints = endpoints
+        workerEndpoints.postgresTraffic = metrics.postgresTraffic
+        workerEndpoints.redisTraffic = metrics.redisTraffic
         try await withThrowingDiscardingTaskGroup { group in
             for index in 0..<settings.workers {
                 let worker = IngestWorker(
-                    index: index, settings: settings, turn: turn, endpoints: endpoints, metrics: metrics, health: health,
-                    endExecutor: endThreads[index], logger: logger
+                    index: index, settings: settings, turn: turn, endpoints: workerEndpoints, metrics: metrics,
+                    health: health, endExecutor: endThreads[index], logger: logger
                 )
                 group.addTask(executorPreference: threads[index]) { try await worker.run() }
             }
