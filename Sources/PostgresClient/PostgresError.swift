@@ -74,6 +74,17 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Whether PostgreSQL refused the data itself (SQLSTATE classes 22 data exception, 23
+    /// integrity constraint violation, 54 program limit exceeded): the same rows are refused
+    /// again however often they are sent.
+    public var isRejectedData: Bool {
+        guard code == .server, let sqlState, !isTransient else { return false }
+        return ["22", "23", "54"].contains(String(sqlState.prefix(2)))
+    }
+
+    /// A foreign key found no row to point at (23503).
+    public var isForeignKeyViolation: Bool { code == .server && sqlState == "23503" }
+
     /// `<code> [SQLSTATE] message`; leaves out `detail`, which may quote row values.
     public var description: String {
         if let sqlState {

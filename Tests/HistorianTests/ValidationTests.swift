@@ -230,7 +230,7 @@ struct TitleTests {
             }
             return title.isEmpty ? nil : title
         }
-        let pieces = ["a", "word", "Grüße", "日本語", "👩‍💻", " ", "  ", "\t", "\n", "\r\n", "\u{2028}", String(repeating: "x", count: 79), String(repeating: "y", count: 85)]
+        let pieces = ["a", "word", "Grüße", "日本語", "👩‍💻", " ", "  ", "\t", "\n", "\r\n", "\u{2028}", "\r", "\u{0B}", "\u{0C}", "\u{1F}", "\u{85}", String(repeating: "x", count: 79), String(repeating: "y", count: 85)]
         var state: UInt64 = 42
         for _ in 0..<3000 {
             var content = ""

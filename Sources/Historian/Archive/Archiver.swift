@@ -140,24 +140,15 @@ public struct Archiver: Sendable {
         let (directory, name) = layout.location(of: conversation, archivedAt: archivedAt)
 
         // 1. The rows, from one snapshot, into the file.
-        try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        let written: WrittenArchive
-        let snapshot: ConversationHead
-        do {
-            guard let head = try Self.conversationHead(conversation, in: session) else {
-                try session.execute("ROLLBACK")
-                return .skipped(reason: "not in PostgreSQL")
-            }
-            snapshot = head
+        let read = try session.transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") { _ -> (ConversationHead, ArchiveWriter)? in
+            guard let head = try Self.conversationHead(conversation, in: session) else { return nil }
             let writer = try ArchiveWriter(directory: directory, name: name)
             try writer.append(line: head.line)
             try Self.forEachMessageLine(of: conversation, in: session) { try writer.append(line: $0) }
-            try session.execute("COMMIT")
-            written = try writer.finish()
-        } catch {
-            _ = try? session.execute("ROLLBACK")
-            throw error
+            return (head, writer)
         }
+        guard let (snapshot, writer) = read else { return .skipped(reason: "not in PostgreSQL") }
+        let written = try writer.finish()
 
         // 2. Read back and verified before anything is deleted. A file that fails is not left
         // under its final name.
@@ -171,15 +162,13 @@ public struct Archiver: Sendable {
         try beforeDelete(written)
 
         // 3. Recorded and deleted, unless the conversation moved on meanwhile.
-        try session.execute("BEGIN")
-        do {
+        let outcome = try session.transaction { end -> Outcome in
             let current = try session.query(
                 "SELECT updated_at::text, cache_version::text FROM conversations WHERE id = $1::uuid FOR UPDATE",
                 [conversation.text]
             )
             guard let row = current.rows.first, row[0] == snapshot.updatedAt, row[1] == snapshot.version else {
-                try session.execute("ROLLBACK")
-                Durable.remove(archive: written.path)
+                end = .rollback
                 return .skipped(
                     reason: current.rows.isEmpty ? "gone from PostgreSQL meanwhile" : "new messages since it was read"
                 )
@@ -201,13 +190,13 @@ public struct Archiver: Sendable {
             )
             // The messages and their contexts go with it (ON DELETE CASCADE).
             _ = try session.query("DELETE FROM conversations WHERE id = $1::uuid", [conversation.text])
-            try session.execute("COMMIT")
-            CrashPoint.reached(.archiveDeleted)
             return .archived(path: written.path, messages: messages)
-        } catch {
-            _ = try? session.execute("ROLLBACK")
-            throw error
         }
+        switch outcome {
+        case .archived: CrashPoint.reached(.archiveDeleted)
+        case .skipped: Durable.remove(archive: written.path)
+        }
+        return outcome
     }
 
     /// What restoring one conversation did.
@@ -223,10 +212,7 @@ public struct Archiver: Sendable {
     /// `updated_at` is now, so that it stays for another `archive_after`. The files are removed
     /// once the transaction has committed.
     public static func restore(_ conversation: CanonicalUUID, in session: PostgresSession) throws -> Restored {
-        try session.execute("BEGIN")
-        let path: String
-        let messages: Int
-        do {
+        let restored = try session.transaction { end -> Restored in
             let recorded = try session.query(
                 "SELECT path, sha256, message_count::text FROM archived_conversations WHERE id = $1::uuid FOR UPDATE",
                 [conversation.text]
@@ -235,10 +221,10 @@ public struct Archiver: Sendable {
                 let count = row[2].flatMap({ Int($0) })
             else {
                 let present = try session.query("SELECT 1 FROM conversations WHERE id = $1::uuid", [conversation.text])
-                try session.execute("ROLLBACK")
+                end = .rollback
                 return present.rows.isEmpty ? .notArchived : .alreadyInPostgres
             }
-            path = recordedPath
+            let path = recordedPath
             var chunk: [String] = []
             var chunkBytes = 0
             var conversationSeen = false
@@ -281,19 +267,15 @@ public struct Archiver: Sendable {
             guard conversationSeen, inserted == count else {
                 throw ArchiveFileError(path: path, problem: "it holds \(inserted) messages; \(count) were archived")
             }
-            messages = inserted
             _ = try session.query(
                 "UPDATE conversations SET updated_at = now() WHERE id = $1::uuid",
                 [conversation.text]
             )
             _ = try session.query("DELETE FROM archived_conversations WHERE id = $1::uuid", [conversation.text])
-            try session.execute("COMMIT")
-        } catch {
-            _ = try? session.execute("ROLLBACK")
-            throw error
+            return .restored(messages: inserted, path: path)
         }
-        Durable.remove(archive: path)
-        return .restored(messages: messages, path: path)
+        if case .restored(_, let path) = restored { Durable.remove(archive: path) }
+        return restored
     }
 
     /// The conversation line as a row, if it is the conversation `$2` and not in PostgreSQL.

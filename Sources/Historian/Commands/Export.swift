@@ -86,30 +86,30 @@ public struct ConversationExport: Sendable {
                 attempt += 1
                 // Its lines from PostgreSQL, or where its archive is, in one snapshot: an archive
                 // pass deletes the rows and records the file in one transaction.
-                let recorded: (path: String, sha256: String, messages: Int)
-                try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                do {
+                let found = try session.transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") {
+                    _ -> Found in
                     if let head = try Archiver.conversationHead(conversation, in: session) {
                         source(.postgres)
                         var encoder = ExportEncoder(format: format, output: output)
                         try encoder.conversation(head.line)
                         try Archiver.forEachMessageLine(of: conversation, in: session) { try encoder.message($0) }
                         try encoder.finish()
-                        try session.execute("COMMIT")
-                        return .exported(from: .postgres, messages: encoder.messages)
+                        return .exported(messages: encoder.messages)
                     }
                     let rows = try session.query(
                         "SELECT path, sha256, message_count::text FROM archived_conversations WHERE id = $1::uuid",
                         [conversation.text]
                     )
-                    try session.execute("COMMIT")
                     guard let row = rows.rows.first, let path = row[0], let sha256 = row[1],
                         let messages = row[2].flatMap({ Int($0) })
                     else { return .notFound }
-                    recorded = (path, sha256, messages)
-                } catch {
-                    _ = try? session.execute("ROLLBACK")
-                    throw error
+                    return .archived(path: path, sha256: sha256, messages: messages)
+                }
+                let recorded: (path: String, sha256: String, messages: Int)
+                switch found {
+                case .exported(let messages): return .exported(from: .postgres, messages: messages)
+                case .notFound: return .notFound
+                case .archived(let path, let sha256, let messages): recorded = (path, sha256, messages)
                 }
 
                 let descriptor = open(recorded.path, O_RDONLY | O_CLOEXEC)
@@ -161,6 +161,15 @@ public struct ConversationExport: Sendable {
 
 /// Turns a conversation's archive lines into one export format, and hands the bytes out in
 /// chunks of about ``ConversationExport/chunkBytes``.
+/// What one snapshot of PostgreSQL held of a conversation being exported.
+private enum Found {
+    /// It was in PostgreSQL, and is written out.
+    case exported(messages: Int)
+    /// Its archive, as recorded.
+    case archived(path: String, sha256: String, messages: Int)
+    case notFound
+}
+
 struct ExportEncoder {
     let format: ConversationExport.Format
     let output: ([UInt8]) throws -> Void

@@ -38,7 +38,7 @@ enum FailureKind {
         case let error as PostgresError:
             if error.isTransient {
                 self = .transient
-            } else if let state = error.sqlState, ["22", "23", "54"].contains(String(state.prefix(2))) {
+            } else if error.isRejectedData {
                 self = .rejectedData
             } else {
                 self = .needsOperator

@@ -85,7 +85,7 @@ public enum MessageStore {
     static func storeNew(_ unit: [IncomingMessage], _ touches: [ConversationTouch], in session: PostgresSession) throws -> Outcome? {
         do {
             return try outcome(of: session.query(callNew, parameters: newParameters(unit, touches)), unit, path: .new)
-        } catch let error as PostgresError where error.sqlState == "23503" {
+        } catch let error as PostgresError where error.isForeignKeyViolation {
             // A conversation read as existing was archived before the foreign-key check could
             // lock it: the checked function locks first.
             return nil

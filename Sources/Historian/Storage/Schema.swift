@@ -127,17 +127,12 @@ public enum Schema {
             }
             var applied: [Int] = []
             for migration in migrations where migration.version > recorded {
-                try session.execute("BEGIN")
-                do {
+                try session.transaction { _ in
                     try session.execute(migration.sql)
                     _ = try session.query(
                         "INSERT INTO historian_schema_migrations (version, name) VALUES ($1, $2)",
                         [String(migration.version), migration.name]
                     )
-                    try session.execute("COMMIT")
-                } catch {
-                    _ = try? session.execute("ROLLBACK")
-                    throw error
                 }
                 applied.append(migration.version)
             }
