@@ -75,7 +75,7 @@ struct Target: Encodable, Equatable {
     }
 }
 
-/// The benchmark's targets (issue 32, and the memory target), each held against the figures of
+/// The benchmark's targets (the write path's, and the memory target), each held against the figures of
 /// one run: a pure function of the results, so that the verdicts can be tested without a run.
 enum Targets {
     /// The producer's rate at which the steady-rate targets hold.

@@ -33,20 +33,16 @@ let mallocTuning = tuneMalloc()
 /// - Two arenas at most. glibc gives threads that contend for the heap arenas of their own, up
 ///   to eight per core. Each worker's blocking I/O runs on a queue of its own, so a batch's
 ///   memory was often freed into another arena than the next batch allocated from, and the
-///   process kept it all: with three workers the drain's peak RSS was 61 MiB, with two arenas
-///   48 MiB, at the same speed.
+///   process kept it all, for a larger peak RSS at the same speed.
 /// - No fastbins. With chunks in the fastbins, every allocation of 1 KiB or more (a message's
-///   content, a COPY buffer, a reply) first merges them all (`malloc_consolidate`: 7% of the
-///   process's time in a profile of the drain). Small blocks still come from the per-thread
-///   cache. In three pairs of drains this took the process's CPU per message from 25.3 µs
-///   to 22.2 µs.
+///   content, a parameter buffer, a reply) first merges them all (`malloc_consolidate`).
+///   Small blocks still come from the per-thread cache.
 /// - Freed memory kept for the next batch: blocks of up to 32 MiB come from the arenas, and an
 ///   arena returns free memory to the kernel only past 64 MiB. glibc's own thresholds follow
 ///   the largest block freed (4 MiB or so with `batch_bytes` at 4 MiB), so it gave back most of
-///   what each large batch freed, and the next batch faulted it back in, page by page, zeroed:
-///   with entries of 100 KB, a third of the process's time was in page faults. Keeping it
-///   took the process's CPU per message down by a quarter to a third (two pairs of drains), for
-///   4 to 8 MiB more peak RSS; the usual workload is unchanged.
+///   what each large batch freed, and the next batch faulted it back in, page by page, zeroed.
+///   Keeping it costs a few MiB of peak RSS with large entries; docs/benchmark.md has the
+///   figures.
 ///
 /// - Returns: what was done, for the log: each setting and whether glibc took it.
 func tuneMalloc() -> String {

@@ -1,9 +1,8 @@
 /// Finds the bytes that text escaping must look at, eight bytes at a time.
 ///
-/// The `COPY` text rows and the cache's JSON elements both copy runs of plain bytes whole and
-/// escape a few bytes one by one. Looking at every byte in turn cost a fifth of the process's
-/// time each when contents were 100 KB. This checks a whole 64-bit word at once with the
-/// usual bit tricks (does any byte equal `c`; is any byte below `n`), and only a word that
+/// `COPY` text rows and the cache's JSON elements both copy runs of plain bytes whole and
+/// escape a few bytes one by one. Looking at every byte in turn is slow for large contents, so
+/// this checks a whole 64-bit word at once with the usual bit tricks (does any byte equal `c`; is any byte below `n`), and only a word that
 /// holds a candidate is looked at byte by byte.
 public enum ByteScan {
     private static let ones: UInt64 = 0x0101_0101_0101_0101

@@ -100,7 +100,7 @@ struct RESPCommandEncoder {
     private mutating func appendHeader(_ marker: UInt8, _ value: Int) {
         buffer.append(marker)
         // The decimal digits, written backwards into a small buffer: there is a header per
-        // argument, and `String(value)` took a fifth of the encoder's time.
+        // argument, and `String(value)` allocates for each.
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
             var rest = UInt(value)
             var start = 20

@@ -91,9 +91,9 @@ public struct SessionTouch: Sendable, Hashable {
 /// Keeps `history:{id}:recent`, `session:{id}` and `user:{id}:sessions` fresh: a batch's cache
 /// work is a few script calls, one round trip each (one call for batches of up to 256).
 public enum RecentCache {
-    /// The contract's element, as PostgreSQL builds it for snapshots and the staged path.
+    /// The contract's element, as PostgreSQL builds it for snapshots (list rebuilds).
     /// `created_at` comes right after `role`, before any free text, so the script can find it.
-    /// `element(of:metadata:)` builds the same bytes in Swift for the direct path.
+    /// `element(of:metadata:)` builds the same bytes in Swift for the messages a unit stores.
     static func elementSQL(_ m: String) -> String {
         """
         json_build_object('id', \(m).id, 'conversation_id', \(m).conversation_id, 'role', \(m).role,
@@ -105,9 +105,8 @@ public enum RecentCache {
 
     /// The bytes `elementSQL` makes PostgreSQL build for this message, given its metadata as
     /// PostgreSQL prints it (`jsonb` text: keys sorted, duplicates dropped, numbers and strings
-    /// rewritten), or `nil`. The direct path builds its elements here rather than reading the
-    /// rows it has just copied back out of `messages`: in a drain, that read and PostgreSQL's
-    /// JSON building took about half of the conversation update's time.
+    /// rewritten), or `nil`. The store builds its elements here rather than have PostgreSQL
+    /// read back the rows it has just written and build them: PostgreSQL's CPU is the scarcer.
     ///
     /// `json_build_object` separates keys from values with `" : "` and pairs with `", "`;
     /// strings are escaped as PostgreSQL's `escape_json` does (`\b \f \n \r \t \" \\`, other
@@ -231,7 +230,7 @@ public enum RecentCache {
 
     /// About the most work one script call carries: a write counts its elements, a session
     /// touch one. Redis serves no other client while a script runs, and a whole batch of 500
-    /// in one call held it for 14 ms during a drain.
+    /// in one call would hold it for milliseconds.
     static let workPerCall = 256
 
     /// Applies the writes and session touches, in script calls of about `workPerCall` each,

@@ -2,8 +2,8 @@
 /// as `batch_size`.
 ///
 /// `XREADGROUP` counts entries, not bytes, and a batch is held several times over while it is
-/// stored (the entries, the validated messages, the `COPY` data, the cache elements). Entries of
-/// 100 KB in batches of 500 took a 3-worker daemon to 678 MiB. So each read asks for as many
+/// stored (the entries, the validated messages, the parameters, the cache elements), so large
+/// entries in batches of 500 would take hundreds of MiB. So each read asks for as many
 /// entries as the batch's bytes left allow, assuming every entry weighs `entryBytes`: as much as
 /// the largest entry of the latest read that returned any. The first read of all assumes the
 /// largest content the validator accepts.
