@@ -75,8 +75,9 @@ struct Target: Encodable, Equatable {
     }
 }
 
-/// The benchmark's targets (the write path's, and the memory target), each held against the figures of
-/// one run: a pure function of the results, so that the verdicts can be tested without a run.
+/// The benchmark's targets (the write path's, and the memory target), each held against the
+/// figures of one run: a pure function of the results, so that the verdicts can be tested
+/// without a run.
 enum Targets {
     /// The producer's rate at which the steady-rate targets hold.
     static let steadyRate = 5_000
