@@ -82,6 +82,9 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         return ["22", "23", "54"].contains(String(sqlState.prefix(2)))
     }
 
+    /// A unique key already held the value (23505).
+    public var isUniqueViolation: Bool { code == .server && sqlState == "23505" }
+
     /// A foreign key found no row to point at (23503).
     public var isForeignKeyViolation: Bool { code == .server && sqlState == "23503" }
 

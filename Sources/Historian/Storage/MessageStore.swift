@@ -85,11 +85,17 @@ public enum MessageStore {
     static func storeNew(_ unit: [IncomingMessage], _ touches: [ConversationTouch], in session: PostgresSession) throws -> Outcome? {
         do {
             return try outcome(of: session.query(callNew, parameters: newParameters(unit, touches)), unit, path: .new)
-        } catch let error as PostgresError where error.isForeignKeyViolation {
-            // A conversation read as existing was archived before the foreign-key check could
-            // lock it: the checked function locks first.
+        } catch let error as PostgresError where Self.needsCheckedFunction(error) {
             return nil
         }
+    }
+
+    /// Whether `historian_store_new` failed in a way that the checked function deals with (its
+    /// failure rolled everything back): a message that is stored already (a redelivery), a
+    /// conversation another writer created meanwhile, or one archived before the foreign-key
+    /// check could lock it (the checked function locks first).
+    static func needsCheckedFunction(_ error: PostgresError) -> Bool {
+        error.isUniqueViolation || error.isForeignKeyViolation || error.sqlState == StoreFunctions.createdMeanwhile
     }
 
     /// `historian_store_checked`, which takes any unit.

@@ -4,9 +4,11 @@
 /// - `historian_store_new` takes the usual unit: new messages, each from its conversation's
 ///   owner. It creates the conversations that are missing, inserts the messages and their
 ///   contexts, and updates the conversations with aggregates the caller computed
-///   (`ConversationTouch`). Anything unusual (a message already stored, a conversation owned by
-///   someone else, one created meanwhile by another writer) rolls it back and makes it answer
-///   `c`: the unit is for the checked function. Conversations found archived make it answer `a`
+///   (`ConversationTouch`). A conversation owned by someone else makes it answer `c` before it
+///   writes anything; a message already stored (unique violation, 23505) or a conversation
+///   created meanwhile by another writer (`HI001`) makes it fail, which rolls the whole call
+///   back: either way, the unit is for the checked function. (Failing rather than catching
+///   the error keeps the call free of a subtransaction.) Conversations found archived make it answer `a`
 ///   rows without writing: the caller restores them and calls again.
 /// - `historian_store_checked` takes any unit. It inserts the messages whose user owns their
 ///   conversation and whose ID is not stored yet, computes the conversations' aggregates from
@@ -30,11 +32,15 @@
 /// - `m`: the message at position `number` (from 1) of the unit has metadata `body`, as
 ///   PostgreSQL prints `jsonb` (for the cache elements);
 /// - `a`: conversation `key` is archived; nothing was written;
-/// - `c`: the unit needs the checked function; nothing was written;
+/// - `c`: the unit needs the checked function; nothing was written (`historian_store_new` only);
 /// - `j`: message `key` was not inserted; `body` says why: `d` stored already, identical; `c`
 ///   stored already with other content; `u` its conversation has another owner; `n` not
 ///   judged (written meanwhile by another writer, or its conversation went away): retried.
 enum StoreFunctions {
+    /// The SQLSTATE `historian_store_new` fails with when another writer created one of the
+    /// unit's conversations first.
+    static let createdMeanwhile = "HI001"
+
     /// What storing messages changes in their conversation `c`, given the aggregates `t` of the
     /// messages stored (`first_at`, `explicit_title`, `derived_title`, `derived_at`). An
     /// explicit title wins; otherwise the title comes from the earliest user message seen so
@@ -158,25 +164,20 @@ enum StoreFunctions {
                 RETURN QUERY \(readArchived);
                 IF FOUND THEN RETURN; END IF;
             END IF;
-            BEGIN
-                IF missing IS NOT NULL THEN
-                    \(createConversations);
-                    GET DIAGNOSTICS created = ROW_COUNT;
-                    -- Another writer created some first: their owner is for the checked function.
-                    IF created < cardinality(missing) THEN
-                        RAISE SQLSTATE 'HI001';
-                    END IF;
+            IF missing IS NOT NULL THEN
+                \(createConversations);
+                GET DIAGNOSTICS created = ROW_COUNT;
+                -- Another writer created some first: their owner is for the checked function.
+                IF created < cardinality(missing) THEN
+                    RAISE SQLSTATE 'HI001' USING MESSAGE = 'a conversation was created meanwhile';
                 END IF;
-                \(insertMessages);
-                IF cardinality($11) > 0 THEN
-                    \(insertContexts);
-                END IF;
-                RETURN QUERY
-                    \(updateConversations);
-            EXCEPTION WHEN unique_violation OR SQLSTATE 'HI001' THEN
-                -- Nothing of the block stays; no row was answered yet.
-                RETURN QUERY SELECT 'c'::"char", NULL::uuid, NULL::bigint, NULL::text;
-            END;
+            END IF;
+            \(insertMessages);
+            IF cardinality($11) > 0 THEN
+                \(insertContexts);
+            END IF;
+            RETURN QUERY
+                \(updateConversations);
         END
         $function$
         """
