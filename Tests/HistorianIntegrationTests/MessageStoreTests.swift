@@ -148,8 +148,12 @@ struct MessageStoreTests {
                 direct.close()
                 staged.close()
             }
+            var builtInSwift: [String: [[UInt8]]] = [:]
             for (number, unit) in Self.units().enumerated() {
                 let viaDirect = try Self.stored(try await direct.withSession { try MessageStore.store(unit, in: $0) })
+                for write in viaDirect.cacheWrites {
+                    builtInSwift[write.conversationID, default: []] += write.elements.map { Array($0.utf8) }
+                }
                 let viaStaged = try Self.stored(try await staged.withSession { try MessageStore.storeChecked(unit, in: $0) })
                 #expect(viaDirect.path == .new, "unit \(number) was turned away by historian_store_new")
                 #expect(viaStaged.path == .checked)
@@ -157,6 +161,17 @@ struct MessageStoreTests {
                 #expect(viaDirect.results.count == unit.count)
                 #expect(Set(viaDirect.results.values) == [.stored])
                 #expect(viaDirect.cacheWrites == viaStaged.cacheWrites, "unit \(number): cache deltas differ")
+            }
+            // The elements built in Swift are, byte for byte, those PostgreSQL builds for a
+            // rebuild (`json_build_object`), control bytes, escapes and `jsonb` rewrites included.
+            let conversations = builtInSwift.keys.sorted()
+            let rebuilt = try await direct.withSession { try RecentCache.snapshots(of: conversations, size: 1000, in: $0) }
+            #expect(rebuilt.count == conversations.count)
+            for snapshot in rebuilt {
+                let swift = Set(builtInSwift[snapshot.conversationID] ?? [])
+                let postgres = Set(snapshot.elements.map { Array($0.utf8) })
+                let differing = swift.subtracting(postgres).map { String(decoding: $0, as: UTF8.self) }
+                #expect(swift.count == postgres.count && differing.isEmpty, "conversation \(snapshot.conversationID): \(differing)")
             }
             let directRows = try await direct.withSession { try Self.snapshot($0) }
             let stagedRows = try await staged.withSession { try Self.snapshot($0) }
