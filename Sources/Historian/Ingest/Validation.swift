@@ -340,66 +340,17 @@ public struct EntryValidator: Sendable {
         return value
     }
 
-    /// Whether JSON text holds the escape `\u0000`, which PostgreSQL's `jsonb` refuses, so such
-    /// JSON is invalid here too. Escapes are read in pairs, so `\\u0000` (an escaped backslash,
-    /// then text) is not one.
-    static func containsEscapedNUL(_ raw: [UInt8]) -> Bool {
-        let digits = Array("u0000".utf8)
-        var index = 0
-        while index < raw.count {
-            guard raw[index] == 0x5C else {
-                index += 1
-                continue
-            }
-            if index + digits.count < raw.count, raw[(index + 1)...(index + digits.count)].elementsEqual(digits) {
-                return true
-            }
-            index += 2
-        }
-        return false
-    }
-
+    /// Whether `raw` is one JSON object that PostgreSQL's `jsonb` accepts, with numbers that are
+    /// finite as a `Double`: one pass over the bytes (see `JSONCheck`), which `text` has checked
+    /// to be UTF-8 without NUL bytes.
     static func isJSONObject(_ raw: [UInt8]) -> Bool {
-        guard !containsEscapedNUL(raw) else { return false }
-        return (try? JSONSerialization.jsonObject(with: Data(raw))) is [String: Any]
+        JSONCheck.isJSONObject(raw)
     }
 
-    /// Decoded with JSONDecoder, which tells numbers from booleans (Foundation's NSNumber on
-    /// Linux does not: 0 and 1 pass as Bool).
+    /// Whether `raw` is an array of `{doc_id, content, score, metadata}` objects: one pass over
+    /// the bytes (see `JSONCheck`), which `text` has checked to be UTF-8 without NUL bytes. The
+    /// details name the first problem, as `contexts[2].score has the wrong type`.
     static func checkContexts(_ raw: [UInt8]) throws(Rejection) {
-        guard !containsEscapedNUL(raw) else {
-            throw Rejection(.invalidJSON, "contexts contains \\u0000, which PostgreSQL cannot store")
-        }
-        do {
-            _ = try JSONDecoder().decode([ContextShape].self, from: Data(raw))
-        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            guard !context.codingPath.isEmpty else { throw Rejection(.invalidJSON, "contexts is not a JSON array") }
-            let path = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
-            throw Rejection(.invalidJSON, "contexts\(path) has the wrong type")
-        } catch {
-            throw Rejection(.invalidJSON, "contexts is not an array of {doc_id, content, score, metadata} objects")
-        }
-    }
-}
-
-/// The shape `contexts` elements must have; values are checked, not kept.
-private struct ContextShape: Decodable {
-    var doc_id: String?
-    var content: String?
-    var score: Double?
-    var metadata: JSONObjectShape?
-}
-
-/// Any JSON object, whatever it holds.
-private struct JSONObjectShape: Decodable {
-    private struct AnyKey: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init?(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
-
-    init(from decoder: any Decoder) throws {
-        _ = try decoder.container(keyedBy: AnyKey.self)
+        try JSONCheck.checkContexts(raw)
     }
 }
