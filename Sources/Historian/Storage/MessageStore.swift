@@ -92,8 +92,8 @@ public enum MessageStore {
 
     /// Whether `historian_store_new` failed in a way that the checked function deals with (its
     /// failure rolled everything back): a message that is stored already (a redelivery), a
-    /// conversation another writer created meanwhile, or one archived before the foreign-key
-    /// check could lock it (the checked function locks first).
+    /// conversation another writer created meanwhile for another user, or one archived before
+    /// the foreign-key check could lock it (the checked function locks first).
     static func needsCheckedFunction(_ error: PostgresError) -> Bool {
         error.isUniqueViolation || error.isForeignKeyViolation || error.sqlState == StoreFunctions.createdMeanwhile
     }

@@ -6,8 +6,9 @@
 ///   contexts, and updates the conversations with aggregates the caller computed
 ///   (`ConversationTouch`). A conversation owned by someone else makes it answer `c` before it
 ///   writes anything; a message already stored (unique violation, 23505) or a conversation
-///   created meanwhile by another writer (`HI001`) makes it fail, which rolls the whole call
-///   back: either way, the unit is for the checked function. (Failing rather than catching
+///   created meanwhile by another user (`HI001`) makes it fail, which rolls the whole call
+///   back: either way, the unit is for the checked function. (A conversation created meanwhile
+///   by another writer for the same user is simply used.) (Failing rather than catching
 ///   the error keeps the call free of a subtransaction.) Conversations found archived make it answer `a`
 ///   rows without writing: the caller restores them and calls again.
 /// - `historian_store_checked` takes any unit. It inserts the messages whose user owns their
@@ -38,7 +39,7 @@
 ///   judged (written meanwhile by another writer, or its conversation went away): retried.
 enum StoreFunctions {
     /// The SQLSTATE `historian_store_new` fails with when another writer created one of the
-    /// unit's conversations first.
+    /// unit's conversations first, for another user.
     static let createdMeanwhile = "HI001"
 
     /// What storing messages changes in their conversation `c`, given the aggregates `t` of the
@@ -93,6 +94,14 @@ enum StoreFunctions {
                 LEFT JOIN conversations AS c ON c.id = t.id AND c.id = ANY ($13)
         """
 
+    /// The unit's conversations that are missing or have another owner than their messages'
+    /// user, after another writer created some of them.
+    static let recheckOwners = """
+        SELECT count(*) FROM unnest($13, $14) AS t (id, owner)
+                    LEFT JOIN conversations AS c ON c.id = t.id AND c.id = ANY ($13)
+                    WHERE c.user_id IS DISTINCT FROM t.owner
+        """
+
     static let readArchived = """
         SELECT 'a'::"char", a.id, NULL::bigint, NULL::text FROM archived_conversations AS a WHERE a.id = ANY ($13)
         """
@@ -139,7 +148,7 @@ enum StoreFunctions {
 
     /// The statements of `historian_store_new` that read or lock rows, each planned once per
     /// connection: `MessageStoreTests` checks that their generic plans look rows up by key.
-    static let newStatements = [readOwners, readArchived, createConversations, insertContexts, updateConversations]
+    static let newStatements = [readOwners, recheckOwners, readArchived, createConversations, insertContexts, updateConversations]
 
     static let storeNew = """
         CREATE FUNCTION historian_store_new(\(newParameterTypes.joined(separator: ", ")))
@@ -167,9 +176,15 @@ enum StoreFunctions {
             IF missing IS NOT NULL THEN
                 \(createConversations);
                 GET DIAGNOSTICS created = ROW_COUNT;
-                -- Another writer created some first: their owner is for the checked function.
+                -- Another writer created some first, and has committed (the insert waited for
+                -- it): their owners are read again. Any other owner, or a conversation gone
+                -- again, is for the checked function.
                 IF created < cardinality(missing) THEN
-                    RAISE SQLSTATE 'HI001' USING MESSAGE = 'a conversation was created meanwhile';
+                    \(recheckOwners)
+                        INTO mismatched;
+                    IF mismatched > 0 THEN
+                        RAISE SQLSTATE 'HI001' USING MESSAGE = 'a conversation was created meanwhile by another user';
+                    END IF;
                 END IF;
             END IF;
             \(insertMessages);
