@@ -31,7 +31,7 @@ struct ConfigurationTests {
         #expect(configuration.postgresURL == "")
         #expect(configuration.stream == "chat:messages" && configuration.group == "historian")
         #expect(configuration.dlqStream == "chat:messages:dlq")
-        #expect(configuration.workers == 1 && configuration.maxDeliveries == 10 && configuration.recentSize == 10)
+        #expect(configuration.workers == 2 && configuration.maxDeliveries == 10 && configuration.recentSize == 10)
         #expect(configuration.maxContentBytes == 1 << 20)
         #expect(configuration.claimIdle == .seconds(60) && configuration.sessionTTL == .seconds(1800))
         #expect(configuration.archiveDir == "/var/lib/historian/archive")

@@ -64,7 +64,7 @@ public struct HistorianConfiguration: Sendable {
         Key(name: "group", defaultValue: "historian", help: "consumer group"),
         Key(name: "consumer", defaultValue: "", help: "consumer name (default: host name, plus -instance)"),
         Key(name: "instance", defaultValue: "", help: "instance name appended to the default consumer name"),
-        Key(name: "workers", defaultValue: "1", help: "workers in this process"),
+        Key(name: "workers", defaultValue: "2", help: "workers in this process"),
         Key(name: "dlq_stream", defaultValue: "chat:messages:dlq", help: "dead-letter stream key"),
         Key(name: "max_content_bytes", defaultValue: "1MiB", help: "largest content accepted"),
         Key(name: "batch_size", defaultValue: "500", help: "most entries in one batch"),

@@ -108,9 +108,9 @@ public enum MessageStore {
         return outcome
     }
 
-    static func newParameters(_ unit: [IncomingMessage], _ touches: [ConversationTouch]) -> [PostgresParameter] {
-        let withContexts = unit.filter { $0.contexts != nil }
-        return [
+    /// The columns both functions take first, one array each, in the unit's order.
+    static func messageColumns(_ unit: [IncomingMessage]) -> [PostgresParameter] {
+        [
             .binary(PostgresBinary.uuidArray(unit.map(\.id.value))),
             .binary(PostgresBinary.uuidArray(unit.map(\.conversationID.value))),
             .binary(PostgresBinary.textArray(unit.map(\.role.rawValue))),
@@ -121,6 +121,12 @@ public enum MessageStore {
             .binary(PostgresBinary.jsonbArray(unit.map(\.metadata))),
             .binary(PostgresBinary.textArray(unit.map(\.sessionID))),
             .binary(PostgresBinary.textArray(unit.map(\.entryID.description))),
+        ]
+    }
+
+    static func newParameters(_ unit: [IncomingMessage], _ touches: [ConversationTouch]) -> [PostgresParameter] {
+        let withContexts = unit.filter { $0.contexts != nil }
+        return messageColumns(unit) + [
             .binary(PostgresBinary.uuidArray(withContexts.map(\.id.value))),
             .binary(PostgresBinary.jsonbArray(withContexts.map(\.contexts))),
             .binary(PostgresBinary.uuidArray(touches.map(\.conversationID.value))),
@@ -134,19 +140,9 @@ public enum MessageStore {
     }
 
     static func checkedParameters(_ unit: [IncomingMessage], _ conversations: [CanonicalUUID]) -> [PostgresParameter] {
-        [
-            .binary(PostgresBinary.uuidArray(unit.map(\.id.value))),
-            .binary(PostgresBinary.uuidArray(unit.map(\.conversationID.value))),
+        messageColumns(unit) + [
             .binary(PostgresBinary.textArray(unit.map(\.userID))),
             .binary(PostgresBinary.textArray(unit.map(\.deptID))),
-            .binary(PostgresBinary.textArray(unit.map(\.role.rawValue))),
-            .binary(PostgresBinary.textArray(unit.map(\.content))),
-            .binary(PostgresBinary.int4Array(unit.map(\.tokensUsed))),
-            .binary(PostgresBinary.int4Array(unit.map(\.latencyMs))),
-            .binary(PostgresBinary.timestamptzArray(unit.map(\.createdAt.microseconds))),
-            .binary(PostgresBinary.jsonbArray(unit.map(\.metadata))),
-            .binary(PostgresBinary.textArray(unit.map(\.sessionID))),
-            .binary(PostgresBinary.textArray(unit.map(\.entryID.description))),
             .binary(PostgresBinary.textArray(unit.map(\.title))),
             .binary(PostgresBinary.textArray(unit.map(\.derivedTitle))),
             .binary(PostgresBinary.jsonbArray(unit.map(\.contexts))),

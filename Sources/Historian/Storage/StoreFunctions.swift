@@ -148,7 +148,9 @@ enum StoreFunctions {
 
     /// The statements of `historian_store_new` that read or lock rows, each planned once per
     /// connection: `MessageStoreTests` checks that their generic plans look rows up by key.
-    static let newStatements = [readOwners, recheckOwners, readArchived, createConversations, insertContexts, updateConversations]
+    static let newStatements = [
+        readOwners, recheckOwners, readArchived, createConversations, insertContexts, updateConversations,
+    ]
 
     static let storeNew = """
         CREATE FUNCTION historian_store_new(\(newParameterTypes.joined(separator: ", ")))
@@ -197,14 +199,13 @@ enum StoreFunctions {
         $function$
         """
 
-    /// `historian_store_checked`'s parameters, in order, per message (arrival order): `ids`,
-    /// `conversation_ids`, `user_ids`, `dept_ids`, `roles`, `contents`, `tokens`, `latencies`,
-    /// `created`, `metadata`, `session_ids`, `entries`, `titles`, `derived_titles`, `contexts`;
-    /// then the unit's conversations in ID order.
+    /// `historian_store_checked`'s parameters, in order: per message (arrival order) the ten of
+    /// `historian_store_new` (`ids` … `entries`), then `user_ids`, `dept_ids`, `titles`,
+    /// `derived_titles`, `contexts`; then the unit's conversations in ID order.
     static let storeChecked = """
         CREATE FUNCTION historian_store_checked(
-            uuid[], uuid[], text[], text[], text[], text[], integer[], integer[], timestamptz[], jsonb[], text[],
-            text[], text[], text[], jsonb[],
+            uuid[], uuid[], text[], text[], integer[], integer[], timestamptz[], jsonb[], text[], text[],
+            text[], text[], text[], text[], jsonb[],
             uuid[]
         ) RETURNS TABLE (kind "char", key uuid, number bigint, body text)
         LANGUAGE plpgsql
@@ -222,7 +223,7 @@ enum StoreFunctions {
             -- New conversations, owned by the user of their first message in arrival order.
             WITH firsts AS (
                 SELECT DISTINCT ON (s.conversation_id) s.conversation_id, s.user_id, s.dept_id, s.created_at
-                FROM unnest($2, $3, $4, $9) WITH ORDINALITY AS s (conversation_id, user_id, dept_id, created_at, seq)
+                FROM unnest($2, $11, $12, $7) WITH ORDINALITY AS s (conversation_id, user_id, dept_id, created_at, seq)
                 ORDER BY s.conversation_id, s.seq
             ), made AS (
                 INSERT INTO conversations (id, user_id, dept_id, created_at, updated_at)
@@ -239,7 +240,7 @@ enum StoreFunctions {
             -- judged against `messages` as this statement's snapshot has it: before the insert.
             RETURN QUERY
                 WITH s AS (
-                    SELECT * FROM unnest($1, $2, $3, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                    SELECT * FROM unnest($1, $2, $11, $3, $4, $5, $6, $7, $8, $9, $10, $13, $14, $15)
                         WITH ORDINALITY AS s (id, conversation_id, user_id, role, content, tokens_used, latency_ms,
                             created_at, metadata, session_id, stream_entry, title, derived_title, contexts, seq)
                 ), owners AS (
