@@ -98,14 +98,26 @@ public enum MessageStore {
         error.isUniqueViolation || error.isForeignKeyViolation || error.sqlState == StoreFunctions.createdMeanwhile
     }
 
-    /// `historian_store_checked`, which takes any unit.
+    /// `historian_store_checked`, which takes any unit; the messages it did not insert are then
+    /// judged against what is stored (`StoreJudgement`, the dry run's rule). A message neither
+    /// inserted nor judged (new, yet its conversation went away, or another writer stored it
+    /// after the read) gets no result and is retried.
     static func storeChecked(_ unit: [IncomingMessage], in session: PostgresSession) throws -> Outcome {
         let conversations = Set(unit.map(\.conversationID)).sorted()
         let rows = try session.query(callChecked, parameters: checkedParameters(unit, conversations))
         guard let outcome = try outcome(of: rows, unit, path: .checked) else {
             throw HistorianError(.unexpectedReply, "historian_store_checked turned a unit away")
         }
-        return outcome
+        guard case .stored(var report) = outcome else { return outcome }
+        let rest = unit.filter { report.results[$0.id] == nil }
+        if !rest.isEmpty {
+            // Stored messages never change, nor do owners: judged after the call's commit, they
+            // are judged as the call saw them, or found stored by another writer meanwhile.
+            for (id, judged) in try StoreJudgement.judge(rest, in: session) {
+                if let judged { report.results[id] = judged }
+            }
+        }
+        return .stored(report)
     }
 
     /// The columns both functions take first, one array each, in the unit's order.
@@ -159,7 +171,7 @@ public enum MessageStore {
     static func outcome(of rows: PostgresRows, _ unit: [IncomingMessage], path: Path) throws -> Outcome? {
         var versions: [CanonicalUUID: Int64] = [:]
         var metadata = [String?](repeating: nil, count: unit.count)
-        var judged: [CanonicalUUID: StoreResult?] = [:]
+        var notInserted: Set<CanonicalUUID> = []
         var archived: [CanonicalUUID] = []
         for row in rows.rows {
             switch row[0] {
@@ -175,14 +187,9 @@ public enum MessageStore {
                 metadata[position - 1] = text
             case "j":
                 guard let id = row[1].flatMap(CanonicalUUID.init) else {
-                    throw HistorianError(.unexpectedReply, "a judgement row without its message")
+                    throw HistorianError(.unexpectedReply, "a row of a message not inserted, without its ID")
                 }
-                switch row[3] {
-                case "d": judged[id] = .alreadyStored
-                case "c": judged[id] = .conflict
-                case "u": judged[id] = .userMismatch
-                default: judged[id] = .some(nil)
-                }
+                notInserted.insert(id)
             case "a":
                 if let conversation = row[1].flatMap(CanonicalUUID.init) { archived.append(conversation) }
             case "c":
@@ -198,10 +205,7 @@ public enum MessageStore {
         var stored: [Int] = []
         stored.reserveCapacity(unit.count)
         for (index, message) in unit.enumerated() {
-            if let judgement = judged[message.id] {
-                if let judgement { report.results[message.id] = judgement }
-                continue
-            }
+            if notInserted.contains(message.id) { continue }
             if message.metadata != nil, metadata[index] == nil {
                 throw HistorianError(.unexpectedReply, "the store function returned no metadata for a stored message")
             }

@@ -13,7 +13,8 @@
 ///   rows without writing: the caller restores them and calls again.
 /// - `historian_store_checked` takes any unit. It inserts the messages whose user owns their
 ///   conversation and whose ID is not stored yet, computes the conversations' aggregates from
-///   the messages it inserted, and judges the others against what was stored before the call.
+///   the messages it inserted, and names the others, which `MessageStore` judges with
+///   `StoreJudgement`, the rule the dry run uses too.
 ///
 /// Both first create the missing conversations, in ID order, and take the conversations' row
 /// locks (`FOR NO KEY UPDATE`, by the update) in ID order, so concurrent writers cannot
@@ -34,9 +35,8 @@
 ///   PostgreSQL prints `jsonb` (for the cache elements);
 /// - `a`: conversation `key` is archived; nothing was written;
 /// - `c`: the unit needs the checked function; nothing was written (`historian_store_new` only);
-/// - `j`: message `key` was not inserted; `body` says why: `d` stored already, identical; `c`
-///   stored already with other content; `u` its conversation has another owner; `n` not
-///   judged (written meanwhile by another writer, or its conversation went away): retried.
+/// - `j`: message `key` was not inserted (`historian_store_checked` only): stored already, or its
+///   conversation has another owner or went away; `MessageStore` judges it.
 enum StoreFunctions {
     /// The SQLSTATE `historian_store_new` fails with when another writer created one of the
     /// unit's conversations first, for another user.
@@ -237,7 +237,7 @@ enum StoreFunctions {
             )
             SELECT array_agg(made.id) INTO created FROM made;
             -- The messages whose user owns their conversation and whose ID is new; the others
-            -- judged against `messages` as this statement's snapshot has it: before the insert.
+            -- are named, for the caller to judge.
             RETURN QUERY
                 WITH s AS (
                     SELECT * FROM unnest($1, $2, $11, $3, $4, $5, $6, $7, $8, $9, $10, $13, $14, $15)
@@ -285,14 +285,8 @@ enum StoreFunctions {
                 FROM inserted AS i JOIN s ON s.id = i.id
                 WHERE s.metadata IS NOT NULL
                 UNION ALL
-                SELECT 'j'::"char", s.id, NULL::bigint, CASE
-                        WHEN m.id IS NULL THEN CASE WHEN o.user_id <> s.user_id THEN 'u' ELSE 'n' END
-                        WHEN m.conversation_id = s.conversation_id AND m.role = s.role AND m.content = s.content THEN 'd'
-                        ELSE 'c' END
-                FROM s
-                LEFT JOIN inserted AS i ON i.id = s.id
-                LEFT JOIN messages AS m ON m.id = s.id
-                LEFT JOIN owners AS o ON o.id = s.conversation_id
+                SELECT 'j'::"char", s.id, NULL::bigint, NULL::text
+                FROM s LEFT JOIN inserted AS i ON i.id = s.id
                 WHERE i.id IS NULL;
             -- A conversation exists only from its first stored message: those created above
             -- whose messages were all turned away go again.

@@ -30,6 +30,17 @@ public enum StoreJudgement {
 }
 
 extension StoreJudgement {
+    /// Judges messages against what is stored: `nil` for one that is new and may be stored.
+    static func judge(_ messages: [IncomingMessage], in session: PostgresSession) throws -> [CanonicalUUID: StoreResult?] {
+        let existing = try existing(ids: messages.map(\.id), in: session)
+        let owners = try owners(of: messages.map(\.conversationID), in: session)
+        var results: [CanonicalUUID: StoreResult?] = [:]
+        for message in messages {
+            results[message.id] = judge(message, existing: existing[message.id], owner: owners[message.conversationID])
+        }
+        return results
+    }
+
     /// The stored messages with these IDs.
     static func existing(ids: [CanonicalUUID], in session: PostgresSession) throws -> [CanonicalUUID: StoredMessage] {
         let rows = try session.query(
