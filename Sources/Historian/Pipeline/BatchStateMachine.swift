@@ -106,6 +106,8 @@ public struct BatchStateMachine: Sendable {
     private var archivedFound: [CanonicalUUID]?
     private var phase = Phase.storing
     private var acknowledgedByCache = false
+    /// The batch's whole outcome, made once every message has one (outcomes change no more).
+    private var summary: Acknowledgement?
 
     /// Validates every entry; entries whose fields are `nil` (deleted while pending) vanish, and
     /// entries delivered more than `maxDeliveries` times are poison.
@@ -209,8 +211,12 @@ public struct BatchStateMachine: Sendable {
         return (acknowledgedByCache || ack.acknowledge.isEmpty) && ack.deadLetters.isEmpty ? .done : .finishing
     }
 
-    /// The batch's whole outcome so far.
+    /// The batch's whole outcome: made once when the store phase ends.
     private func acknowledgement() -> Acknowledgement {
+        summary ?? makeAcknowledgement()
+    }
+
+    private func makeAcknowledgement() -> Acknowledgement {
         var acknowledge: [StreamID] = []
         var deadLetters: [DeadLetter] = []
         for id in outcomes.keys.sorted() {
@@ -229,7 +235,9 @@ public struct BatchStateMachine: Sendable {
 
     /// Moves past the store phase once its last unit has an outcome.
     private mutating func leaveStoringIfDone() {
-        if phase == .storing, units.isEmpty, archivedFound == nil { phase = firstEndPhase() }
+        guard phase == .storing, units.isEmpty, archivedFound == nil else { return }
+        summary = makeAcknowledgement()
+        phase = firstEndPhase()
     }
 
     /// The unit that `nextAction()` returned was committed with these results, and these cache
