@@ -1,34 +1,14 @@
 import Foundation
 import LocalServers
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// A running daemon's `GET /metrics` on a loopback port: plain HTTP/1.1, `Connection: close`.
 enum MetricsScrape {
     static func get(port: Int) throws -> String {
-        let fd = try Loopback.connectedSocket(port: port)
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let request = Array("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n\r\n".utf8)
-        guard send(fd, request, request.count, 0) == request.count else {
-            throw BenchmarkError("metrics on port \(port): send failed, errno \(errno)")
+        let response = try LoopbackHTTP.get(port: port, path: "/metrics")
+        guard response.status == 200 else {
+            throw BenchmarkError("metrics on port \(port): status \(response.status): \(response.body.prefix(100))")
         }
-        var response: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        while true {
-            let count = recv(fd, &buffer, buffer.count, 0)
-            guard count >= 0 else { throw BenchmarkError("metrics on port \(port): recv failed, errno \(errno)") }
-            if count == 0 { break }
-            response += buffer[0..<count]
-        }
-        let text = String(decoding: response, as: UTF8.self)
-        guard text.hasPrefix("HTTP/1.1 200"), let split = text.range(of: "\r\n\r\n") else {
-            throw BenchmarkError("metrics on port \(port): no 200 response: \(text.prefix(100))")
-        }
-        return String(text[split.upperBound...])
+        return response.body
     }
 
     /// The last `--metrics-address` in `arguments` (one argument with `=`, or two), if any: the

@@ -101,7 +101,6 @@ struct ArchiveCrashTests {
             let redis = try await environment.redis()
             defer { redis.close() }
             let messages = Producer.workload(count: 30, conversations: 1, seed: 96)
-            let conversation = messages[0].conversationID
             try await Producer.append(messages, redis: redis)
             #expect(try await HistorianProcess.run(["run", "--once"], environment: environment.historianEnvironment).status == 0)
             _ = try await environment.rows("UPDATE conversations SET updated_at = now() - interval '40 days'")

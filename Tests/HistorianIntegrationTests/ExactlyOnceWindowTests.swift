@@ -44,7 +44,7 @@ struct ExactlyOnceWindowTests {
             try await eventually("every entry acknowledged", timeout: .seconds(60)) {
                 try await environment.pendingCount() == 0
             }
-            let metrics = try await Prometheus.samples(port: port)
+            let metrics = try Prometheus.samples(port: port)
             #expect(metrics["historian_messages_duplicate_total"] == Double(messages.count))
             #expect(metrics["historian_messages_stored_total"] == 0)
             #expect(try await environment.scalar("SELECT count(*) FROM messages") == messages.count)

@@ -56,7 +56,7 @@ struct MetricsTests {
                 let deadLetters = try await deadLetterCount(redis)
                 return messages == first.count + stored && pending == 0 && deadLetters == bad.count
             }
-            let scrape = try await Prometheus.scrape(port: port)
+            let scrape = try Prometheus.scrape(port: port)
             #expect(scrape.status == 200)
             #expect(scrape.contentType.hasPrefix("text/plain; version=0.0.4"), "\(scrape.contentType)")
             let metrics = try Prometheus.parse(scrape.body)
@@ -97,7 +97,7 @@ struct MetricsTests {
             var trimmed = 0.0
             try await eventually("the trim counted", timeout: .seconds(30)) {
                 let length = Int(try await redis.send("XLEN", "chat:messages").int ?? -1)
-                trimmed = try await Prometheus.samples(port: port)["historian_stream_trimmed_entries_total"] ?? -1
+                trimmed = try Prometheus.samples(port: port)["historian_stream_trimmed_entries_total"] ?? -1
                 return trimmed > 0 && trimmed == Double(lengthAtStart - length)
             }
 
@@ -105,7 +105,7 @@ struct MetricsTests {
             let conversations = try await environment.scalar("SELECT count(*) FROM conversations")
             _ = try await environment.rows("UPDATE conversations SET updated_at = now() - interval '40 days'")
             try await eventually("every conversation archived and counted", timeout: .seconds(60)) {
-                let archived = try await Prometheus.samples(port: port)["historian_archived_conversations_total"]
+                let archived = try Prometheus.samples(port: port)["historian_archived_conversations_total"]
                 let rows = try await environment.scalar("SELECT count(*) FROM archived_conversations")
                 return rows == conversations && archived == Double(conversations)
             }
@@ -116,7 +116,7 @@ struct MetricsTests {
             later.content = "back after forty days"
             try await Producer.append([later], redis: redis)
             try await eventually("the conversation restored and counted", timeout: .seconds(60)) {
-                let metrics = try await Prometheus.samples(port: port)
+                let metrics = try Prometheus.samples(port: port)
                 return metrics["historian_restored_conversations_total"] == 1
                     && metrics["historian_messages_stored_total"] == Double(stored + 1)
             }
@@ -124,7 +124,7 @@ struct MetricsTests {
                 try await environment.scalar("SELECT count(*) FROM conversations WHERE id = '\(later.conversationID)'")
                     == 1
             )
-            let final = try await Prometheus.samples(port: port)
+            let final = try Prometheus.samples(port: port)
             #expect(final["historian_archive_failures_total"] == 0)
             #expect(final["historian_messages_duplicate_total"] == Double(repeated.count))
 

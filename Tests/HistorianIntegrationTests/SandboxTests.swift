@@ -86,7 +86,7 @@ struct SandboxTests {
                 try await environment.scalar("SELECT count(*) FROM archived_conversations") == 10
             }
             for path in ["/metrics", "/healthz", "/readyz"] {
-                #expect(try await LoopbackHTTP.get(port: port, path: path).status == 200, "\(path)")
+                #expect(try LoopbackHTTP.get(port: port, path: path).status == 200, "\(path)")
             }
             let historian = try #require(childProcesses(of: traced.pid).first)
             kill(historian, SIGTERM)

@@ -73,7 +73,7 @@ struct SecretsTests {
                     daemon.errorOutput.contains("authentication failed") && daemon.errorOutput.contains("retrying")
                 }
                 for path in ["/readyz", "/healthz", "/metrics"] {
-                    let response = try await LoopbackHTTP.get(port: port, path: path)
+                    let response = try LoopbackHTTP.get(port: port, path: path)
                     seen.append(response.body)
                     if path == "/readyz" { #expect(response.status == 503) }
                 }
@@ -87,7 +87,7 @@ struct SecretsTests {
                 current = redisSecret
                 try await server.start()
                 try await eventually("ready", timeout: .seconds(60)) {
-                    try await LoopbackHTTP.get(port: port, path: "/readyz").status == 200
+                    try LoopbackHTTP.get(port: port, path: "/readyz").status == 200
                 }
                 var configuration = try RedisConfiguration(url: environment.redisURL)
                 configuration.password = redisSecret
@@ -101,7 +101,7 @@ struct SecretsTests {
                     try await environment.scalar("SELECT count(*) FROM messages") == before + messages.count
                 }
                 for path in ["/readyz", "/healthz", "/metrics"] {
-                    seen.append(try await LoopbackHTTP.get(port: port, path: path).body)
+                    seen.append(try LoopbackHTTP.get(port: port, path: path).body)
                 }
                 daemon.signal(SIGTERM)
                 #expect(try await daemon.wait(timeout: .seconds(60)) == 0)

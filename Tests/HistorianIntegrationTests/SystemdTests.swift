@@ -34,7 +34,7 @@ struct SystemdTests {
 
                 // PostgreSQL down: the start waits, says why, and the endpoints answer.
                 try await eventually("the endpoint listening", timeout: .seconds(30)) {
-                    (try? await LoopbackHTTP.get(port: port, path: "/healthz")) != nil
+                    (try? LoopbackHTTP.get(port: port, path: "/healthz")) != nil
                 }
                 try await eventually("a status naming PostgreSQL", timeout: .seconds(30)) {
                     receiver.statuses.contains("waiting for PostgreSQL")
@@ -42,22 +42,22 @@ struct SystemdTests {
                 try await Task.sleep(for: .seconds(3))
                 #expect(receiver.times(of: "READY=1").isEmpty)
                 #expect(receiver.times(of: "WATCHDOG=1").isEmpty, "no pings before READY=1")
-                let notReady = try await LoopbackHTTP.get(port: port, path: "/readyz")
+                let notReady = try LoopbackHTTP.get(port: port, path: "/readyz")
                 #expect(notReady.status == 503)
                 #expect(notReady.contentType == "application/json")
                 let body = try Self.object(notReady.body)
                 #expect((body["missing"] as? [String])?.contains("postgres") == true, "\(notReady.body)")
-                #expect(try await LoopbackHTTP.get(port: port, path: "/healthz").status == 200)
-                #expect(try await Prometheus.samples(port: port)["historian_ready"] == 0)
+                #expect(try LoopbackHTTP.get(port: port, path: "/healthz").status == 200)
+                #expect(try Prometheus.samples(port: port)["historian_ready"] == 0)
                 #expect(daemon.isRunning)
 
                 // PostgreSQL back: READY=1 once, /readyz 200, historian_ready 1.
                 try await environment.postgresServer.start()
                 try await eventually("READY=1", timeout: .seconds(60)) { !receiver.times(of: "READY=1").isEmpty }
                 let ready = try #require(receiver.times(of: "READY=1").first)
-                #expect(try await LoopbackHTTP.get(port: port, path: "/readyz").status == 200)
-                #expect(try await LoopbackHTTP.get(port: port, path: "/healthz").status == 200)
-                #expect(try await Prometheus.samples(port: port)["historian_ready"] == 1)
+                #expect(try LoopbackHTTP.get(port: port, path: "/readyz").status == 200)
+                #expect(try LoopbackHTTP.get(port: port, path: "/healthz").status == 200)
+                #expect(try Prometheus.samples(port: port)["historian_ready"] == 1)
 
                 // Idle: a ping every half interval.
                 try await Task.sleep(for: .seconds(7))
@@ -90,7 +90,7 @@ struct SystemdTests {
                 try await Task.sleep(for: .seconds(10))
                 let whileFrozen = receiver.times(of: "WATCHDOG=1").filter { $0 > frozen + Self.watchdog }
                 #expect(whileFrozen.isEmpty, "\(whileFrozen.count) pings more than \(Self.watchdog) into the freeze")
-                let stuck = try await LoopbackHTTP.get(port: port, path: "/healthz")
+                let stuck = try LoopbackHTTP.get(port: port, path: "/healthz")
                 #expect(stuck.status == 503, "\(stuck.body)")
                 #expect(try Self.object(stuck.body)["status"] as? String == "stuck")
                 #expect(receiver.statuses.contains { $0.hasPrefix("stalled: ") }, "\(receiver.statuses.suffix(3))")
@@ -107,7 +107,7 @@ struct SystemdTests {
                     try await environment.scalar("SELECT count(*) FROM messages") == load.count + more.count
                 }
                 try await eventually("/healthz 200 again", timeout: .seconds(30)) {
-                    try await LoopbackHTTP.get(port: port, path: "/healthz").status == 200
+                    try LoopbackHTTP.get(port: port, path: "/healthz").status == 200
                 }
 
                 // SIGTERM: STOPPING=1, then a clean exit.

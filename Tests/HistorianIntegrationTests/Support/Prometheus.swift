@@ -1,10 +1,11 @@
 import Foundation
+import LocalServers
 
 /// The daemon's metrics endpoint, scraped and read as a test reads it.
 enum Prometheus {
     /// `GET /metrics` over a plain socket (HTTP/1.1, `Connection: close`).
-    static func scrape(port: Int) async throws -> LoopbackHTTP.Response {
-        try await LoopbackHTTP.get(port: port, path: "/metrics")
+    static func scrape(port: Int) throws -> LoopbackHTTP.Response {
+        try LoopbackHTTP.get(port: port, path: "/metrics")
     }
 
     /// The samples of a Prometheus text exposition, by name and labels; labels sorted by name,
@@ -27,8 +28,8 @@ enum Prometheus {
     }
 
     /// Scrapes and parses in one go.
-    static func samples(port: Int) async throws -> [String: Double] {
-        try parse(try await scrape(port: port).body)
+    static func samples(port: Int) throws -> [String: Double] {
+        try parse(try scrape(port: port).body)
     }
 
     struct ScrapeError: Error, CustomStringConvertible {
