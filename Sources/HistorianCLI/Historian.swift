@@ -86,6 +86,7 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: "Messages per recent-history list (0: no cache).") var recentSize: String?
     @Option(help: "TTL of cache and session keys (e.g. 30m).") var sessionTtl: String?
     @Option(help: "Prefix of every cache key.") var keyPrefix: String?
+    @Option(help: "Also keep LangChain's message_store:{id} lists: true or false.") var langchainCache: String?
     @Option(help: "Archive directory.") var archiveDir: String?
     @Option(help: "Idle time before a conversation is archived (e.g. 30d).") var archiveAfter: String?
     @Option(help: "Time between archive passes (e.g. 1h).") var archiveEvery: String?
@@ -101,9 +102,9 @@ struct ConfigurationOptions: ParsableArguments {
             ("max_content_bytes", maxContentBytes), ("batch_size", batchSize), ("batch_bytes", batchBytes),
             ("batch_linger", batchLinger), ("max_deliveries", maxDeliveries), ("claim_idle", claimIdle),
             ("recent_size", recentSize), ("session_ttl", sessionTtl), ("key_prefix", keyPrefix),
-            ("archive_dir", archiveDir), ("archive_after", archiveAfter), ("archive_every", archiveEvery),
-            ("shutdown_grace", shutdownGrace), ("metrics_address", metricsAddress), ("log_level", logLevel),
-            ("log_format", logFormat),
+            ("langchain_cache", langchainCache), ("archive_dir", archiveDir), ("archive_after", archiveAfter),
+            ("archive_every", archiveEvery), ("shutdown_grace", shutdownGrace), ("metrics_address", metricsAddress),
+            ("log_level", logLevel), ("log_format", logFormat),
         ]
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { name, value in value.map { (name, $0) } })
     }

@@ -62,6 +62,26 @@ struct ConfigurationTests {
         #expect(configuration.consumer == HistorianConfiguration.hostName() + "-7")
     }
 
+    @Test func langchainCacheIsABoolean() async throws {
+        #expect(try await HistorianConfiguration.load(flags: [:], configFile: nil, environment: [:]).langchainCache == false)
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("historian-\(UUID()).yaml").path
+        try "langchain_cache: true\n".write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let fromFile = try await HistorianConfiguration.load(flags: [:], configFile: file, environment: [:])
+        #expect(fromFile.langchainCache && fromFile.redactedLines.contains("langchain_cache = true"))
+        let fromEnvironment = try await HistorianConfiguration.load(
+            flags: [:],
+            configFile: nil,
+            environment: ["HISTORIAN_LANGCHAIN_CACHE": "yes"]
+        )
+        #expect(fromEnvironment.langchainCache)
+        let fromFlag = try await HistorianConfiguration.load(flags: ["langchain_cache": "false"], configFile: file, environment: [:])
+        #expect(!fromFlag.langchainCache)
+        await #expect(throws: HistorianError.self) {
+            try await HistorianConfiguration.load(flags: ["langchain_cache": "maybe"], configFile: nil, environment: [:])
+        }
+    }
+
     @Test func batchBytesTakesSizes() async throws {
         let configuration = try await HistorianConfiguration.load(
             flags: [:],

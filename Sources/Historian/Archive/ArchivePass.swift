@@ -18,11 +18,7 @@ public struct ArchivePass: Sendable {
     public init(configuration: HistorianConfiguration, metrics: DaemonMetrics = .disabled, logger: Logger) throws {
         self.endpoints = try ServerEndpoints(configuration)
         self.archiver = Archiver(layout: ArchiveLayout(root: configuration.archiveDir))
-        self.cache = CacheSettings(
-            recentSize: configuration.recentSize,
-            sessionTTL: configuration.sessionTTL,
-            keyPrefix: configuration.keyPrefix
-        )
+        self.cache = CacheSettings(configuration)
         self.metrics = metrics
         self.logger = logger
     }
@@ -148,16 +144,12 @@ public struct ArchivePass: Sendable {
         return summary
     }
 
-    /// The conversation's list and its version key; they would expire on their own, so a
-    /// failure here is only logged.
+    /// The conversation's list, its version key and its LangChain list; they would expire on
+    /// their own, so a failure here is only logged.
     private func removeCacheKeys(of conversation: CanonicalUUID, redis: RedisConnection?) async {
         guard let redis else { return }
         do {
-            _ = try await redis.send(
-                "DEL",
-                RedisArgument(cache.recentKey(conversation.text)),
-                RedisArgument(cache.versionKey(conversation.text))
-            )
+            _ = try await redis.send(["DEL"] + cache.conversationKeys(conversation.text).map { RedisArgument($0) })
         } catch {
             logger.warning(
                 "archive pass: cannot remove recent-history keys",

@@ -9,16 +9,40 @@ public struct CacheSettings: Sendable {
     public var recentSize: Int
     public var sessionTTL: Duration
     public var keyPrefix: String
+    /// Whether each recent list has a LangChain twin, `message_store:{id}` (contract §8).
+    public var langchain: Bool
 
-    public init(recentSize: Int = 10, sessionTTL: Duration = .seconds(1800), keyPrefix: String = "") {
+    public init(
+        recentSize: Int = 10,
+        sessionTTL: Duration = .seconds(1800),
+        keyPrefix: String = "",
+        langchain: Bool = false
+    ) {
         self.recentSize = recentSize
         self.sessionTTL = sessionTTL
         self.keyPrefix = keyPrefix
+        self.langchain = langchain
+    }
+
+    public init(_ configuration: HistorianConfiguration) {
+        self.init(
+            recentSize: configuration.recentSize,
+            sessionTTL: configuration.sessionTTL,
+            keyPrefix: configuration.keyPrefix,
+            langchain: configuration.langchainCache
+        )
     }
 
     public func recentKey(_ conversation: String) -> String { "\(keyPrefix)history:\(conversation):recent" }
     /// The version of the recent list, beside it; readers never need it.
     public func versionKey(_ conversation: String) -> String { "\(keyPrefix)history:\(conversation):recent:version" }
+    /// The list LangChain's `RedisChatMessageHistory` reads: the recent list's messages as
+    /// LangChain message dicts, newest first.
+    public func langchainKey(_ conversation: String) -> String { "\(keyPrefix)message_store:\(conversation)" }
+    /// The keys a conversation's cache consists of: the ones the archive and erasure remove.
+    public func conversationKeys(_ conversation: String) -> [String] {
+        [recentKey(conversation), versionKey(conversation)] + (langchain ? [langchainKey(conversation)] : [])
+    }
     public func sessionKey(_ session: String) -> String { "\(keyPrefix)session:\(session)" }
     public func userSessionsKey(_ user: String) -> String { "\(keyPrefix)user:\(user):sessions" }
 
@@ -281,8 +305,8 @@ public enum RecentCache {
     }
 
     /// Removes the keys of these writes and touches that hold another type than the cache
-    /// writes there: a list and its version string (both go when either is wrong, so that the
-    /// list is rebuilt whole), a session hash, a user's session set.
+    /// writes there: a list, its version string and its LangChain twin (all go when one is
+    /// wrong, so that the list is rebuilt whole), a session hash, a user's session set.
     /// - Returns: the keys removed.
     static func removeWrongTypes(
         _ writes: [CacheWrite],
@@ -292,6 +316,7 @@ public enum RecentCache {
     ) async throws -> [String] {
         var groups: [[(key: String, type: String)]] = writes.map {
             [(settings.recentKey($0.conversationID), "list"), (settings.versionKey($0.conversationID), "string")]
+                + (settings.langchain ? [(settings.langchainKey($0.conversationID), "list")] : [])
         }
         for touch in sessions {
             groups.append([(settings.sessionKey(touch.sessionID), "hash")])
@@ -350,15 +375,17 @@ public enum RecentCache {
         let acks = acknowledge?.ids ?? []
         guard !writes.isEmpty || !sessions.isEmpty else { return Applied(stale: [], acknowledged: false) }
         var keys: [RedisArgument] = []
-        keys.reserveCapacity(2 * (writes.count + sessions.count) + 1)
+        keys.reserveCapacity(3 * writes.count + 2 * sessions.count + 1)
         var arguments: [RedisArgument] = [
             RedisArgument(String(settings.ttlMilliseconds)), RedisArgument(settings.recentSize),
             RedisArgument(writes.count), RedisArgument(sessions.count), RedisArgument(acks.count),
+            RedisArgument(settings.langchain ? "1" : "0"),
         ]
         arguments.reserveCapacity(writes.reduce(8 + 6 * sessions.count + acks.count) { $0 + 3 + $1.elements.count })
         for write in writes {
             keys.append(RedisArgument(settings.recentKey(write.conversationID)))
             keys.append(RedisArgument(settings.versionKey(write.conversationID)))
+            if settings.langchain { keys.append(RedisArgument(settings.langchainKey(write.conversationID))) }
             arguments.append(RedisArgument(write.mode.rawValue))
             arguments.append(RedisArgument(String(write.version)))
             arguments.append(RedisArgument(write.elements.count))
@@ -394,9 +421,10 @@ public enum RecentCache {
         return Applied(stale: stale, acknowledged: !acks.isEmpty && values.first == 1)
     }
 
-    /// The script behind `apply`. KEYS: per write its list and version keys, per session its
-    /// hash and its user's set, then the stream when there are entries to acknowledge. ARGV:
-    /// ttl_ms, recent_size, writes, sessions, acks; per write mode, version, count, elements;
+    /// The script behind `apply`. KEYS: per write its list and version keys (and its LangChain
+    /// list when `langchain` is 1), per session its hash and its user's set, then the stream
+    /// when there are entries to acknowledge. ARGV: ttl_ms, recent_size, writes, sessions, acks,
+    /// langchain; per write mode, version, count, elements;
     /// per session id, user, dept, conversation, latest and earliest time; then the group and
     /// the entry IDs. Returns `{acknowledged (0 or 1), stale write numbers…}`.
     ///
@@ -404,6 +432,12 @@ public enum RecentCache {
     /// in-order append needs no read of the list. (A bare `<version>`, as older releases wrote,
     /// makes it read the list's last element instead.) Elements of a write are oldest first.
     /// Numbers go to Redis as the strings they came as: Lua would format them as floats.
+    ///
+    /// The LangChain list is derived from the recent list, element by element (`langchainElement`),
+    /// whenever the recent list changes, in the same call: it holds the same messages, newest
+    /// first, and moves only when the recent list moves, so it never goes backwards either.
+    /// When its length does not follow the recent list's (it expired or was removed apart from
+    /// it, or `langchain_cache` was just turned on), it is rebuilt from the recent list.
     static let script = """
         local ttl = ARGV[1]
         local size = tonumber(ARGV[2])
@@ -411,8 +445,11 @@ public enum RecentCache {
         local writes = tonumber(ARGV[3])
         local sessions = tonumber(ARGV[4])
         local acks = tonumber(ARGV[5])
-        local a = 6
+        local langchain = ARGV[6] == '1'
+        local keysPerWrite = langchain and 3 or 2
+        local a = 7
         local stale = {}
+        \(langchainScript)
         local function created(element)
           local _, finish = string.find(element, '"created_at" : "', 1, true)
           if not finish then return '' end
@@ -429,6 +466,11 @@ public enum RecentCache {
         local function replace(list, elements)
           redis.call('DEL', list)
           append(list, elements)
+        end
+        -- The LangChain list of these recent-list elements (oldest first), replacing what it held.
+        local function replaceLangchain(key, elements)
+          redis.call('DEL', key)
+          prependLangchain(key, elements)
         end
         -- The list with the new elements merged in by created_at, the latest `size` kept.
         local function mergeKeepingLatest(list, current, new)
@@ -449,7 +491,8 @@ public enum RecentCache {
           return kept
         end
         for w = 1, writes do
-          local list, versionKey = KEYS[2 * w - 1], KEYS[2 * w]
+          local list, versionKey = KEYS[keysPerWrite * (w - 1) + 1], KEYS[keysPerWrite * (w - 1) + 2]
+          local twin = langchain and KEYS[3 * w] or nil
           local mode, versionText, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
           local version = tonumber(versionText)
           local new = {}
@@ -472,19 +515,30 @@ public enum RecentCache {
             final = stored
           elseif mode == 's' then
             replace(list, new)
+            if twin then replaceLangchain(twin, new) end
           elseif current == version - 1 or (current == -1 and version == 1) then
             if current == -1 then
               redis.call('DEL', list)
+              if twin then redis.call('DEL', twin) end
               last = ''
             elseif not last then
               local element = redis.call('LINDEX', list, -1)
               last = element and created(element) or ''
             end
             if created(new[1]) >= last then
-              if append(list, new) > size then redis.call('LTRIM', list, trimFrom, -1) end
+              local length = append(list, new)
+              if length > size then redis.call('LTRIM', list, trimFrom, -1) end
+              if twin then
+                if prependLangchain(twin, new) ~= length then
+                  replaceLangchain(twin, redis.call('LRANGE', list, 0, -1))
+                elseif length > size then
+                  redis.call('LTRIM', twin, 0, size - 1)
+                end
+              end
             else
               local merged = mergeKeepingLatest(list, current, new)
               replace(list, merged)
+              if twin then replaceLangchain(twin, merged) end
               final = versionText .. ' ' .. (#merged > 0 and created(merged[#merged]) or '')
             end
           else
@@ -497,11 +551,12 @@ public enum RecentCache {
           elseif final and final ~= written then
             redis.call('SET', versionKey, final, 'PX', ttl)
           end
-          -- The list lives as long as its version key (whose TTL the SET above renewed).
+          -- The lists live as long as their version key (whose TTL the SET above renewed).
           redis.call('PEXPIRE', list, ttl)
+          if twin then redis.call('PEXPIRE', twin, ttl) end
         end
         for s = 1, sessions do
-          local key, users = KEYS[2 * writes + 2 * s - 1], KEYS[2 * writes + 2 * s]
+          local key, users = KEYS[keysPerWrite * writes + 2 * s - 1], KEYS[keysPerWrite * writes + 2 * s]
           local session, user, dept, conversation, at, earliest =
             ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
           a = a + 6
@@ -525,6 +580,51 @@ public enum RecentCache {
         end
         table.insert(stale, 1, acknowledged)
         return stale
+        """
+
+    /// The script's part that makes LangChain's message dicts: `langchainElement(element)` turns
+    /// a recent-list element into what LangChain's `message_to_dict` writes for that message, and
+    /// `prependLangchain(key, elements)` pushes them, oldest first, onto the head of a list
+    /// (LangChain's own `LPUSH`), returning its length.
+    ///
+    /// The recent-list element's fields before `content` hold no free text, and inside
+    /// `content` every `"` is escaped, so the first `"content" : ` and the `, "metadata" : `
+    /// after it are the fields themselves; `content` is copied as it is, already JSON.
+    /// A `tool` message's `tool_call_id` is its metadata's `tool_call_id` when that is a string,
+    /// else empty: LangChain cannot load a tool message without one.
+    static let langchainScript = """
+        local langchainTypes = {user = 'human', assistant = 'ai', system = 'system', tool = 'tool'}
+        local function langchainElement(element)
+          local id = string.sub(element, 10, 45)
+          local _, roleStart = string.find(element, '"role" : "', 46, true)
+          local roleEnd = string.find(element, '"', roleStart + 1, true)
+          local kind = langchainTypes[string.sub(element, roleStart + 1, roleEnd - 1)] or 'human'
+          local _, contentStart = string.find(element, '"content" : ', roleEnd, true)
+          local contentEnd, metadataStart = string.find(element, ', "metadata" : ', contentStart, true)
+          local extra = ''
+          if kind == 'ai' then
+            extra = ', "tool_calls": [], "invalid_tool_calls": [], "usage_metadata": null'
+          elseif kind == 'tool' then
+            local callID = '""'
+            local ok, metadata = pcall(cjson.decode, string.sub(element, metadataStart + 1, -2))
+            if ok and type(metadata) == 'table' and type(metadata.tool_call_id) == 'string' then
+              callID = cjson.encode(metadata.tool_call_id)
+            end
+            extra = ', "tool_call_id": ' .. callID .. ', "artifact": null, "status": "success"'
+          end
+          return '{"type": "' .. kind .. '", "data": {"content": ' .. string.sub(element, contentStart + 1, contentEnd - 1)
+            .. ', "additional_kwargs": {}, "response_metadata": {}, "type": "' .. kind .. '", "name": null, "id": "'
+            .. id .. '"' .. extra .. '}}'
+        end
+        local function prependLangchain(key, elements)
+          local length = 0
+          for i = 1, #elements, 1000 do
+            local chunk = {}
+            for j = i, math.min(i + 999, #elements) do chunk[#chunk + 1] = langchainElement(elements[j]) end
+            length = redis.call('LPUSH', key, unpack(chunk))
+          end
+          return length
+        end
         """
 
     /// The script's name for `EVALSHA`: its SHA-1, the digest Redis names scripts by.

@@ -26,6 +26,8 @@ public struct HistorianConfiguration: Sendable {
     public var recentSize: Int
     public var sessionTTL: Duration
     public var keyPrefix: String
+    /// Whether the cache also keeps LangChain's `message_store:{id}` lists (contract §8).
+    public var langchainCache: Bool
     public var archiveDir: String
     public var archiveAfter: Duration
     public var archiveEvery: Duration
@@ -75,6 +77,7 @@ public struct HistorianConfiguration: Sendable {
         Key(name: "recent_size", defaultValue: "10", help: "messages in each recent-history list (0: no cache)"),
         Key(name: "session_ttl", defaultValue: "30m", help: "TTL of cache and session keys"),
         Key(name: "key_prefix", defaultValue: "", help: "prefix of every cache key"),
+        Key(name: "langchain_cache", defaultValue: "false", help: "also keep LangChain's message_store:{id} lists"),
         Key(name: "archive_dir", defaultValue: "/var/lib/historian/archive", help: "where archives are written"),
         Key(name: "archive_after", defaultValue: "30d", help: "idle time after which a conversation is archived"),
         Key(name: "archive_every", defaultValue: "1h", help: "time between archive passes"),
@@ -157,6 +160,7 @@ public struct HistorianConfiguration: Sendable {
         recentSize = try count("recent_size", 0...10_000)
         sessionTTL = try duration("session_ttl")
         keyPrefix = value("key_prefix")
+        langchainCache = try parsed("langchain_cache", Self.parseBool, "true or false")
         archiveDir = value("archive_dir")
         archiveAfter = try duration("archive_after")
         archiveEvery = try duration("archive_every")
@@ -208,6 +212,15 @@ public struct HistorianConfiguration: Sendable {
         return nil
     }
 
+    /// `true`/`false` (also `yes`/`no`, `on`/`off`, `1`/`0`, any case); `nil` otherwise.
+    public static func parseBool(_ text: String) -> Bool? {
+        switch text.lowercased() {
+        case "true", "yes", "on", "1": true
+        case "false", "no", "off", "0": false
+        default: nil
+        }
+    }
+
     /// `1048576`, `512KiB`, `1MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of 1024); `nil` otherwise.
     public static func parseSize(_ text: String) -> Int? {
         let units: [(String, Int)] = [
@@ -233,7 +246,8 @@ public struct HistorianConfiguration: Sendable {
             ("batch_size", String(batchSize)), ("batch_bytes", String(batchBytes)), ("batch_linger", "\(batchLinger)"),
             ("max_deliveries", String(maxDeliveries)), ("claim_idle", "\(claimIdle)"),
             ("recent_size", String(recentSize)), ("session_ttl", "\(sessionTTL)"), ("key_prefix", keyPrefix),
-            ("archive_dir", archiveDir), ("archive_after", "\(archiveAfter)"), ("archive_every", "\(archiveEvery)"),
+            ("langchain_cache", String(langchainCache)), ("archive_dir", archiveDir),
+            ("archive_after", "\(archiveAfter)"), ("archive_every", "\(archiveEvery)"),
             ("shutdown_grace", "\(shutdownGrace)"), ("metrics_address", metricsAddress?.description ?? "(off)"),
             ("log_level", logLevel.rawValue), ("log_format", logFormat.rawValue),
             ("redis_password", redisPassword == nil ? "(none)" : "(from credentials)"),

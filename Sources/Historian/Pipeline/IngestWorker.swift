@@ -36,11 +36,7 @@ public struct IngestSettings: Sendable {
         validator = EntryValidator(limits: ValidationLimits(maxContentBytes: configuration.maxContentBytes))
         maxDeliveries = configuration.maxDeliveries
         claimIdle = configuration.claimIdle
-        cache = CacheSettings(
-            recentSize: configuration.recentSize,
-            sessionTTL: configuration.sessionTTL,
-            keyPrefix: configuration.keyPrefix
-        )
+        cache = CacheSettings(configuration)
         self.once = once
     }
 

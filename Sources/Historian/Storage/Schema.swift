@@ -91,6 +91,7 @@ public enum Schema {
                 """
         ),
         Migration(version: 3, name: "batch store functions", sql: StoreFunctions.migration),
+        Migration(version: 4, name: "langchain_chat_history view", sql: LangchainView.migration),
     ]
 
     /// The version recorded in the database, or `nil` when Historian never migrated it.
