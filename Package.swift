@@ -42,9 +42,17 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
 
         // gzip streams over zlib, for the archive files.
         .target(name: "Gzip", dependencies: ["CZlib"]),
+
+        // SQLite files, read for `historian import sqlite` (and written by tests, for fixtures).
+        .target(name: "SQLiteReader", dependencies: ["CSQLite"]),
 
         // A task executor with a thread of its own, on which the clients' blocking calls run in place.
         .target(name: "BlockingThread"),
@@ -75,6 +83,7 @@ let package = Package(
                 "RedisClient",
                 "PostgresClient",
                 "Gzip",
+                "SQLiteReader",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -139,11 +148,12 @@ let package = Package(
         .testTarget(
             name: "HistorianTests",
             dependencies: [
-                "Historian", "Gzip", "RedisClient", "PostgresClient",
+                "Historian", "Gzip", "RedisClient", "PostgresClient", "SQLiteReader",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
+        .testTarget(name: "SQLiteReaderTests", dependencies: ["SQLiteReader"]),
         .testTarget(name: "SystemdNotifyTests", dependencies: ["SystemdNotify", "Historian"]),
         .testTarget(name: "HistorianBenchmarkTests", dependencies: ["HistorianBenchmark"]),
         .testTarget(
@@ -157,7 +167,7 @@ let package = Package(
         .testTarget(
             name: "HistorianIntegrationTests",
             dependencies: [
-                "Historian", "HistorianCLI", "LocalServers", "RedisClient", "PostgresClient",
+                "Historian", "HistorianCLI", "LocalServers", "RedisClient", "PostgresClient", "SQLiteReader",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]

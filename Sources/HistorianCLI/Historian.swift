@@ -15,7 +15,7 @@ struct HistorianCommand: AsyncParsableCommand {
         commandName: "historian",
         abstract: "Keeps chat history durable: Redis stream in, PostgreSQL out.",
         version: historianVersion,
-        subcommands: [Run.self, Migrate.self, Check.self, ArchiveCommand.self, Restore.self, Dlq.self, Export.self]
+        subcommands: [Run.self, Migrate.self, Check.self, ArchiveCommand.self, Restore.self, Dlq.self, Export.self, Import.self]
     )
 
     static func main() async {
