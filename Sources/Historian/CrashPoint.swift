@@ -19,6 +19,21 @@ enum CrashPoint: String, Sendable {
     /// The rows are deleted and the archive recorded; the Redis keys are not removed yet.
     case archiveDeleted = "archive-deleted"
 
+    // An erasure's steps (`ErasureStep`), each right after the journal recorded it done.
+    /// The journal row is open; nothing is removed yet.
+    case erasureOpened = "erasure-opened"
+    /// The rows are deleted and what the rest needs is in the journal; files, keys and dead
+    /// letters are all still there.
+    case erasureRowsDeleted = "erasure-rows-deleted"
+    /// The Redis keys are removed (first pass) and the lists tombstoned.
+    case erasureKeysRemoved = "erasure-keys-removed"
+    /// The archive files are removed.
+    case erasureFilesRemoved = "erasure-files-removed"
+    /// The dead letters are removed.
+    case erasureDeadLettersRemoved = "erasure-dead-letters-removed"
+    /// The second pass over the Redis keys is done; the journal row is not closed yet.
+    case erasureKeysRemovedAgain = "erasure-keys-removed-again"
+
     /// The point this process was told to die at, if any.
     static let armed = ProcessInfo.processInfo.environment["HISTORIAN_TEST_CRASH_AT"].flatMap(CrashPoint.init)
 

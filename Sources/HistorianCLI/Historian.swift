@@ -4,6 +4,7 @@ import Foundation
 import CMalloc
 #endif
 import Historian
+import HistoryAPI
 import Logging
 import OperationsEndpoint
 import ServiceLifecycle
@@ -15,7 +16,7 @@ struct HistorianCommand: AsyncParsableCommand {
         commandName: "historian",
         abstract: "Keeps chat history durable: Redis stream in, PostgreSQL out.",
         version: historianVersion,
-        subcommands: [Run.self, Migrate.self, Check.self, ArchiveCommand.self, Restore.self, Dlq.self, Export.self, Import.self]
+        subcommands: [Run.self, Migrate.self, Check.self, ArchiveCommand.self, Restore.self, Dlq.self, Export.self, Import.self, Forget.self]
     )
 
     static func main() async {
@@ -92,6 +93,8 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: "Time between archive passes (e.g. 1h).") var archiveEvery: String?
     @Option(help: "Time to finish in-flight work on shutdown (e.g. 10s).") var shutdownGrace: String?
     @Option(help: "Metrics endpoint address.") var metricsAddress: String?
+    @Option(help: "History API address (empty: off).") var apiAddress: String?
+    @Option(help: "History API bearer token (better: the credential api-token).") var apiToken: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
     @Option(help: "Log format: text, or json for one JSON object per line.") var logFormat: String?
 
@@ -104,6 +107,7 @@ struct ConfigurationOptions: ParsableArguments {
             ("recent_size", recentSize), ("session_ttl", sessionTtl), ("key_prefix", keyPrefix),
             ("langchain_cache", langchainCache), ("archive_dir", archiveDir), ("archive_after", archiveAfter),
             ("archive_every", archiveEvery), ("shutdown_grace", shutdownGrace), ("metrics_address", metricsAddress),
+            ("api_address", apiAddress), ("api_token", apiToken),
             ("log_level", logLevel), ("log_format", logFormat),
         ]
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { name, value in value.map { (name, $0) } })
@@ -193,6 +197,19 @@ struct Run: AsyncParsableCommand {
             services.append(.init(service: ingest, successTerminationBehavior: .gracefullyShutdownGroup))
         }
         if !once {
+            // Checked before anything starts: no token on an address others reach stops the daemon.
+            let api: HistoryAPIService?
+            do {
+                api = try HistoryAPIService(
+                    configuration: configuration,
+                    eraser: try Erasure(configuration: configuration, logger: logger),
+                    logger: logger
+                )
+            } catch let error as HistorianError where error.code == .invalidConfiguration {
+                logger.critical("cannot start: \(error.message)")
+                throw ExitCode(Self.cannotStart)
+            }
+            if let api { services.append(.init(service: api)) }
             // Archive passes on their schedule; one that ends (archive_every 0s) leaves the rest running.
             let archive = try ArchiveService(configuration: configuration, metrics: metrics, logger: logger)
             services.append(.init(service: archive, successTerminationBehavior: .ignore))

@@ -38,7 +38,7 @@ struct SandboxTests {
         // The credentials are looked up by name (a missing one is not fatal) and are the ones
         // Historian reads from $CREDENTIALS_DIRECTORY.
         let credentials = (unit.service["LoadCredential"] ?? []).map { $0.split(separator: ":").first.map(String.init) ?? "" }
-        #expect(Set(credentials) == ["redis-password", "postgres-password"])
+        #expect(Set(credentials) == ["redis-password", "postgres-password", "api-token"])
         #expect((unit.service["LoadCredential"] ?? []).allSatisfy { !$0.contains(":/") })
     }
 

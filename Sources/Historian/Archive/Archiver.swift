@@ -176,16 +176,21 @@ public struct Archiver: Sendable {
             let messages = written.lines - 1
             _ = try session.query(
                 """
-                INSERT INTO archived_conversations (id, user_id, archived_at, path, message_count, sha256)
-                VALUES ($1::uuid, $2, $3::timestamptz, $4, $5::integer, $6)
+                INSERT INTO archived_conversations
+                    (id, user_id, archived_at, path, message_count, sha256, title, created_at, updated_at)
+                VALUES ($1::uuid, $2, $3::timestamptz, $4, $5::integer, $6,
+                    $7::json ->> 'title', ($7::json ->> 'created_at')::timestamptz, ($7::json ->> 'updated_at')::timestamptz)
                 ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, archived_at = excluded.archived_at,
-                    path = excluded.path, message_count = excluded.message_count, sha256 = excluded.sha256
+                    path = excluded.path, message_count = excluded.message_count, sha256 = excluded.sha256,
+                    title = excluded.title, created_at = excluded.created_at, updated_at = excluded.updated_at
                 """,
                 [
                     conversation.text, snapshot.owner,
                     Timestamp(microseconds: Int64((archivedAt.timeIntervalSince1970 * 1_000_000).rounded())).rfc3339,
                     written.path, String(messages),
                     written.sha256,
+                    // The conversation's own line: what the history API lists it by (schema 6).
+                    snapshot.line,
                 ]
             )
             // The messages and their contexts go with it (ON DELETE CASCADE).

@@ -34,6 +34,11 @@ public struct HistorianConfiguration: Sendable {
     public var shutdownGrace: Duration
     /// Where `run` serves `GET /metrics`; `nil` (an empty `metrics_address`) turns it off.
     public var metricsAddress: MetricsAddress?
+    /// Where `run` serves the history API (contract §7); `nil` (an empty `api_address`, the
+    /// default) turns it off.
+    public var apiAddress: MetricsAddress?
+    /// The bearer token the history API asks for: `api_token`, else the credential `api-token`.
+    public var apiToken: String?
     public var logLevel: Logger.Level
     public var logFormat: LogFormat
 
@@ -83,6 +88,8 @@ public struct HistorianConfiguration: Sendable {
         Key(name: "archive_every", defaultValue: "1h", help: "time between archive passes"),
         Key(name: "shutdown_grace", defaultValue: "10s", help: "time to finish in-flight work on shutdown"),
         Key(name: "metrics_address", defaultValue: "127.0.0.1:9464", help: "address of the metrics endpoint"),
+        Key(name: "api_address", defaultValue: "", help: "address of the history API (empty: off)"),
+        Key(name: "api_token", defaultValue: "", help: "bearer token of the history API", isSecret: true),
         Key(name: "log_level", defaultValue: "info", help: "trace, debug, info, notice, warning, error or critical"),
         Key(name: "log_format", defaultValue: "text", help: "text, or json for one JSON object per line"),
     ]
@@ -109,7 +116,7 @@ public struct HistorianConfiguration: Sendable {
             InMemoryProvider(name: "flags", values: values),
             EnvironmentVariablesProvider(
                 environmentVariables: environment,
-                secretsSpecifier: .specific(["HISTORIAN_REDIS_URL", "HISTORIAN_POSTGRES_URL"])
+                secretsSpecifier: .specific(["HISTORIAN_REDIS_URL", "HISTORIAN_POSTGRES_URL", "HISTORIAN_API_TOKEN"])
             ).prefixKeys(with: "historian"),
         ]
         let file = configFile ?? (FileManager.default.fileExists(atPath: defaultConfigFile) ? defaultConfigFile : nil)
@@ -167,6 +174,14 @@ public struct HistorianConfiguration: Sendable {
         shutdownGrace = try duration("shutdown_grace")
         let metrics = value("metrics_address").trimmingCharacters(in: .whitespaces)
         metricsAddress = metrics.isEmpty ? nil : try MetricsAddress(parsing: metrics)
+        let api = value("api_address").trimmingCharacters(in: .whitespaces)
+        do {
+            apiAddress = api.isEmpty ? nil : try MetricsAddress(parsing: api)
+        } catch let error as HistorianError {
+            // The same form as metrics_address, and the same checks; the message names this key.
+            let message = error.message.replacingOccurrences(of: "metrics_address", with: "api_address")
+            throw HistorianError(error.code, message)
+        }
         logLevel = try parsed("log_level", { Logger.Level(rawValue: $0.lowercased()) }, "a log level")
         logFormat = try parsed("log_format", { LogFormat(rawValue: $0.lowercased()) }, "text or json")
         for (name, text) in [("stream", stream), ("group", group), ("dlq_stream", dlqStream), ("consumer", self.consumer)]
@@ -178,6 +193,9 @@ public struct HistorianConfiguration: Sendable {
         }
         redisPassword = Self.credential("redis-password", environment: environment)
         postgresPassword = Self.credential("postgres-password", environment: environment)
+        let token = value("api_token")
+        let credentialToken = Self.credential("api-token", environment: environment)
+        apiToken = !token.isEmpty ? token : credentialToken?.isEmpty == false ? credentialToken : nil
     }
 
     /// A secret from systemd's `LoadCredential=` directory, without its trailing newline.
@@ -249,6 +267,8 @@ public struct HistorianConfiguration: Sendable {
             ("langchain_cache", String(langchainCache)), ("archive_dir", archiveDir),
             ("archive_after", "\(archiveAfter)"), ("archive_every", "\(archiveEvery)"),
             ("shutdown_grace", "\(shutdownGrace)"), ("metrics_address", metricsAddress?.description ?? "(off)"),
+            ("api_address", apiAddress?.description ?? "(off)"),
+            ("api_token", apiToken == nil ? "(none)" : "(set)"),
             ("log_level", logLevel.rawValue), ("log_format", logFormat.rawValue),
             ("redis_password", redisPassword == nil ? "(none)" : "(from credentials)"),
             ("postgres_password", postgresPassword == nil ? "(none)" : "(from credentials)"),

@@ -92,6 +92,8 @@ public enum Schema {
         ),
         Migration(version: 3, name: "batch store functions", sql: StoreFunctions.migration),
         Migration(version: 4, name: "langchain_chat_history view", sql: LangchainView.migration),
+        Migration(version: 5, name: "erasures journal", sql: ErasureSchema.migration),
+        Migration(version: 6, name: "history listing columns and indexes", sql: HistorySchema.migration),
     ]
 
     /// The version recorded in the database, or `nil` when Historian never migrated it.
