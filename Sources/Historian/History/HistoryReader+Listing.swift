@@ -68,7 +68,7 @@ extension HistoryReader {
     /// Without a cursor the condition is left out rather than written `$3 IS NULL OR …`, which
     /// would keep the planner from using it as the index range.
     static func listingSQL(after: Bool) -> String {
-        let live = after ? "AND (c.updated_at, c.id) < ($3::timestamptz, $4::uuid)" : ""
+        let live = after ? "AND c.updated_at <= $3::timestamptz AND (c.updated_at, c.id) < ($3::timestamptz, $4::uuid)" : ""
         let archived = after ? "AND (coalesce(a.updated_at, a.archived_at), a.id) < ($3::timestamptz, $4::uuid)" : ""
         let utc = { (column: String) in #"to_char(\#(column) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"# }
         return """
