@@ -16,6 +16,7 @@ import UnixSignals
 /// 3. the drain: a prefilled stream consumed by the release `historian run --once`;
 /// 4. latency: a producer at a fixed rate against a running `historian run`;
 /// 5. the sweep: more drains, with the daemon's default settings and with other `--workers`;
+/// 6. langchain: pairs of drains without and with `--langchain-cache true`;
 /// and the daemon's peak RSS, and the statements, commands and round trips of a batch. It
 /// prints a table with each target met or missed, and writes the figures as JSON.
 @main
@@ -59,8 +60,20 @@ struct HistorianBenchmark: AsyncParsableCommand {
     @Option(help: "Extra historian option, e.g. --daemon-option=--batch-size=1000 (repeatable).")
     var daemonOption: [String] = []
 
-    @Option(help: "Phases to run, comma-separated: ceiling, floor, drain, latency, sweep.")
-    var phases = "ceiling,floor,drain,latency,sweep"
+    @Option(
+        help: """
+            Pairs of drains of the langchain phase, one drain of each without and one with \
+            --langchain-cache true; the first pair runs without first, the second with first, \
+            and so on. Each pair costs two drains as long as the main drain's.
+            """
+    )
+    var langchainPairs = 1
+
+    @Option(help: "Phases to run, comma-separated: \(HistorianBenchmark.allPhases.joined(separator: ", ")).")
+    var phases = HistorianBenchmark.allPhases.joined(separator: ",")
+
+    /// Every phase, in the order a run measures them.
+    static let allPhases = ["ceiling", "floor", "drain", "latency", "sweep", "langchain"]
 
     @Option(help: "Where the figures go as JSON.")
     var json = "benchmark-results.json"
@@ -84,11 +97,20 @@ struct HistorianBenchmark: AsyncParsableCommand {
         let messageCount = messages ?? (quick ? 100_000 : 1_000_000)
         let latencyDuration = latencySeconds ?? (quick ? 20 : 60)
         let selected = Set(phases.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
-        let unknown = selected.subtracting(["ceiling", "floor", "drain", "latency", "sweep"])
+        let unknown = selected.subtracting(Self.allPhases)
         guard unknown.isEmpty else {
             throw ValidationError(
-                "unknown phase \(unknown.sorted().joined(separator: ", ")); the phases are ceiling, floor, drain, latency, sweep"
+                "unknown phase \(unknown.sorted().joined(separator: ", ")); "
+                    + "the phases are \(Self.allPhases.joined(separator: ", "))"
             )
+        }
+        if selected.contains("langchain") {
+            guard langchainPairs >= 1 else { throw ValidationError("--langchain-pairs must be at least 1") }
+            guard !daemonOption.contains(where: { $0.hasPrefix("--langchain-cache") }) else {
+                throw ValidationError(
+                    "the langchain phase sets --langchain-cache itself; leave it out of --daemon-option"
+                )
+            }
         }
         let sweepCounts = try parsedWorkersSweep()
         if let contentBytes, contentBytes < 1 {
@@ -172,6 +194,20 @@ struct HistorianBenchmark: AsyncParsableCommand {
                     workerCounts: sweepCounts.filter { !selected.contains("drain") || $0 != workers }
                 )
                 results.sweep = try await sweep.run()
+            }
+            if selected.contains("langchain") {
+                // Last: each of its drains empties Redis, whose cache the latency run takes
+                // over from the main drain, and the phases before it run as they did without it.
+                let phase = LangchainPhase(
+                    servers: servers,
+                    workload: workload,
+                    messages: batch,
+                    executable: executable,
+                    arguments: daemonArguments,
+                    workers: workers,
+                    pairs: langchainPairs
+                )
+                results.langchain = try await phase.run()
             }
         } catch {
             try? await servers.destroy()

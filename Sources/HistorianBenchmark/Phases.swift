@@ -454,6 +454,14 @@ struct DrainPhase {
         )
         return result
     }
+
+    /// `run()`, then the drain's database dropped: its rows are not needed again, and their
+    /// disk space may be.
+    func runDroppingDatabase() async throws -> DrainResult {
+        let result = try await run()
+        try await servers.postgres.psql("DROP DATABASE \(database) WITH (FORCE)")
+        return result
+    }
 }
 
 struct DrainResult: Encodable {

@@ -48,6 +48,8 @@ struct BenchmarkResults: Encodable {
     var latency: LatencyResult?
     /// The extra drains: with the default settings, and with each `--workers` of the sweep.
     var sweep: SweepResult?
+    /// The drains without and with `langchain_cache`.
+    var langchain: LangchainResult?
 
     /// CPU per message, in microseconds.
     private func perMessage(_ seconds: Double) -> Double { seconds / Double(max(1, messages)) * 1e6 }
@@ -203,6 +205,9 @@ struct BenchmarkResults: Encodable {
                 rows.append(("drains by --workers", list.joined(separator: ", ") + " messages/s"))
             }
         }
+        if let langchain {
+            rows.append(contentsOf: langchainRows(langchain))
+        }
         for target in targets {
             rows.append(("target: " + target.name, target.summary))
         }
@@ -214,8 +219,34 @@ struct BenchmarkResults: Encodable {
         "\(Int(value.rounded()).formatted()) messages/s"
     }
 
+    /// Each setting's rate and CPU per message, and the ratios with / without.
+    private func langchainRows(_ langchain: LangchainResult) -> [(String, String)] {
+        var rows: [(String, String)] = []
+        let pairs = Set(langchain.drains.map(\.pair)).count
+        for setting in [false, true] {
+            guard let speed = langchain.messagesPerSecond(langchain: setting),
+                let perMessage = langchain.cpuPerMessage(langchain: setting)
+            else { continue }
+            // With several pairs, each drain's rate too, in the order they ran.
+            let each = langchain.runs(langchain: setting).map { Int($0.messagesPerSecond.rounded()).formatted() }
+            let list = each.count > 1 ? " (" + each.joined(separator: ", ") + ")" : ""
+            rows.append(("langchain_cache \(setting): drain", rate(speed) + list))
+            rows.append(("langchain_cache \(setting): CPU", perMessage.summary))
+        }
+        if let total = langchain.totalCPURatio, let redis = langchain.redisCPURatio {
+            var line = String(format: "total CPU per message %.3f ×, Redis CPU per message %.3f ×", total, redis)
+            line += " (\(pairs) pair\(pairs == 1 ? "" : "s"), in the order \(langchain.order)"
+            if pairs > 1 {
+                let ratios = langchain.pairRatios.map { String(format: "%.3f ×", $0) }
+                line += "; each pair's total " + ratios.joined(separator: ", ")
+            }
+            rows.append(("langchain_cache: with / without", line + ")"))
+        }
+        return rows
+    }
+
     enum CodingKeys: String, CodingKey {
-        case machine, messages, conversations, workers, ceiling, drain, latency, sweep, targets, bound
+        case machine, messages, conversations, workers, ceiling, drain, latency, sweep, langchain, targets, bound
         case boundCPUPerMessage = "bound_cpu_us_per_message"
         case redisFloor = "redis_floor"
         case daemonOptions = "historian_options"
@@ -239,6 +270,7 @@ struct BenchmarkResults: Encodable {
         try container.encodeIfPresent(drain, forKey: .drain)
         try container.encodeIfPresent(latency, forKey: .latency)
         try container.encodeIfPresent(sweep, forKey: .sweep)
+        try container.encodeIfPresent(langchain, forKey: .langchain)
         try container.encode(targets, forKey: .targets)
     }
 }

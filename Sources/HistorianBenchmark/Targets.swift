@@ -75,9 +75,9 @@ struct Target: Encodable, Equatable {
     }
 }
 
-/// The benchmark's targets (the write path's, and the memory target), each held against the
-/// figures of one run: a pure function of the results, so that the verdicts can be tested
-/// without a run.
+/// The benchmark's targets (the write path's, the memory target and the cost of
+/// `langchain_cache`), each held against the figures of one run: a pure function of the
+/// results, so that the verdicts can be tested without a run.
 enum Targets {
     /// The producer's rate at which the steady-rate targets hold.
     static let steadyRate = 5_000
@@ -100,9 +100,13 @@ enum Targets {
     static let defaultShareOfBest = 0.8
     /// The daemon's peak RSS during the drain, in MiB.
     static let peakRSSMiB = 64.0
+    /// `langchain_cache`: the most CPU per message of the three processes with the LangChain
+    /// lists, as a multiple of theirs without (issue 33).
+    static let langchainCPUOverWithout = 1.15
 
     static func evaluate(_ results: BenchmarkResults) -> [Target] {
-        steady(results.latency) + drain(results) + [fastByDefault(results), memory(results.drain)]
+        steady(results.latency) + drain(results)
+            + [fastByDefault(results), memory(results.drain), langchain(results.langchain)]
     }
 
     private static func steady(_ latency: LatencyResult?) -> [Target] {
@@ -193,6 +197,28 @@ enum Targets {
             name: "drain: peak RSS", comparison: .below, limit: peakRSSMiB, limitText: "64 MiB", format: "%.1f MiB"
         )
         target.measured = drain.map { Double($0.peakRSSBytes) / 1_048_576 }
+        return target
+    }
+
+    /// The langchain phase's total CPU per message with the LangChain lists against without.
+    private static func langchain(_ langchain: LangchainResult?) -> Target {
+        var target = Target(
+            name: "langchain_cache: total CPU per message", comparison: .atMost, limit: langchainCPUOverWithout,
+            limitText: "1.15 × without", format: "%.3f × without"
+        )
+        guard let langchain, let ratio = langchain.totalCPURatio,
+            let with = langchain.cpuPerMessage(langchain: true), let without = langchain.cpuPerMessage(langchain: false)
+        else { return target }
+        target.measured = ratio
+        target.detail = String(format: "%.1f µs against %.1f µs", with.total, without.total)
+        if let redis = langchain.redisCPURatio {
+            target.detail! += String(
+                format: "; Redis %.1f µs against %.1f µs, %.3f ×",
+                with.redis,
+                without.redis,
+                redis
+            )
+        }
         return target
     }
 

@@ -35,10 +35,7 @@ struct WorkersSweep {
             database: database,
             label: workers.map { "sweep, --workers \($0)" } ?? "sweep, default settings"
         )
-        let result = try await phase.run()
-        // Its rows are not needed again, and their disk space may be.
-        try await servers.postgres.psql("DROP DATABASE \(database) WITH (FORCE)")
-        return result
+        return try await phase.runDroppingDatabase()
     }
 }
 

@@ -18,7 +18,7 @@ struct TargetsTests {
     @Test("every figure measured: each target compares its own figure with its limit")
     func everyFigureMeasured() throws {
         let targets = Targets.evaluate(TargetsTests.results())
-        #expect(targets.count == 9)
+        #expect(targets.count == 10)
 
         let steadyCPU = try target("steady rate: CPU per message", in: targets)
         #expect(approximately(steadyCPU.measured, 99))
@@ -58,6 +58,57 @@ struct TargetsTests {
         let memory = try target("drain: peak RSS", in: targets)
         #expect(approximately(memory.measured, 40))
         #expect(memory.outcome == .met)
+
+        // 5 + 40 + 18 = 63 µs with the LangChain lists against 5 + 40 + 14 = 59 without.
+        let langchain = try target("langchain_cache: total CPU per message", in: targets)
+        #expect(approximately(langchain.measured, 63.0 / 59.0))
+        #expect(langchain.outcome == .met)
+        #expect(langchain.figure == "1.068 × without")
+        #expect(langchain.detail == "63.0 µs against 59.0 µs; Redis 18.0 µs against 14.0 µs, 1.286 ×")
+    }
+
+    @Test("langchain_cache: the total CPU per message with the lists against without, over all pairs")
+    func langchainCost() throws {
+        var results = TargetsTests.results()
+        let name = "langchain_cache: total CPU per message"
+        // Two pairs, in the order without, with, with, without: each setting's CPU per message
+        // is the average of its two drains'.
+        results.langchain = LangchainResult(
+            drains: [
+                TargetsTests.langchainDrain(false, pair: 1, CPUPerMessage(historian: 5, postgres: 40, redis: 14)),
+                TargetsTests.langchainDrain(true, pair: 1, CPUPerMessage(historian: 5, postgres: 40, redis: 24)),
+                TargetsTests.langchainDrain(true, pair: 2, CPUPerMessage(historian: 6, postgres: 42, redis: 26)),
+                TargetsTests.langchainDrain(false, pair: 2, CPUPerMessage(historian: 6, postgres: 42, redis: 16)),
+            ]
+        )
+        // With: 5.5 + 41 + 25 = 71.5 µs; without: 5.5 + 41 + 15 = 61.5 µs.
+        let missed = try target(name, in: Targets.evaluate(results))
+        #expect(approximately(missed.measured, 71.5 / 61.5))
+        #expect(missed.outcome == .missed)
+        #expect(approximately(results.langchain?.redisCPURatio, 25.0 / 15.0))
+        #expect(results.langchain?.order == "false, true, true, false")
+        #expect(results.langchain?.pairRatios.count == 2)
+        #expect(approximately(results.langchain?.pairRatios.first, 69.0 / 59.0))
+
+        // Exactly 1.15 times: met.
+        results.langchain = LangchainResult(
+            drains: [
+                TargetsTests.langchainDrain(false, pair: 1, CPUPerMessage(historian: 20, postgres: 40, redis: 40)),
+                TargetsTests.langchainDrain(true, pair: 1, CPUPerMessage(historian: 20, postgres: 40, redis: 55)),
+            ]
+        )
+        let atLimit = try target(name, in: Targets.evaluate(results))
+        #expect(approximately(atLimit.measured, 1.15))
+        #expect(atLimit.outcome == .met)
+
+        // A drain without its counterpart measures nothing.
+        results.langchain = LangchainResult(drains: [results.langchain!.drains[0]])
+        #expect(try target(name, in: Targets.evaluate(results)).outcome == .notMeasured)
+    }
+
+    @Test("the langchain phase alternates the order of its pairs: without first, then with first")
+    func langchainOrder() {
+        #expect((0..<8).map(LangchainPhase.langchain(atDrain:)) == [false, true, true, false, false, true, true, false])
     }
 
     @Test("a figure exactly at its limit meets it, except the strict memory limit")
@@ -80,8 +131,9 @@ struct TargetsTests {
         results.drain = nil
         results.latency = nil
         results.sweep = nil
+        results.langchain = nil
         let targets = Targets.evaluate(results)
-        #expect(targets.count == 9)
+        #expect(targets.count == 10)
         for target in targets {
             #expect(target.outcome == .notMeasured, "\(target.name)")
             #expect(target.figure == nil, "\(target.name)")
@@ -154,7 +206,20 @@ struct TargetsTests {
             defaults: drain(workers: nil, rate: 30_000),
             drains: [drain(workers: 1, rate: 30_000), drain(workers: 2, rate: 36_000)]
         )
+        // One pair: Redis 14 µs per message without the LangChain lists, 18 with.
+        results.langchain = LangchainResult(
+            drains: [
+                langchainDrain(false, pair: 1, CPUPerMessage(historian: 5, postgres: 40, redis: 14)),
+                langchainDrain(true, pair: 1, CPUPerMessage(historian: 5, postgres: 40, redis: 18)),
+            ]
+        )
         return results
+    }
+
+    static func langchainDrain(_ langchain: Bool, pair: Int, _ perMessage: CPUPerMessage) -> LangchainDrain {
+        var drain = drain(workers: 3, rate: 35_000)
+        drain.cpuPerMessage = perMessage
+        return LangchainDrain(langchainCache: langchain, pair: pair, lists: langchain ? 10_000 : 0, drain: drain)
     }
 
     static func drain(workers: Int?, rate: Double) -> DrainResult {
