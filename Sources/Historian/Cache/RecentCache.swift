@@ -381,7 +381,10 @@ public enum RecentCache {
             RedisArgument(writes.count), RedisArgument(sessions.count), RedisArgument(acks.count),
             RedisArgument(settings.langchain ? "1" : "0"),
         ]
-        arguments.reserveCapacity(writes.reduce(8 + 6 * sessions.count + acks.count) { $0 + 3 + $1.elements.count })
+        let elementsPerMessage = settings.langchain ? 2 : 1
+        arguments.reserveCapacity(
+            writes.reduce(8 + 6 * sessions.count + acks.count) { $0 + 3 + elementsPerMessage * $1.elements.count }
+        )
         for write in writes {
             keys.append(RedisArgument(settings.recentKey(write.conversationID)))
             keys.append(RedisArgument(settings.versionKey(write.conversationID)))
@@ -390,6 +393,10 @@ public enum RecentCache {
             arguments.append(RedisArgument(String(write.version)))
             arguments.append(RedisArgument(write.elements.count))
             for element in write.elements { arguments.append(RedisArgument(element)) }
+            if settings.langchain {
+                // Empty: the script converts that element itself.
+                for element in write.elements { arguments.append(RedisArgument(LangchainElement.make(fromRecent: element) ?? "")) }
+            }
         }
         for touch in sessions {
             keys.append(RedisArgument(settings.sessionKey(touch.sessionID)))
@@ -424,7 +431,8 @@ public enum RecentCache {
     /// The script behind `apply`. KEYS: per write its list and version keys (and its LangChain
     /// list when `langchain` is 1), per session its hash and its user's set, then the stream
     /// when there are entries to acknowledge. ARGV: ttl_ms, recent_size, writes, sessions, acks,
-    /// langchain; per write mode, version, count, elements;
+    /// langchain; per write mode, version, count, elements (and, when `langchain` is 1, as many
+    /// LangChain elements, an empty one where the script is to convert the element itself);
     /// per session id, user, dept, conversation, latest and earliest time; then the group and
     /// the entry IDs. Returns `{acknowledged (0 or 1), stale write numbers…}`.
     ///
@@ -470,7 +478,7 @@ public enum RecentCache {
         -- The LangChain list of these recent-list elements (oldest first), replacing what it held.
         local function replaceLangchain(key, elements)
           redis.call('DEL', key)
-          prependLangchain(key, elements)
+          pushLangchain(key, langchainElements(elements))
         end
         -- The list with the new elements merged in by created_at, the latest `size` kept.
         local function mergeKeepingLatest(list, current, new)
@@ -495,9 +503,17 @@ public enum RecentCache {
           local twin = langchain and KEYS[3 * w] or nil
           local mode, versionText, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
           local version = tonumber(versionText)
-          local new = {}
+          local new, twinNew = {}, {}
           for i = 1, n do new[i] = ARGV[a + 2 + i] end
-          a = a + 3 + n
+          if langchain then
+            for i = 1, n do
+              local given = ARGV[a + 2 + n + i]
+              twinNew[i] = given ~= '' and given or langchainElement(new[i])
+            end
+            a = a + 3 + 2 * n
+          else
+            a = a + 3 + n
+          end
           -- Written before it is known to apply, which is the usual case: SET ... GET reads the
           -- old version in the same call. Put back below when the write does not apply.
           local written = versionText .. ' ' .. (n > 0 and created(new[n]) or '')
@@ -515,7 +531,10 @@ public enum RecentCache {
             final = stored
           elseif mode == 's' then
             replace(list, new)
-            if twin then replaceLangchain(twin, new) end
+            if twin then
+              redis.call('DEL', twin)
+              pushLangchain(twin, twinNew)
+            end
           elseif current == version - 1 or (current == -1 and version == 1) then
             if current == -1 then
               redis.call('DEL', list)
@@ -529,7 +548,7 @@ public enum RecentCache {
               local length = append(list, new)
               if length > size then redis.call('LTRIM', list, trimFrom, -1) end
               if twin then
-                if prependLangchain(twin, new) ~= length then
+                if pushLangchain(twin, twinNew) ~= length then
                   replaceLangchain(twin, redis.call('LRANGE', list, 0, -1))
                 elseif length > size then
                   redis.call('LTRIM', twin, 0, size - 1)
@@ -583,9 +602,11 @@ public enum RecentCache {
         """
 
     /// The script's part that makes LangChain's message dicts: `langchainElement(element)` turns
-    /// a recent-list element into what LangChain's `message_to_dict` writes for that message, and
-    /// `prependLangchain(key, elements)` pushes them, oldest first, onto the head of a list
-    /// (LangChain's own `LPUSH`), returning its length.
+    /// a recent-list element into what LangChain's `message_to_dict` writes for that message
+    /// (the same bytes as `LangchainElement.make`, which makes the elements of the messages a
+    /// write carries), `langchainElements` a list of them, and `pushLangchain(key, elements)`
+    /// pushes LangChain elements, oldest first, onto the head of a list (LangChain's own
+    /// `LPUSH`), returning its length.
     ///
     /// The recent-list element's fields before `content` hold no free text, and inside
     /// `content` every `"` is escaped, so the first `"content" : ` and the `, "metadata" : `
@@ -616,12 +637,15 @@ public enum RecentCache {
             .. ', "additional_kwargs": {}, "response_metadata": {}, "type": "' .. kind .. '", "name": null, "id": "'
             .. id .. '"' .. extra .. '}}'
         end
-        local function prependLangchain(key, elements)
+        local function langchainElements(elements)
+          local converted = {}
+          for i, element in ipairs(elements) do converted[i] = langchainElement(element) end
+          return converted
+        end
+        local function pushLangchain(key, elements)
           local length = 0
           for i = 1, #elements, 1000 do
-            local chunk = {}
-            for j = i, math.min(i + 999, #elements) do chunk[#chunk + 1] = langchainElement(elements[j]) end
-            length = redis.call('LPUSH', key, unpack(chunk))
+            length = redis.call('LPUSH', key, unpack(elements, i, math.min(i + 999, #elements)))
           end
           return length
         end
