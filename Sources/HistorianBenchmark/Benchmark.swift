@@ -17,6 +17,7 @@ import UnixSignals
 /// 4. latency: a producer at a fixed rate against a running `historian run`;
 /// 5. the sweep: more drains, with the daemon's default settings and with other `--workers`;
 /// 6. langchain: pairs of drains without and with `--langchain-cache true`;
+/// 7. api: the history API under `wrk` while the pipeline stores new messages;
 /// and the daemon's peak RSS, and the statements, commands and round trips of a batch. It
 /// prints a table with each target met or missed, and writes the figures as JSON.
 @main
@@ -69,11 +70,20 @@ struct HistorianBenchmark: AsyncParsableCommand {
     )
     var langchainPairs = 1
 
+    @Option(help: "Seconds of wrk against each of the api phase's two routes.")
+    var apiSeconds = 5
+
+    @Option(help: "Connections wrk keeps open in the api phase.")
+    var apiConnections = 16
+
+    @Option(help: "Messages per second the api phase's producer appends while wrk runs.")
+    var apiPipelineRate = 1_000
+
     @Option(help: "Phases to run, comma-separated: \(HistorianBenchmark.allPhases.joined(separator: ", ")).")
     var phases = HistorianBenchmark.allPhases.joined(separator: ",")
 
     /// Every phase, in the order a run measures them.
-    static let allPhases = ["ceiling", "floor", "drain", "latency", "sweep", "langchain"]
+    static let allPhases = ["ceiling", "floor", "drain", "latency", "sweep", "langchain", "api"]
 
     @Option(help: "Where the figures go as JSON.")
     var json = "benchmark-results.json"
@@ -208,6 +218,28 @@ struct HistorianBenchmark: AsyncParsableCommand {
                     pairs: langchainPairs
                 )
                 results.langchain = try await phase.run()
+            }
+            if selected.contains("api") {
+                // Its seed drain empties Redis too.
+                var later = Workload(
+                    conversations: conversations,
+                    seed: seed,
+                    stream: 2,
+                    startMilliseconds: Int64(Date().timeIntervalSince1970 * 1000)
+                )
+                later.contentBytes = contentBytes
+                let phase = APIPhase(
+                    servers: servers,
+                    workload: workload,
+                    messages: batch,
+                    later: later,
+                    executable: executable,
+                    arguments: daemonArguments,
+                    pipelineRate: apiPipelineRate,
+                    seconds: apiSeconds,
+                    connections: apiConnections
+                )
+                results.api = try await phase.run()
             }
         } catch {
             try? await servers.destroy()

@@ -50,6 +50,8 @@ struct BenchmarkResults: Encodable {
     var sweep: SweepResult?
     /// The drains without and with `langchain_cache`.
     var langchain: LangchainResult?
+    /// The history API under load while the pipeline runs.
+    var api: APIResult?
 
     /// CPU per message, in microseconds.
     private func perMessage(_ seconds: Double) -> Double { seconds / Double(max(1, messages)) * 1e6 }
@@ -208,6 +210,15 @@ struct BenchmarkResults: Encodable {
         if let langchain {
             rows.append(contentsOf: langchainRows(langchain))
         }
+        if let api {
+            for route in api.routes {
+                rows.append((
+                    "api: " + route.route,
+                    String(format: "%.0f requests/s, p50 %.2f ms, p99 %.2f ms", route.requestsPerSecond, route.p50, route.p99)
+                        + " (\(api.connections) connections, \(api.pipelineRate) messages/s stored meanwhile)"
+                ))
+            }
+        }
         for target in targets {
             rows.append(("target: " + target.name, target.summary))
         }
@@ -246,7 +257,7 @@ struct BenchmarkResults: Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case machine, messages, conversations, workers, ceiling, drain, latency, sweep, langchain, targets, bound
+        case machine, messages, conversations, workers, ceiling, drain, latency, sweep, langchain, api, targets, bound
         case boundCPUPerMessage = "bound_cpu_us_per_message"
         case redisFloor = "redis_floor"
         case daemonOptions = "historian_options"
@@ -271,6 +282,7 @@ struct BenchmarkResults: Encodable {
         try container.encodeIfPresent(latency, forKey: .latency)
         try container.encodeIfPresent(sweep, forKey: .sweep)
         try container.encodeIfPresent(langchain, forKey: .langchain)
+        try container.encodeIfPresent(api, forKey: .api)
         try container.encode(targets, forKey: .targets)
     }
 }
