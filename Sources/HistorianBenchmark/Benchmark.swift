@@ -169,13 +169,7 @@ struct HistorianBenchmark: AsyncParsableCommand {
                 results.drain = try await phase.run()
             }
             if selected.contains("latency") {
-                var later = Workload(
-                    conversations: conversations,
-                    seed: seed,
-                    stream: 1,
-                    startMilliseconds: Int64(Date().timeIntervalSince1970 * 1000)
-                )
-                later.contentBytes = contentBytes
+                var later = laterWorkload(stream: 1)
                 let phase = LatencyPhase(
                     servers: servers,
                     messages: (0..<(rate * latencyDuration)).map { _ in
@@ -221,13 +215,7 @@ struct HistorianBenchmark: AsyncParsableCommand {
             }
             if selected.contains("api") {
                 // Its seed drain empties Redis too.
-                var later = Workload(
-                    conversations: conversations,
-                    seed: seed,
-                    stream: 2,
-                    startMilliseconds: Int64(Date().timeIntervalSince1970 * 1000)
-                )
-                later.contentBytes = contentBytes
+                let later = laterWorkload(stream: 2)
                 let phase = APIPhase(
                     servers: servers,
                     workload: workload,
@@ -259,6 +247,19 @@ struct HistorianBenchmark: AsyncParsableCommand {
             }
         }
         try await servers.destroy()
+    }
+
+    /// New messages of the workload's conversations, from now on: `stream` keeps their IDs apart
+    /// from those of the other workloads over the same conversations.
+    private func laterWorkload(stream: UInt64) -> Workload {
+        var later = Workload(
+            conversations: conversations,
+            seed: seed,
+            stream: stream,
+            startMilliseconds: Int64(Date().timeIntervalSince1970 * 1000)
+        )
+        later.contentBytes = contentBytes
+        return later
     }
 
     private func parsedPostgresSettings() throws -> [String: String] {
