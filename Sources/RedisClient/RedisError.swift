@@ -11,6 +11,7 @@ public struct RedisError: Error, Sendable, CustomStringConvertible, Hashable {
             case protocolError
             case server
             case authenticationFailed
+            case invalidConfiguration
         }
 
         private let base: Base
@@ -35,6 +36,8 @@ public struct RedisError: Error, Sendable, CustomStringConvertible, Hashable {
         public static let server = Code(.server)
         /// The server rejected the configured credentials.
         public static let authenticationFailed = Code(.authenticationFailed)
+        /// A configuration asks for something the client cannot do, e.g. a database other than 0 in cluster mode.
+        public static let invalidConfiguration = Code(.invalidConfiguration)
 
         /// The code's name, e.g. `timeout`.
         public var description: String {
