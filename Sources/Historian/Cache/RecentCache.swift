@@ -11,18 +11,26 @@ public struct CacheSettings: Sendable {
     public var keyPrefix: String
     /// Whether each recent list has a LangChain twin, `message_store:{id}` (contract §8).
     public var langchain: Bool
+    /// Whether the keys are those of a Redis Cluster (contract §9): each one's ID in a hash tag,
+    /// so that a conversation's keys share a slot, and the cache's calls can go one per slot.
+    public var cluster: Bool
 
     public init(
         recentSize: Int = 10,
         sessionTTL: Duration = .seconds(1800),
         keyPrefix: String = "",
-        langchain: Bool = false
+        langchain: Bool = false,
+        cluster: Bool = false
     ) {
         self.recentSize = recentSize
         self.sessionTTL = sessionTTL
         self.keyPrefix = keyPrefix
         self.langchain = langchain
+        self.cluster = cluster
     }
+
+    /// `id` as a key names it: in a hash tag on a cluster.
+    private func tagged(_ id: String) -> String { cluster ? "{\(id)}" : id }
 
     public init(_ configuration: HistorianConfiguration) {
         self.init(
@@ -33,9 +41,9 @@ public struct CacheSettings: Sendable {
         )
     }
 
-    public func recentKey(_ conversation: String) -> String { "\(keyPrefix)history:\(conversation):recent" }
+    public func recentKey(_ conversation: String) -> String { "\(keyPrefix)history:\(tagged(conversation)):recent" }
     /// The version of the recent list, beside it; readers never need it.
-    public func versionKey(_ conversation: String) -> String { "\(keyPrefix)history:\(conversation):recent:version" }
+    public func versionKey(_ conversation: String) -> String { "\(keyPrefix)history:\(tagged(conversation)):recent:version" }
     /// The list LangChain's `RedisChatMessageHistory` reads: the recent list's messages as
     /// LangChain message dicts, newest first.
     public func langchainKey(_ conversation: String) -> String { "\(keyPrefix)message_store:\(conversation)" }
@@ -43,8 +51,8 @@ public struct CacheSettings: Sendable {
     public func conversationKeys(_ conversation: String) -> [String] {
         [recentKey(conversation), versionKey(conversation)] + (langchain ? [langchainKey(conversation)] : [])
     }
-    public func sessionKey(_ session: String) -> String { "\(keyPrefix)session:\(session)" }
-    public func userSessionsKey(_ user: String) -> String { "\(keyPrefix)user:\(user):sessions" }
+    public func sessionKey(_ session: String) -> String { "\(keyPrefix)session:\(tagged(session))" }
+    public func userSessionsKey(_ user: String) -> String { "\(keyPrefix)user:\(tagged(user)):sessions" }
 
     var ttlMilliseconds: Int64 {
         sessionTTL.wholeMilliseconds
@@ -314,6 +322,22 @@ public enum RecentCache {
         settings: CacheSettings,
         redis: RedisConnection
     ) async throws -> [String] {
+        let groups = typedKeys(writes, sessions: sessions, settings: settings)
+        let keys = groups.flatMap { $0 }
+        let types = try await redis.pipeline(keys.map { ["TYPE", RedisArgument($0.key)] }).map { $0.string ?? "" }
+        let removed = wrongTypes(groups, types: types)
+        if !removed.isEmpty { _ = try await redis.send(["DEL"] + removed.map { RedisArgument($0) }) }
+        return removed
+    }
+
+    /// The keys these writes and touches use, with the type the cache keeps under each, in
+    /// groups that go together: a conversation's list, version string and LangChain twin; a
+    /// session hash; a user's session set.
+    static func typedKeys(
+        _ writes: [CacheWrite],
+        sessions: [SessionTouch],
+        settings: CacheSettings
+    ) -> [[(key: String, type: String)]] {
         var groups: [[(key: String, type: String)]] = writes.map {
             [(settings.recentKey($0.conversationID), "list"), (settings.versionKey($0.conversationID), "string")]
                 + (settings.langchain ? [(settings.langchainKey($0.conversationID), "list")] : [])
@@ -322,8 +346,12 @@ public enum RecentCache {
             groups.append([(settings.sessionKey(touch.sessionID), "hash")])
             groups.append([(settings.userSessionsKey(touch.userID), "set")])
         }
-        let keys = groups.flatMap { $0 }
-        let types = try await redis.pipeline(keys.map { ["TYPE", RedisArgument($0.key)] }).map { $0.string ?? "" }
+        return groups
+    }
+
+    /// The keys of the groups in which a key holds another type than its own (`types`: what
+    /// `TYPE` answered for each key, in order; `none` is fine): every key of such a group.
+    static func wrongTypes(_ groups: [[(key: String, type: String)]], types: [String]) -> [String] {
         var position = 0
         var removed: [String] = []
         for group in groups {
@@ -332,7 +360,6 @@ public enum RecentCache {
             let wrong = zip(group, found).contains { expected, type in type != "none" && type != expected.type }
             if wrong { removed += group.map(\.key) }
         }
-        if !removed.isEmpty { _ = try await redis.send(["DEL"] + removed.map { RedisArgument($0) }) }
         return removed
     }
 
@@ -374,6 +401,34 @@ public enum RecentCache {
     ) async throws -> Applied {
         let acks = acknowledge?.ids ?? []
         guard !writes.isEmpty || !sessions.isEmpty else { return Applied(stale: [], acknowledged: false) }
+        var command = scriptCall(writes, sessions: sessions, acknowledge: acknowledge, settings: settings)
+        var reply: RESPValue
+        do {
+            reply = try await redis.send(command)
+        } catch let error as RedisError where error.serverErrorPrefix == "NOSCRIPT" {
+            command[0] = "EVAL"
+            command[1] = RedisArgument(script)
+            reply = try await redis.send(command)
+        }
+        return applied(reply, writes: writes, acknowledging: !acks.isEmpty)
+    }
+
+    /// What the script's reply to a call with these writes says.
+    static func applied(_ reply: RESPValue, writes: [CacheWrite], acknowledging: Bool) -> Applied {
+        let values = (reply.array ?? []).compactMap { $0.int }.map { Int($0) }
+        let stale = values.dropFirst().compactMap { index in writes.indices.contains(index - 1) ? writes[index - 1].conversationID : nil }
+        return Applied(stale: stale, acknowledged: acknowledging && values.first == 1)
+    }
+
+    /// The `EVALSHA` of the script for these writes and touches, acknowledging `acknowledge`'s
+    /// entries when none is stale.
+    static func scriptCall(
+        _ writes: [CacheWrite],
+        sessions: [SessionTouch],
+        acknowledge: Acknowledge?,
+        settings: CacheSettings
+    ) -> [RedisArgument] {
+        let acks = acknowledge?.ids ?? []
         var keys: [RedisArgument] = []
         keys.reserveCapacity(3 * writes.count + 2 * sessions.count + 1)
         var arguments: [RedisArgument] = [
@@ -415,17 +470,7 @@ public enum RecentCache {
         command.reserveCapacity(3 + keys.count + arguments.count)
         command += keys
         command += arguments
-        var reply: RESPValue
-        do {
-            reply = try await redis.send(command)
-        } catch let error as RedisError where error.serverErrorPrefix == "NOSCRIPT" {
-            command[0] = "EVAL"
-            command[1] = RedisArgument(script)
-            reply = try await redis.send(command)
-        }
-        let values = (reply.array ?? []).compactMap { $0.int }.map { Int($0) }
-        let stale = values.dropFirst().compactMap { index in writes.indices.contains(index - 1) ? writes[index - 1].conversationID : nil }
-        return Applied(stale: stale, acknowledged: !acks.isEmpty && values.first == 1)
+        return command
     }
 
     /// The script behind `apply`. KEYS: per write its list and version keys (and its LangChain
@@ -458,6 +503,7 @@ public enum RecentCache {
         local a = 7
         local stale = {}
         \(langchainScript)
+        \(sessionScript)
         local function created(element)
           local _, finish = string.find(element, '"created_at" : "', 1, true)
           if not finish then return '' end
@@ -579,13 +625,7 @@ public enum RecentCache {
           local session, user, dept, conversation, at, earliest =
             ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
           a = a + 6
-          local known = redis.call('HMGET', key, 'last_active', 'created_at')
-          local last, first = known[1], known[2]
-          if not last or at > last then
-            redis.call('HSET', key, 'user_id', user, 'dept_id', dept, 'conversation_id', conversation, 'last_active', at)
-          end
-          if not first or earliest < first then redis.call('HSET', key, 'created_at', earliest) end
-          redis.call('PEXPIRE', key, ttl)
+          touchSession(key, ttl, user, dept, conversation, at, earliest)
           redis.call('SADD', users, session)
           redis.call('PEXPIRE', users, ttl)
         end
@@ -599,6 +639,20 @@ public enum RecentCache {
         end
         table.insert(stale, 1, acknowledged)
         return stale
+        """
+
+    /// The script's part that refreshes a session hash: `last_active` and the fields beside it
+    /// move only forward, `created_at` only back, and the TTL is renewed.
+    static let sessionScript = """
+        local function touchSession(key, ttl, user, dept, conversation, at, earliest)
+          local known = redis.call('HMGET', key, 'last_active', 'created_at')
+          local last, first = known[1], known[2]
+          if not last or at > last then
+            redis.call('HSET', key, 'user_id', user, 'dept_id', dept, 'conversation_id', conversation, 'last_active', at)
+          end
+          if not first or earliest < first then redis.call('HSET', key, 'created_at', earliest) end
+          redis.call('PEXPIRE', key, ttl)
+        end
         """
 
     /// The script's part that makes LangChain's message dicts: `langchainElement(element)` turns
@@ -652,5 +706,10 @@ public enum RecentCache {
         """
 
     /// The script's name for `EVALSHA`: its SHA-1, the digest Redis names scripts by.
-    static let scriptSHA1 = Insecure.SHA1.hash(data: Array(script.utf8)).map { String(format: "%02x", $0) }.joined()
+    static let scriptSHA1 = sha1(script)
+
+    /// A script's name for `EVALSHA`.
+    static func sha1(_ script: String) -> String {
+        Insecure.SHA1.hash(data: Array(script.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
 }
