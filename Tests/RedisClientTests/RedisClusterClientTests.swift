@@ -208,6 +208,17 @@ struct RedisClusterClientTests {
             let asked = try await #require(throws: RedisError.self) { try await onSource.send(["GET", migrated[0]]) }
             #expect(asked.serverErrorPrefix == "ASK")
 
+            // Decoded in place, the reply alone reaches the decoder, wherever the key was.
+            for (index, key) in keys.enumerated() {
+                let text = try await client.send(["GET", key], key: key) { view in
+                    view.withBytes { String(decoding: $0, as: UTF8.self) }
+                }
+                #expect(text == "value \(index)")
+            }
+            let refused = try await #require(throws: RedisError.self) {
+                try await client.send(["HGET", keys[0], "field"], key: keys[0]) { _ in 0 }
+            }
+            #expect(refused.serverErrorPrefix == "WRONGTYPE")
             for (index, key) in keys.enumerated() {
                 let (reply, sent) = try await traffic.during { try await client.send(["GET", key], key: key) }
                 #expect(reply == .bulkString(Array("value \(index)".utf8)))
@@ -257,6 +268,10 @@ struct RedisClusterClientTests {
                 #expect(sent == expected, "key \(index)")
             }
             #expect(try await client.send(["GET", "{ask}:new"], key: "{ask}:new") == .bulkString(Array("fresh".utf8)))
+            let decoded = try await client.send(["GET", keys[3]], key: keys[3]) { view in
+                view.withBytes { String(decoding: $0, as: UTF8.self) }
+            }
+            #expect(decoded == "value 3")
             #expect(try await client.slotMap().master(serving: slot).map { port(of: $0.endpoint) } == destination.port)
             #expect(try await onDestination.send(["GET", keys[15]]) == .bulkString(Array("value 15".utf8)))
         }
