@@ -1,5 +1,6 @@
 import Foundation
 import RedisClient
+import Synchronization
 import Testing
 
 @testable import Historian
@@ -385,17 +386,23 @@ struct ForgetTests {
             let liveKind = String(format: "0193%02x00", 0x33)
             let output = try await Daemons.with { daemons in
                 let daemon = try daemons.start(["run", "--consumer", "forget"], variables: variables)
-                let traffic = Task { try await Self.traffic(environment, kind: 0x33, user: "u-live") }
-                try await Task.sleep(for: .milliseconds(800))
+                // The erasure starts once others' traffic flows and the traffic stops only after
+                // more of it followed the erasure, however slowly a loaded machine schedules it.
+                let progress = TrafficProgress()
+                let traffic = Task {
+                    try await Self.traffic(environment, kind: 0x33, user: "u-live", progress: progress)
+                }
+                try await eventually("others' traffic under way") { progress.sent >= 50 }
                 let forget = try await HistorianProcess.run(
                     ["forget", "--user", Self.user, "--json"],
                     environment: variables
                 )
                 #expect(forget.status == 0, "\(forget.output)\(forget.errors)")
-                try await Task.sleep(for: .milliseconds(500))
+                let sentByTheEnd = progress.sent
+                try await eventually("others' traffic after the erasure") { progress.sent >= sentByTheEnd + 50 }
                 traffic.cancel()
                 let sent = try await traffic.value
-                #expect(sent.count > 50, "traffic while the erasure ran")
+                #expect(sent.count >= sentByTheEnd + 50, "traffic before, during and after the erasure")
                 try await eventually("the traffic stored") {
                     let stored = try await environment.scalar(
                         "SELECT count(*) FROM messages WHERE conversation_id::text LIKE '\(liveKind)%'"
@@ -457,7 +464,19 @@ struct ForgetTests {
 
     /// Appends messages of `user-N` (N = 0 … 3) in new conversations of `kind`, ten every 20
     /// ms, until cancelled; returns them.
-    static func traffic(_ environment: TestEnvironment, kind: UInt8, user: String) async throws -> [TestMessage] {
+    /// How many of the traffic's messages are in the stream so far, read while it runs.
+    final class TrafficProgress: Sendable {
+        private let count = Mutex(0)
+        var sent: Int { count.withLock { $0 } }
+        func add(_ number: Int) { count.withLock { $0 += number } }
+    }
+
+    static func traffic(
+        _ environment: TestEnvironment,
+        kind: UInt8,
+        user: String,
+        progress: TrafficProgress
+    ) async throws -> [TestMessage] {
         let redis = try await environment.redis()
         defer { redis.close() }
         var sent: [TestMessage] = []
@@ -474,6 +493,7 @@ struct ForgetTests {
             }
             try await Producer.append(batch, redis: redis)
             sent += batch
+            progress.add(batch.count)
             round += 1
             try? await Task.sleep(for: .milliseconds(20))
         }
