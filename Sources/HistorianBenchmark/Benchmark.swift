@@ -79,11 +79,22 @@ struct HistorianBenchmark: AsyncParsableCommand {
     @Option(help: "Messages per second the api phase's producer appends while wrk runs.")
     var apiPipelineRate = 1_000
 
-    @Option(help: "Phases to run, comma-separated: \(HistorianBenchmark.allPhases.joined(separator: ", ")).")
-    var phases = HistorianBenchmark.allPhases.joined(separator: ",")
+    @Option(help: "Shard counts (--stream-shards) of the cluster phase's drains, comma-separated.")
+    var clusterShards = "1,4,16"
+
+    @Option(help: "Process counts of the cluster phase's drains, comma-separated; each shard count runs with each.")
+    var clusterProcesses = "1,2,3"
+
+    @Option(
+        help: """
+            Phases to run, comma-separated: \(HistorianBenchmark.allPhases.joined(separator: ", ")) \
+            (by default all but cluster, which drains once per shard and process count).
+            """
+    )
+    var phases = HistorianBenchmark.allPhases.filter { $0 != "cluster" }.joined(separator: ",")
 
     /// Every phase, in the order a run measures them.
-    static let allPhases = ["ceiling", "floor", "drain", "latency", "sweep", "langchain", "api"]
+    static let allPhases = ["ceiling", "floor", "drain", "latency", "sweep", "langchain", "api", "cluster"]
 
     @Option(help: "Where the figures go as JSON.")
     var json = "benchmark-results.json"
@@ -123,6 +134,8 @@ struct HistorianBenchmark: AsyncParsableCommand {
             }
         }
         let sweepCounts = try parsedWorkersSweep()
+        let clusterShardCounts = try Self.counts(clusterShards, option: "--cluster-shards")
+        let clusterProcessCounts = try Self.counts(clusterProcesses, option: "--cluster-processes")
         if let contentBytes, contentBytes < 1 {
             throw ValidationError("--content-bytes must be at least 1")
         }
@@ -229,6 +242,20 @@ struct HistorianBenchmark: AsyncParsableCommand {
                 )
                 results.api = try await phase.run()
             }
+            if selected.contains("cluster") {
+                // Last: it runs a Redis Cluster beside the servers of the other phases.
+                let phase = ClusterPhase(
+                    servers: servers,
+                    workload: workload,
+                    messages: batch,
+                    executable: executable,
+                    arguments: daemonArguments,
+                    workers: workers,
+                    shardCounts: clusterShardCounts,
+                    processCounts: clusterProcessCounts
+                )
+                results.cluster = try await phase.run()
+            }
         } catch {
             try? await servers.destroy()
             throw error
@@ -280,6 +307,16 @@ struct HistorianBenchmark: AsyncParsableCommand {
     /// The daemon's arguments in every drain and run but `--workers`.
     private var sharedDaemonArguments: [String] {
         ["--log-level", "warning"] + daemonOption
+    }
+
+    /// `1,4,16` as counts of at least 1.
+    static func counts(_ text: String, option: String) throws -> [Int] {
+        try text.split(separator: ",").map { item in
+            guard let count = Int(item.trimmingCharacters(in: .whitespaces)), count >= 1 else {
+                throw ValidationError("\(option) takes counts like 1,4,16, not \(text)")
+            }
+            return count
+        }
     }
 
     private func parsedWorkersSweep() throws -> [Int] {

@@ -52,6 +52,8 @@ struct BenchmarkResults: Encodable {
     var langchain: LangchainResult?
     /// The history API under load while the pipeline runs.
     var api: APIResult?
+    /// The drains from a Redis Cluster, by shard and process count.
+    var cluster: ClusterResult?
 
     /// CPU per message, in microseconds.
     private func perMessage(_ seconds: Double) -> Double { seconds / Double(max(1, messages)) * 1e6 }
@@ -219,6 +221,14 @@ struct BenchmarkResults: Encodable {
                 ))
             }
         }
+        if let cluster {
+            for drain in cluster.drains {
+                rows.append((
+                    "cluster: \(drain.shards) shards, \(drain.processes) × \(cluster.workers) workers",
+                    rate(drain.messagesPerSecond) + ", CPU " + drain.cpuPerMessage.summary
+                ))
+            }
+        }
         for target in targets {
             rows.append(("target: " + target.name, target.summary))
         }
@@ -257,7 +267,7 @@ struct BenchmarkResults: Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case machine, messages, conversations, workers, ceiling, drain, latency, sweep, langchain, api, targets, bound
+        case machine, messages, conversations, workers, ceiling, drain, latency, sweep, langchain, api, cluster, targets, bound
         case boundCPUPerMessage = "bound_cpu_us_per_message"
         case redisFloor = "redis_floor"
         case daemonOptions = "historian_options"
@@ -283,6 +293,7 @@ struct BenchmarkResults: Encodable {
         try container.encodeIfPresent(sweep, forKey: .sweep)
         try container.encodeIfPresent(langchain, forKey: .langchain)
         try container.encodeIfPresent(api, forKey: .api)
+        try container.encodeIfPresent(cluster, forKey: .cluster)
         try container.encode(targets, forKey: .targets)
     }
 }

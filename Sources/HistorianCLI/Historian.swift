@@ -71,8 +71,10 @@ struct ConfigurationOptions: ParsableArguments {
     var config: String?
 
     @Option(help: "Redis URL: redis://[user:password@]host:port[/db] or unix:///path.") var redisUrl: String?
+    @Option(help: "Whether redis-url names seed nodes of a Redis Cluster: true or false.") var redisCluster: String?
     @Option(help: "PostgreSQL libpq URI or conninfo.") var postgresUrl: String?
     @Option(help: "Ingest stream key.") var stream: String?
+    @Option(help: "Ingest stream shards <stream>:{i} (1: the stream key alone).") var streamShards: String?
     @Option(help: "Consumer group.") var group: String?
     @Option(help: "Consumer name (default: host name, plus -instance).") var consumer: String?
     @Option(help: "Instance name appended to the default consumer name.") var instance: String?
@@ -100,7 +102,8 @@ struct ConfigurationOptions: ParsableArguments {
 
     var flags: [String: String] {
         let pairs: [(String, String?)] = [
-            ("redis_url", redisUrl), ("postgres_url", postgresUrl), ("stream", stream), ("group", group),
+            ("redis_url", redisUrl), ("redis_cluster", redisCluster), ("postgres_url", postgresUrl), ("stream", stream),
+            ("stream_shards", streamShards), ("group", group),
             ("consumer", consumer), ("instance", instance), ("workers", workers), ("dlq_stream", dlqStream),
             ("max_content_bytes", maxContentBytes), ("batch_size", batchSize), ("batch_bytes", batchBytes),
             ("batch_linger", batchLinger), ("max_deliveries", maxDeliveries), ("claim_idle", claimIdle),

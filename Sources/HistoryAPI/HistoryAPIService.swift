@@ -45,6 +45,7 @@ public struct HistoryAPIService: Service, CustomStringConvertible {
     /// connections of its own; `nil` when `api_address` is empty.
     public init?(configuration: HistorianConfiguration, eraser: (any HistoryEraser)?, logger: Logger) throws {
         guard let address = configuration.apiAddress else { return nil }
+        try configuration.requireSingleNode(for: "the history API (api_address)")
         let connections = HistoryConnections(endpoints: try ServerEndpoints(configuration), logger: logger)
         try self.init(
             address: address,

@@ -85,6 +85,11 @@ public final class RedisCluster: Sendable {
         return cluster
     }
 
+    /// The process IDs of the nodes running now (to read their CPU time).
+    public var pids: [pid_t] {
+        processes.withLock { processes in processes.values.filter(\.isRunning).map(\.pid) }
+    }
+
     /// The nodes that are masters now, as the first live node reports them.
     public func masters() async throws -> [(id: String, port: Int)] {
         try await clusterNodes().filter { $0.flags.contains("master") && !$0.flags.contains("fail") }.map { ($0.id, $0.port) }

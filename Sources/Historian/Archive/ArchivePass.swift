@@ -76,10 +76,10 @@ public struct ArchivePass: Sendable {
             }
         }
 
-        var redis: RedisConnection?
+        var redis: (any RoutedRedis)?
         if !dryRun {
             do {
-                redis = try await endpoints.connectRedis(logger: logger)
+                redis = try await endpoints.connectRouted(logger: logger)
             } catch {
                 logger.warning(
                     "archive pass: Redis unreachable; recent-history keys will expire on their own",
@@ -146,10 +146,12 @@ public struct ArchivePass: Sendable {
 
     /// The conversation's list, its version key and its LangChain list; they would expire on
     /// their own, so a failure here is only logged.
-    private func removeCacheKeys(of conversation: CanonicalUUID, redis: RedisConnection?) async {
+    /// On a cluster the keys share their conversation's slot, so one `DEL` still takes them all.
+    private func removeCacheKeys(of conversation: CanonicalUUID, redis: (any RoutedRedis)?) async {
         guard let redis else { return }
         do {
-            _ = try await redis.send(["DEL"] + cache.conversationKeys(conversation.text).map { RedisArgument($0) })
+            let keys = cache.conversationKeys(conversation.text).map { RedisArgument($0) }
+            _ = try await redis.send(["DEL"] + keys, key: keys[0])
         } catch {
             logger.warning(
                 "archive pass: cannot remove recent-history keys",

@@ -37,7 +37,8 @@ public struct CacheSettings: Sendable {
             recentSize: configuration.recentSize,
             sessionTTL: configuration.sessionTTL,
             keyPrefix: configuration.keyPrefix,
-            langchain: configuration.langchainCache
+            langchain: configuration.langchainCache,
+            cluster: configuration.redisCluster
         )
     }
 

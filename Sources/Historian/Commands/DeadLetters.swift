@@ -23,6 +23,7 @@ public struct DeadLetters: Sendable {
     static let identifierLimit = 64
 
     public init(configuration: HistorianConfiguration, logger: Logger) throws {
+        try configuration.requireSingleNode(for: "historian dlq")
         self.dlqStream = configuration.dlqStream
         self.stream = configuration.stream
         self.endpoints = try ServerEndpoints(configuration)

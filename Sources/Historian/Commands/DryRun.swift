@@ -55,6 +55,13 @@ public struct DryRun: Sendable {
     let logger: Logger
 
     public init(configuration: HistorianConfiguration, logger: Logger) throws {
+        // It reads the one stream key.
+        guard !configuration.isSharded else {
+            throw HistorianError(
+                .invalidConfiguration,
+                "run --dry-run does not work with redis_cluster or stream_shards above 1 yet (see docs/cluster.md)"
+            )
+        }
         self.settings = IngestSettings(configuration, once: true)
         self.endpoints = try ServerEndpoints(configuration)
         self.logger = logger

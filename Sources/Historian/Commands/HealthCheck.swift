@@ -49,33 +49,23 @@ public struct HealthCheck: Sendable {
         }
 
         do {
-            let redis = try await endpoints.connectRedis(logger: logger)
+            let redis = try await endpoints.connectRouted(logger: logger)
             defer { redis.close() }
-            _ = try await redis.send("PING")
-            report("ok: Redis reachable at \(endpoints.redis.endpoint)")
-            let stream = configuration.stream
-            let type = try await redis.send("TYPE", RedisArgument(stream))
-            switch type.string {
-            case "stream":
-                let info = try await redis.send("XINFO", "STREAM", RedisArgument(stream)).fieldPairs
-                report("ok: stream \(stream): \(info["length"]?.int ?? 0) entries")
-                let ingest = IngestStream(stream: stream, group: configuration.group, dlqStream: configuration.dlqStream)
-                if let group = try await ingest.groupState(redis) {
-                    report(
-                        "ok: group \(configuration.group): \(group.consumers) consumers, \(group.pending) pending, "
-                            + "lag \(group.lag.map(String.init) ?? "unknown"), last delivered \(group.lastDelivered ?? "-")"
-                    )
-                } else {
-                    report("note: group \(configuration.group) does not exist yet; `historian run` creates it")
-                }
-            case "none":
-                report("note: stream \(stream) does not exist yet; `historian run` creates it")
-            default:
-                problem("stream \(stream) is a \(type.string ?? "?"), not a stream")
+            _ = try await redis.send(["PING"], key: "")
+            if let cluster = redis as? RedisClusterClient {
+                let masters = try await cluster.masters()
+                report("ok: Redis Cluster reachable through \(endpoints.redis.endpoint): \(masters.count) masters")
+            } else {
+                report("ok: Redis reachable at \(endpoints.redis.endpoint)")
             }
-            let dlqType = try await redis.send("TYPE", RedisArgument(configuration.dlqStream))
+            let base = IngestStream(stream: configuration.stream, group: configuration.group, dlqStream: configuration.dlqStream)
+            for ingest in IngestSettings.shards(of: base, count: configuration.streamShards) {
+                try await checkStream(ingest, redis: redis, report: report, problem: problem)
+            }
+            let dlq = RedisArgument(configuration.dlqStream)
+            let dlqType = try await redis.send(["TYPE", dlq], key: dlq)
             if dlqType.string == "stream" {
-                let length = try await redis.send("XLEN", RedisArgument(configuration.dlqStream))
+                let length = try await redis.send(["XLEN", dlq], key: dlq)
                 report("note: dead-letter stream \(configuration.dlqStream): \(length.int ?? 0) entries")
             } else if dlqType.string != "none" {
                 problem("dead-letter stream \(configuration.dlqStream) is a \(dlqType.string ?? "?"), not a stream")
@@ -90,6 +80,35 @@ public struct HealthCheck: Sendable {
         }
         report(problems.isEmpty ? "healthy" : "\(problems.count) problem(s)")
         return problems
+    }
+
+    /// One stream (or shard): its length and its group's state.
+    private func checkStream(
+        _ ingest: IngestStream,
+        redis: some RoutedRedis,
+        report: (String) -> Void,
+        problem: (String) -> Void
+    ) async throws {
+        let stream = ingest.stream
+        let key = RedisArgument(stream)
+        let type = try await redis.send(["TYPE", key], key: key)
+        switch type.string {
+        case "stream":
+            let info = try await redis.send(["XINFO", "STREAM", key], key: key).fieldPairs
+            report("ok: stream \(stream): \(info["length"]?.int ?? 0) entries")
+            if let group = try await ingest.groupState(redis) {
+                report(
+                    "ok: group \(ingest.group): \(group.consumers) consumers, \(group.pending) pending, "
+                        + "lag \(group.lag.map(String.init) ?? "unknown"), last delivered \(group.lastDelivered ?? "-")"
+                )
+            } else {
+                report("note: group \(ingest.group) does not exist yet; `historian run` creates it")
+            }
+        case "none":
+            report("note: stream \(stream) does not exist yet; `historian run` creates it")
+        default:
+            problem("stream \(stream) is a \(type.string ?? "?"), not a stream")
+        }
     }
 
     /// Why archive passes could not write below `directory`, or `nil`: it is a writable

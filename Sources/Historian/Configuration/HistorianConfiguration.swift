@@ -11,6 +11,11 @@ public struct HistorianConfiguration: Sendable {
     public var redisURL: String
     public var postgresURL: String
     public var redisPassword: String?
+    /// Whether `redis_url` names seed nodes of a Redis Cluster (contract §9).
+    public var redisCluster: Bool
+    /// How many keys the ingest stream is sharded over: 1 is the plain `stream` key; N > 1 are
+    /// `<stream>:{0}` … `<stream>:{N-1}` (contract §9).
+    public var streamShards: Int
     public var postgresPassword: String?
     public var stream: String
     public var group: String
@@ -66,8 +71,10 @@ public struct HistorianConfiguration: Sendable {
     /// Every key, in the order `check` prints them.
     public static let keys: [Key] = [
         Key(name: "redis_url", defaultValue: "redis://127.0.0.1:6379", help: "Redis server URL", isSecret: true),
+        Key(name: "redis_cluster", defaultValue: "false", help: "redis_url names seed nodes of a Redis Cluster"),
         Key(name: "postgres_url", defaultValue: "", help: "libpq URI or conninfo (empty: libpq defaults)", isSecret: true),
         Key(name: "stream", defaultValue: "chat:messages", help: "ingest stream key"),
+        Key(name: "stream_shards", defaultValue: "1", help: "ingest stream shards <stream>:{i} (1: one stream)"),
         Key(name: "group", defaultValue: "historian", help: "consumer group"),
         Key(name: "consumer", defaultValue: "", help: "consumer name (default: host name, plus -instance)"),
         Key(name: "instance", defaultValue: "", help: "instance name appended to the default consumer name"),
@@ -150,6 +157,8 @@ public struct HistorianConfiguration: Sendable {
             try parsed(name, Self.parseDuration, "a duration like 500ms, 30s, 30m, 36h or 30d")
         }
         redisURL = value("redis_url")
+        redisCluster = try parsed("redis_cluster", Self.parseBool, "true or false")
+        streamShards = try count("stream_shards", 1...1024)
         postgresURL = value("postgres_url")
         stream = value("stream")
         group = value("group")
@@ -188,6 +197,17 @@ public struct HistorianConfiguration: Sendable {
         where text.isEmpty {
             throw HistorianError(.invalidConfiguration, "\(name) must not be empty")
         }
+        if redisCluster {
+            // LangChain's reader addresses `message_store:<id>` on one node, in another slot than
+            // the recent list it mirrors in the same script call.
+            if langchainCache {
+                throw HistorianError(.invalidConfiguration, "langchain_cache cannot be used with redis_cluster")
+            }
+            // A brace in the prefix would be taken for the hash tag the key names rely on.
+            if keyPrefix.contains("{") || keyPrefix.contains("}") {
+                throw HistorianError(.invalidConfiguration, "key_prefix must not contain { or } with redis_cluster")
+            }
+        }
         if sessionTTL < .seconds(1) {
             throw HistorianError(.invalidConfiguration, "session_ttl must be at least 1s")
         }
@@ -196,6 +216,17 @@ public struct HistorianConfiguration: Sendable {
         let token = value("api_token")
         let credentialToken = Self.credential("api-token", environment: environment)
         apiToken = !token.isEmpty ? token : credentialToken?.isEmpty == false ? credentialToken : nil
+    }
+
+    /// Whether the Redis side is that of contract §9: a cluster, or a stream in shards.
+    public var isSharded: Bool { redisCluster || streamShards > 1 }
+
+    /// Refuses `what` on a Redis Cluster, which it does not handle yet (it scans one node's
+    /// keys, or spans slots in one transaction).
+    public func requireSingleNode(for what: String) throws {
+        guard !redisCluster else {
+            throw HistorianError(.invalidConfiguration, "\(what) does not work with redis_cluster yet (see docs/cluster.md)")
+        }
     }
 
     /// A secret from systemd's `LoadCredential=` directory, without its trailing newline.
@@ -257,9 +288,9 @@ public struct HistorianConfiguration: Sendable {
     /// The configuration as `key = value` lines, secrets redacted, for `check`.
     public var redactedLines: [String] {
         let shown: [(String, String)] = [
-            ("redis_url", Self.redactURL(redisURL)),
+            ("redis_url", Self.redactURL(redisURL)), ("redis_cluster", String(redisCluster)),
             ("postgres_url", postgresURL.isEmpty ? "(libpq defaults)" : Self.redactURL(postgresURL)),
-            ("stream", stream), ("group", group), ("consumer", consumer), ("workers", String(workers)),
+            ("stream", stream), ("stream_shards", String(streamShards)), ("group", group), ("consumer", consumer), ("workers", String(workers)),
             ("dlq_stream", dlqStream), ("max_content_bytes", String(maxContentBytes)),
             ("batch_size", String(batchSize)), ("batch_bytes", String(batchBytes)), ("batch_linger", "\(batchLinger)"),
             ("max_deliveries", String(maxDeliveries)), ("claim_idle", "\(claimIdle)"),

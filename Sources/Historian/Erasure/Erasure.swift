@@ -14,6 +14,8 @@ import RedisClient
 public struct Erasure: Sendable {
     let endpoints: ServerEndpoints
     let cache: CacheSettings
+    /// Whether Redis is a cluster, where erasure does not work yet.
+    let onCluster: Bool
     let archiveRoot: String
     let dlqStream: String
     let batchBytes: Int
@@ -33,6 +35,7 @@ public struct Erasure: Sendable {
     public init(configuration: HistorianConfiguration, logger: Logger, settle: Duration = Erasure.defaultSettle) throws
     {
         self.endpoints = try ServerEndpoints(configuration)
+        self.onCluster = configuration.redisCluster
         self.cache = CacheSettings(configuration)
         self.archiveRoot = configuration.archiveDir
         self.dlqStream = configuration.dlqStream
@@ -49,6 +52,10 @@ public struct Erasure: Sendable {
         dryRun: Bool = false,
         progress: @Sendable (String) -> Void = { _ in }
     ) async throws -> ErasureReport {
+        // Its keys are found by SCAN on one node.
+        if onCluster {
+            throw HistorianError(.invalidConfiguration, "erasure does not work with redis_cluster yet (see docs/cluster.md)")
+        }
         // A long delete, or the wait for the locks, must not hit the usual 30 s call timeout.
         let postgres = try await endpoints.connectPostgres(
             logger: logger,

@@ -12,6 +12,9 @@ import ServiceLifecycle
 public struct ReadinessProbe: Service, CustomStringConvertible {
     let endpoints: ServerEndpoints
     let stream: IngestStream
+    /// The stream's shards (the stream alone when there is one), whose lags and pending
+    /// entries add up.
+    let shards: [IngestStream]
     let health: DaemonHealth
     let metrics: DaemonMetrics
     let logger: Logger
@@ -29,8 +32,16 @@ public struct ReadinessProbe: Service, CustomStringConvertible {
         var endpoints = try ServerEndpoints(configuration)
         endpoints.redis.connectTimeout = Self.timeout
         endpoints.redis.commandTimeout = Self.timeout
+        if var cluster = endpoints.redisCluster {
+            for index in cluster.seeds.indices {
+                cluster.seeds[index].connectTimeout = Self.timeout
+                cluster.seeds[index].commandTimeout = Self.timeout
+            }
+            endpoints.redisCluster = cluster
+        }
         self.endpoints = endpoints
         self.stream = IngestStream(stream: configuration.stream, group: configuration.group, dlqStream: configuration.dlqStream)
+        self.shards = IngestSettings.shards(of: stream, count: configuration.streamShards)
         self.health = health
         self.metrics = metrics
         self.logger = logger
@@ -58,7 +69,7 @@ public struct ReadinessProbe: Service, CustomStringConvertible {
         let postgresLoop: LoopWatch.Loop
         let redisLoop: LoopWatch.Loop
         var postgres: PostgresConnection?
-        var redis: RedisConnection?
+        var redis: (any RoutedRedis)?
 
         init(probe: ReadinessProbe) {
             self.probe = probe
@@ -95,9 +106,16 @@ public struct ReadinessProbe: Service, CustomStringConvertible {
         private mutating func checkRedis() async -> (Readiness.Server, lag: Int?, pending: Int?) {
             redisLoop.awaiting()
             do {
-                let group = try await probe.stream.groupState(try await redisConnection())
+                let redis = try await redisConnection()
+                var lag: Int? = 0
+                var pending: Int? = 0
+                for shard in probe.shards {
+                    let group = try await shard.groupState(redis)
+                    lag = lag.flatMap { total in group?.lag.map { total + $0 } }
+                    pending = pending.flatMap { total in group.map { total + $0.pending } }
+                }
                 redisLoop.answered()
-                return (.reachable, group?.lag, group?.pending)
+                return (.reachable, lag, pending)
             } catch {
                 if !FailureKind.isUnanswered(error) { redisLoop.answered() }
                 probe.logger.debug("readiness: Redis check failed", metadata: ["error": "\(error)"])
@@ -121,11 +139,11 @@ public struct ReadinessProbe: Service, CustomStringConvertible {
         }
 
         /// The check's own Redis connection, made again once broken.
-        private mutating func redisConnection() async throws -> RedisConnection {
+        private mutating func redisConnection() async throws -> any RoutedRedis {
             if let connection = redis, !connection.isBroken { return connection }
             redis?.close()
             redis = nil
-            let connection = try await probe.endpoints.connectRedis(logger: probe.logger)
+            let connection = try await probe.endpoints.connectRouted(logger: probe.logger)
             redis = connection
             return connection
         }

@@ -5,6 +5,8 @@ import RedisClient
 /// A batch whose messages all have an outcome: what its end needs.
 struct StoredBatch: Sendable {
     var machine: BatchStateMachine
+    /// The stream (shard) its entries were read from, where they are acknowledged.
+    var stream: IngestStream
     var entries: Int
     var bytes: Int
     var started: ContinuousClock.Instant
@@ -53,18 +55,27 @@ final class BatchEnd {
                 machine.snapshotsRead(read)
             case .refreshCache(let refresh):
                 let applied = try await attempt(.cache) {
-                    let redis = try await connections.redis()
                     let acknowledge = RecentCache.Acknowledge(
-                        stream: settings.stream.stream,
-                        group: settings.stream.group,
+                        stream: batch.stream.stream,
+                        group: batch.stream.group,
                         ids: refresh.acknowledge
                     )
+                    // On a cluster each conversation's keys are a call of their own, in their slot.
+                    if let cluster = try await connections.routed() as? RedisClusterClient {
+                        return try await ClusterCache.apply(
+                            refresh.writes,
+                            sessions: refresh.sessions,
+                            acknowledge: [acknowledge],
+                            settings: settings.cache,
+                            cluster: cluster
+                        )
+                    }
                     return try await RecentCache.apply(
                         refresh.writes,
                         sessions: refresh.sessions,
                         acknowledge: acknowledge,
                         settings: settings.cache,
-                        redis: redis
+                        redis: try await connections.redis()
                     )
                 }
                 reportRepaired(applied.repaired)
@@ -75,8 +86,7 @@ final class BatchEnd {
             case .finish(let rest):
                 cached = cached ?? .now
                 try await attempt(.acknowledge) {
-                    let redis = try await connections.redis()
-                    try await settings.stream.finish(redis, rest, at: Timestamp.now)
+                    try await batch.stream.finish(try await connections.routed(), rest, at: Timestamp.now)
                 }
                 machine.finished()
             case .done(let acknowledgement):

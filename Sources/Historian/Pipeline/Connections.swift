@@ -8,6 +8,7 @@ final class WorkerConnections {
     let endpoints: ServerEndpoints
     let logger: Logger
     private var redisConnection: RedisConnection?
+    private var routedRedis: (any RoutedRedis)?
     private var postgresConnection: PostgresConnection?
 
     init(endpoints: ServerEndpoints, logger: Logger) {
@@ -24,6 +25,17 @@ final class WorkerConnections {
         return connection
     }
 
+    /// Where the stream's and the cache's keyed commands go: the connection of `redis()` on a
+    /// single Redis, a cluster client with `redis_cluster`.
+    func routed() async throws -> any RoutedRedis {
+        guard endpoints.redisCluster != nil else { return try await redis() }
+        if let client = routedRedis, !client.isBroken { return client }
+        routedRedis?.close()
+        let client = try await endpoints.connectRouted(logger: logger)
+        routedRedis = client
+        return client
+    }
+
     func postgres() async throws -> PostgresConnection {
         if let connection = postgresConnection, !connection.isBroken { return connection }
         postgresConnection?.close()
@@ -36,8 +48,10 @@ final class WorkerConnections {
 
     func close() {
         redisConnection?.close()
+        routedRedis?.close()
         postgresConnection?.close()
         redisConnection = nil
+        routedRedis = nil
         postgresConnection = nil
     }
 }

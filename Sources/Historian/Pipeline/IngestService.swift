@@ -50,15 +50,19 @@ public struct IngestService: Service, CustomStringConvertible {
             metadata: [
                 "stream": "\(settings.stream.stream)", "group": "\(settings.stream.group)",
                 "consumer": "\(settings.consumer)", "workers": "\(settings.workers)",
+                "stream.shards": "\(settings.shards.count)",
             ]
         )
-        var maintenance = StreamMaintenance(
-            stream: settings.stream,
-            ownConsumers: Set((0..<settings.workers).map(settings.consumerName(worker:))),
-            forgetConsumersAfter: max(.seconds(3600), settings.claimIdle * 10),
-            metrics: metrics,
-            logger: logger
-        )
+        // One per shard: each is trimmed and checked for gaps as a single stream is.
+        var maintenance = settings.shards.map { shard in
+            StreamMaintenance(
+                stream: shard,
+                ownConsumers: Set((0..<settings.workers).map(settings.consumerName(worker:))),
+                forgetConsumersAfter: max(.seconds(3600), settings.claimIdle * 10),
+                metrics: metrics,
+                logger: logger
+            )
+        }
         // Before reading: a gap left while no one was reading is found before it is crossed.
         try? await maintain(&maintenance)
         do {
@@ -70,7 +74,7 @@ public struct IngestService: Service, CustomStringConvertible {
         logger.info("ingest stopped")
     }
 
-    private func runWorkers(_ maintenance: StreamMaintenance) async throws {
+    private func runWorkers(_ maintenance: [StreamMaintenance]) async throws {
         var maintenance = maintenance
         let turn = ReadTurn()
         // Each worker runs on a thread of its own, where its connections block in place (see BlockingThreadExecutor).
@@ -104,7 +108,7 @@ public struct IngestService: Service, CustomStringConvertible {
     /// How often the stream is trimmed and checked for gaps.
     static let maintenanceEvery: Duration = .seconds(5)
 
-    private func maintainForever(_ maintenance: StreamMaintenance) async throws {
+    private func maintainForever(_ maintenance: [StreamMaintenance]) async throws {
         var maintenance = maintenance
         while true {
             try await Task.sleep(for: Self.maintenanceEvery)
@@ -112,15 +116,22 @@ public struct IngestService: Service, CustomStringConvertible {
         }
     }
 
-    private func maintain(_ maintenance: inout StreamMaintenance) async throws {
-        let redis = try await endpoints.connectRedis(logger: logger)
+    private func maintain(_ maintenance: inout [StreamMaintenance]) async throws {
+        let redis = try await endpoints.connectRouted(logger: logger)
         defer { redis.close() }
-        do {
-            try await maintenance.run(redis)
-        } catch {
-            logger.warning("stream maintenance failed; will try again", metadata: ["error": "\(error)"])
-            throw error
+        var failure: (any Error)?
+        for index in maintenance.indices {
+            do {
+                try await maintenance[index].run(redis)
+            } catch {
+                logger.warning(
+                    "stream maintenance failed; will try again",
+                    metadata: ["stream": "\(maintenance[index].stream.stream)", "error": "\(error)"]
+                )
+                failure = error
+            }
         }
+        if let failure { throw failure }
     }
 
     /// Waits for both servers, brings the schema up to date and makes sure the group exists.
@@ -137,10 +148,10 @@ public struct IngestService: Service, CustomStringConvertible {
             }
         }
         try await retrying(.createGroup, logger: logger, metrics: metrics) {
-            let redis = try await endpoints.connectRedis(logger: logger)
+            let redis = try await endpoints.connectRouted(logger: logger)
             defer { redis.close() }
-            if try await settings.stream.ensureGroup(redis) {
-                logger.info("consumer group created", metadata: ["group": "\(settings.stream.group)"])
+            for shard in settings.shards where try await shard.ensureGroup(redis) {
+                logger.info("consumer group created", metadata: ["group": "\(shard.group)", "stream": "\(shard.stream)"])
             }
         }
     }

@@ -7,6 +7,9 @@ import ServiceLifecycle
 /// Settings of the ingest pipeline, taken from the configuration.
 public struct IngestSettings: Sendable {
     public var stream: IngestStream
+    /// The keys the stream is sharded over (contract §9): `stream` alone, or `<stream>:{i}` for
+    /// i < `stream_shards`, each with the consumer group.
+    public var shards: [IngestStream]
     public var consumer: String
     public var workers: Int
     public var batchSize: Int
@@ -25,9 +28,14 @@ public struct IngestSettings: Sendable {
     public var once: Bool
     /// How long one read waits for new entries; short, so shutdown is never held up long.
     public var readBlock: Duration = .milliseconds(500)
+    /// With several shards, how long a read of one waits after a whole round of them found
+    /// nothing: a read can wait on one key only, so the wait is short, and a message on another
+    /// shard waits at most a round of these.
+    public var shardReadBlock: Duration = .milliseconds(10)
 
     public init(_ configuration: HistorianConfiguration, once: Bool) {
         stream = IngestStream(stream: configuration.stream, group: configuration.group, dlqStream: configuration.dlqStream)
+        shards = Self.shards(of: stream, count: configuration.streamShards)
         consumer = configuration.consumer
         workers = configuration.workers
         batchSize = configuration.batchSize
@@ -44,6 +52,22 @@ public struct IngestSettings: Sendable {
     /// restarted worker finds its own pending entries.
     public func consumerName(worker index: Int) -> String {
         "\(consumer)-\(index)"
+    }
+
+    /// `stream` alone for one shard; `<stream>:{0}` … `<stream>:{count-1}` for more, each with
+    /// the same group and dead-letter stream.
+    public static func shards(of stream: IngestStream, count: Int) -> [IngestStream] {
+        guard count > 1 else { return [stream] }
+        return (0..<count).map { IngestStream(stream: StreamShard.key(stream.stream, index: $0), group: stream.group, dlqStream: stream.dlqStream) }
+    }
+
+    /// The shards worker `index` reads: every `workers`-th from its index, so that the
+    /// process's workers read every shard, each shard one of them; with more workers than
+    /// shards, workers share shards (as consumers of its group).
+    public func shards(ofWorker index: Int) -> [IngestStream] {
+        guard shards.count > 1 else { return shards }
+        guard workers <= shards.count else { return [shards[index % shards.count]] }
+        return stride(from: index, to: shards.count, by: workers).map { shards[$0] }
     }
 
     /// A worker's read budget before its first read: it assumes entries as large as the
@@ -106,7 +130,7 @@ struct IngestWorker {
         // connections and a fresh PostgreSQL backend's setup.
         do {
             try await attempt(.connect) {
-                _ = try await connections.redis()
+                _ = try await connections.routed()
                 _ = try await connections.postgres()
             }
         } catch is ShuttingDown {
@@ -156,39 +180,59 @@ struct IngestWorker {
 
     /// Reads and stores batches until shutdown (with `once`, until nothing is left), handing
     /// each stored batch to `handOff`; stops when `handOff` returns false.
+    ///
+    /// With several shards the worker reads them in turn, one batch each, without waiting while
+    /// any had entries; after a whole round found none, each read waits `shardReadBlock`.
     private func readAndStore(_ handOff: (StoredBatch) async -> Bool) async throws {
-        var position = IngestStream.ReadPosition.pending(after: .zero)
+        let shards = settings.shards(ofWorker: index)
+        var positions = shards.map { _ in IngestStream.ReadPosition.pending(after: .zero) }
         var budget = settings.readBudget()
         var nextClaim = ContinuousClock.now + settings.claimEvery
+        var current = 0
+        // Reads in a row that found nothing, over all shards.
+        var emptyReads = 0
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            let shard = shards[current]
             var delivery: IngestStream.Delivery
             do {
-                delivery = try await readBatch(&position, budget: &budget)
+                let wait: Duration? =
+                    settings.once ? nil
+                    : shards.count == 1 ? settings.readBlock
+                    : emptyReads >= shards.count ? settings.shardReadBlock : nil
+                delivery = try await readBatch(shard, &positions[current], budget: &budget, block: wait, alone: shards.count > 1)
                 if ContinuousClock.now >= nextClaim {
                     nextClaim = ContinuousClock.now + settings.claimEvery
-                    let claimed = try await attempt(.claim) {
-                        try await settings.stream.claimIdle(
-                            try await connections.redis(),
-                            consumer: settings.consumerName(worker: index),
-                            idle: settings.claimIdle,
-                            count: budget.count()
-                        )
-                    }
-                    budget.observe(largestEntryBytes: claimed.largestEntryBytes)
-                    if !claimed.isEmpty {
-                        logger.notice("claimed entries left pending by another consumer", metadata: ["entries": "\(claimed.count)"])
-                        guard await handOff(try await store(claimed)) else { return }
+                    for shard in shards {
+                        let claimed = try await attempt(.claim) {
+                            try await shard.claimIdle(
+                                try await connections.routed(),
+                                consumer: settings.consumerName(worker: index),
+                                idle: settings.claimIdle,
+                                count: budget.count()
+                            )
+                        }
+                        budget.observe(largestEntryBytes: claimed.largestEntryBytes)
+                        if !claimed.isEmpty {
+                            logger.notice(
+                                "claimed entries left pending by another consumer",
+                                metadata: ["entries": "\(claimed.count)", "stream": "\(shard.stream)"]
+                            )
+                            guard await handOff(try await store(claimed, from: shard)) else { return }
+                        }
                     }
                 }
             } catch is ShuttingDown {
                 return
             }
+            current = (current + 1) % shards.count
             if delivery.isEmpty {
-                if settings.once, position == .new { return }
+                emptyReads += 1
+                if settings.once, emptyReads >= shards.count, positions.allSatisfy({ $0 == .new }) { return }
                 continue
             }
+            emptyReads = 0
             do {
-                guard await handOff(try await store(delivery)) else { return }
+                guard await handOff(try await store(delivery, from: shard)) else { return }
             } catch is ShuttingDown {
                 logger.notice("shutting down with a batch unfinished; it stays pending", metadata: ["entries": "\(delivery.count)"])
                 return
@@ -196,15 +240,24 @@ struct IngestWorker {
         }
     }
 
-    /// Reads up to a batch: this consumer's own pending entries first (left by an earlier run),
-    /// then new entries, when it is this worker's turn to read them.
+    /// Reads up to a batch from `shard`: this consumer's own pending entries first (left by an
+    /// earlier run), then new entries. A worker of a single stream reads new entries when it is
+    /// its turn; one reading shards of its own (`alone`) needs no turn.
     private func readBatch(
+        _ shard: IngestStream,
         _ position: inout IngestStream.ReadPosition,
-        budget: inout ReadBudget
+        budget: inout ReadBudget,
+        block: Duration?,
+        alone: Bool
     ) async throws -> IngestStream.Delivery {
         if case .pending = position {
-            let pending = try await attempt(.read) { try await readPending(&position, budget: &budget) }
+            let pending = try await attempt(.read) { try await readPending(shard, &position, budget: &budget) }
             if let pending { return pending }
+        }
+        if alone {
+            return try await attempt(.read) {
+                try await readNew(shard, try await connections.routed(), budget: &budget, block: block)
+            }
         }
         // Waiting for the turn is not waiting for a server: the worker that holds it is, and its
         // own loop says so. So the turn is taken outside the attempts, and while Redis is down
@@ -212,19 +265,22 @@ struct IngestWorker {
         return try await turn.withTurn {
             // Shutdown may have begun while this worker waited for its turn.
             guard !Task.isShuttingDownGracefully else { return IngestStream.Delivery() }
-            return try await attempt(.read) { try await readNew(try await connections.redis(), budget: &budget) }
+            return try await attempt(.read) {
+                try await readNew(shard, try await connections.routed(), budget: &budget, block: block)
+            }
         }
     }
 
     /// This consumer's own pending entries after `position`, with their delivery counts; `nil`
     /// (and `position` moved to new entries) once there are none.
     private func readPending(
+        _ shard: IngestStream,
         _ position: inout IngestStream.ReadPosition,
         budget: inout ReadBudget
     ) async throws -> IngestStream.Delivery? {
         guard case .pending(let after) = position else { return nil }
-        let redis = try await connections.redis()
-        let pending = try await settings.stream.read(
+        let redis = try await connections.routed()
+        let pending = try await shard.read(
             redis,
             consumer: settings.consumerName(worker: index),
             from: position,
@@ -239,7 +295,7 @@ struct IngestWorker {
         var delivery = pending
         // Redelivered after a crash: count deliveries, so a batch that kills the process every
         // time ends as poison instead of looping forever.
-        delivery.deliveries = try await settings.stream.deliveryCounts(
+        delivery.deliveries = try await shard.deliveryCounts(
             redis,
             consumer: settings.consumerName(worker: index),
             from: first,
@@ -251,16 +307,21 @@ struct IngestWorker {
         return delivery
     }
 
-    /// Reads new entries, waiting up to `readBlock` for the first and then up to `batchLinger`
-    /// for a partial batch to fill, as far as the budget allows. Called holding the read turn.
-    private func readNew(_ redis: RedisConnection, budget: inout ReadBudget) async throws -> IngestStream.Delivery {
+    /// Reads new entries, waiting up to `block` for the first and then up to `batchLinger`
+    /// for a partial batch to fill, as far as the budget allows.
+    private func readNew(
+        _ shard: IngestStream,
+        _ redis: some RoutedRedis,
+        budget: inout ReadBudget,
+        block: Duration?
+    ) async throws -> IngestStream.Delivery {
         let firstCount = budget.count()
-        var delivery = try await settings.stream.read(
+        var delivery = try await shard.read(
             redis,
             consumer: settings.consumerName(worker: index),
             from: .new,
             count: firstCount,
-            block: settings.once ? nil : settings.readBlock
+            block: block
         )
         var largest = delivery.largestEntryBytes
         var bytes = delivery.bytes
@@ -289,7 +350,7 @@ struct IngestWorker {
                 // burst whose first entry woke this worker.
                 wait = settings.once || remaining <= .milliseconds(1) ? nil : remaining
             }
-            let more = try await settings.stream.read(
+            let more = try await shard.read(
                 redis,
                 consumer: settings.consumerName(worker: index),
                 from: .new,
@@ -308,7 +369,7 @@ struct IngestWorker {
 
     /// Stores a batch, isolating rows PostgreSQL refuses, as the state machine's actions say;
     /// returns it with every message's outcome, for the end stage.
-    private func store(_ delivery: IngestStream.Delivery) async throws -> StoredBatch {
+    private func store(_ delivery: IngestStream.Delivery, from shard: IngestStream) async throws -> StoredBatch {
         var machine = BatchStateMachine(
             entries: delivery.entries,
             ids: delivery.ids,
@@ -349,7 +410,10 @@ struct IngestWorker {
                 }
                 machine.restored()
             default:
-                return StoredBatch(machine: machine, entries: delivery.count, bytes: delivery.bytes, started: started, stored: .now)
+                return StoredBatch(
+                    machine: machine, stream: shard, entries: delivery.count, bytes: delivery.bytes, started: started,
+                    stored: .now
+                )
             }
         }
     }

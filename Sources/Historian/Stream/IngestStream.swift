@@ -17,9 +17,9 @@ public struct IngestStream: Sendable {
     /// Creates the consumer group at the start of the stream (and the stream) if missing.
     /// - Returns: whether it was created now.
     @discardableResult
-    public func ensureGroup(_ redis: RedisConnection) async throws -> Bool {
+    public func ensureGroup(_ redis: some RoutedRedis) async throws -> Bool {
         do {
-            _ = try await redis.send(["XGROUP", "CREATE", RedisArgument(stream), RedisArgument(group), "0", "MKSTREAM"])
+            _ = try await redis.send(["XGROUP", "CREATE", RedisArgument(stream), RedisArgument(group), "0", "MKSTREAM"], key: key)
             return true
         } catch let error as RedisError where error.serverErrorPrefix == "BUSYGROUP" {
             return false
@@ -39,10 +39,10 @@ public struct IngestStream: Sendable {
     }
 
     /// The group's lag and pending entries; `nil` while the stream or the group does not exist.
-    public func groupState(_ redis: RedisConnection) async throws -> GroupState? {
+    public func groupState(_ redis: some RoutedRedis) async throws -> GroupState? {
         let groups: RESPValue
         do {
-            groups = try await redis.send("XINFO", "GROUPS", RedisArgument(stream))
+            groups = try await redis.send(["XINFO", "GROUPS", RedisArgument(stream)], key: key)
         } catch let error as RedisError where error.serverErrorPrefix == "ERR" {
             // "ERR no such key": the stream does not exist yet.
             return nil
@@ -81,7 +81,7 @@ public struct IngestStream: Sendable {
 
     /// `XREADGROUP`; `block` is how long to wait for new entries (`nil`: return at once).
     public func read(
-        _ redis: RedisConnection,
+        _ redis: some RoutedRedis,
         consumer: String,
         from position: ReadPosition,
         count: Int,
@@ -101,7 +101,7 @@ public struct IngestStream: Sendable {
         case .pending(let after): arguments.append(RedisArgument(after.description))
         case .new: arguments.append(">")
         }
-        return try await redis.send(arguments, timeout: timeout, decode: Self.decodeDelivery)
+        return try await redis.send(arguments, key: key, timeout: timeout, decode: Self.decodeDelivery)
     }
 
     /// Decodes `[[stream, [[id, [field, value, …] | nil], …]]]` (XREADGROUP, XREAD) in place.
@@ -153,7 +153,7 @@ public struct IngestStream: Sendable {
 
     /// Delivery counts of a consumer's pending entries between two IDs (inclusive).
     public func deliveryCounts(
-        _ redis: RedisConnection,
+        _ redis: some RoutedRedis,
         consumer: String,
         from first: StreamID,
         to last: StreamID,
@@ -163,7 +163,8 @@ public struct IngestStream: Sendable {
             [
                 "XPENDING", RedisArgument(stream), RedisArgument(group), RedisArgument(first.description),
                 RedisArgument(last.description), RedisArgument(count), RedisArgument(consumer),
-            ]
+            ],
+            key: key
         )
         return Self.decodePendingCounts(reply)
     }
@@ -185,14 +186,15 @@ public struct IngestStream: Sendable {
     /// and `XCLAIM` with the same minimum idle time takes only those still idle, so two
     /// claimers never both get an entry.
     public func claimIdle(
-        _ redis: RedisConnection,
+        _ redis: some RoutedRedis,
         consumer: String,
         idle: Duration,
         count: Int
     ) async throws -> Delivery {
         let milliseconds = RedisArgument(String(idle.wholeMilliseconds))
         let pending = try await redis.send(
-            ["XPENDING", RedisArgument(stream), RedisArgument(group), "IDLE", milliseconds, "-", "+", RedisArgument(count)]
+            ["XPENDING", RedisArgument(stream), RedisArgument(group), "IDLE", milliseconds, "-", "+", RedisArgument(count)],
+            key: key
         )
         let counts = Self.decodePendingCounts(pending)
         guard !counts.isEmpty else { return Delivery() }
@@ -200,6 +202,7 @@ public struct IngestStream: Sendable {
         let claimed = try await redis.send(
             ["XCLAIM", RedisArgument(stream), RedisArgument(group), RedisArgument(consumer), milliseconds]
                 + ids.map { RedisArgument($0.description) },
+            key: key,
             decode: Self.decodeEntries
         )
         var delivery = Delivery()
@@ -213,9 +216,10 @@ public struct IngestStream: Sendable {
     }
 
     /// Entries from `start` (inclusive) on, without the consumer group; for the dry run.
-    public func range(_ redis: RedisConnection, from start: String, count: Int) async throws -> [StreamEntry] {
+    public func range(_ redis: some RoutedRedis, from start: String, count: Int) async throws -> [StreamEntry] {
         try await redis.send(
             ["XRANGE", RedisArgument(stream), RedisArgument(start), "+", "COUNT", RedisArgument(count)],
+            key: key,
             decode: Self.decodeEntries
         )
         .compactMap(\.1)
@@ -223,7 +227,16 @@ public struct IngestStream: Sendable {
 
     /// Acknowledges a finished batch: one XACK for the done entries, and for each dead letter a
     /// MULTI/EXEC that adds it to the dead-letter stream and acknowledges it together.
-    public func finish(_ redis: RedisConnection, _ acknowledgement: Acknowledgement, at time: Timestamp) async throws {
+    ///
+    /// On a cluster the dead-letter stream and this stream are in different slots, where no
+    /// transaction spans them: the dead letters are added first and acknowledged after, so a
+    /// crash in between leaves them pending, and their redelivery adds them to the dead-letter
+    /// stream a second time (the same `dlq_source_id`), which is never a loss.
+    public func finish(_ redis: some RoutedRedis, _ acknowledgement: Acknowledgement, at time: Timestamp) async throws {
+        if redis.isCluster {
+            try await finishOnCluster(redis, acknowledgement, at: time)
+            return
+        }
         var commands: [[RedisArgument]] = []
         if !acknowledgement.acknowledge.isEmpty {
             commands.append(
@@ -238,7 +251,24 @@ public struct IngestStream: Sendable {
             commands.append(["EXEC"])
         }
         guard !commands.isEmpty else { return }
-        let replies = try await redis.pipeline(commands)
+        try Self.check(try await redis.pipeline(commands.map { (key: key, command: $0) }))
+    }
+
+    private func finishOnCluster(_ redis: some RoutedRedis, _ acknowledgement: Acknowledgement, at time: Timestamp) async throws {
+        if !acknowledgement.deadLetters.isEmpty {
+            let dlq = RedisArgument(dlqStream)
+            try Self.check(try await redis.pipeline(acknowledgement.deadLetters.map { (key: dlq, command: deadLetterCommand($0, at: time)) }))
+        }
+        let ids = acknowledgement.acknowledge + acknowledgement.deadLetters.map(\.entry.id)
+        guard !ids.isEmpty else { return }
+        _ = try await redis.send(
+            ["XACK", RedisArgument(stream), RedisArgument(group)] + ids.map { RedisArgument($0.description) },
+            key: key
+        )
+    }
+
+    /// Throws the first error reply, at the top level or inside an `EXEC`'s reply.
+    private static func check(_ replies: [RESPValue]) throws {
         for reply in replies {
             if case .error(let message) = reply {
                 throw RedisError(code: .server, message: message)
@@ -250,6 +280,9 @@ public struct IngestStream: Sendable {
             }
         }
     }
+
+    /// The stream's key, where its commands are routed.
+    var key: RedisArgument { RedisArgument(stream) }
 
     /// `XADD <dlq> * <original fields…> dlq_reason … dlq_at …`.
     func deadLetterCommand(_ letter: DeadLetter, at time: Timestamp) -> [RedisArgument] {

@@ -38,8 +38,8 @@ struct StreamMaintenance {
         var entriesRead: Int?
     }
 
-    static func groups(_ redis: RedisConnection, stream: String) async throws -> [GroupInfo] {
-        let reply = try await redis.send("XINFO", "GROUPS", RedisArgument(stream))
+    static func groups(_ redis: some RoutedRedis, stream: String) async throws -> [GroupInfo] {
+        let reply = try await redis.send(["XINFO", "GROUPS", RedisArgument(stream)], key: RedisArgument(stream))
         return (reply.array ?? []).map(\.fieldPairs).compactMap { info in
             guard let name = info["name"]?.string else { return nil }
             return GroupInfo(
@@ -52,8 +52,8 @@ struct StreamMaintenance {
     }
 
     /// One pass: gap check, trim, consumer cleanup.
-    mutating func run(_ redis: RedisConnection) async throws {
-        let type = try await redis.send("TYPE", RedisArgument(stream.stream))
+    mutating func run(_ redis: some RoutedRedis) async throws {
+        let type = try await redis.send(["TYPE", key], key: key)
         guard type.string == "stream" else { return }
         let groups = try await Self.groups(redis, stream: stream.stream)
         guard let ours = groups.first(where: { $0.name == stream.group }) else { return }
@@ -70,14 +70,17 @@ struct StreamMaintenance {
     /// Counting the entries after the last-delivered ID makes Redis walk them, so the check
     /// waits while the group is more than `countLimit` entries behind; being cumulative, it
     /// finds any gap once the group has caught up.
-    mutating func checkForGap(_ redis: RedisConnection, group: GroupInfo) async throws {
+    mutating func checkForGap(_ redis: some RoutedRedis, group: GroupInfo) async throws {
         guard let read = group.entriesRead else { return }
-        let info = try await redis.send("XINFO", "STREAM", RedisArgument(stream.stream)).fieldPairs
+        let info = try await redis.send(["XINFO", "STREAM", key], key: key).fieldPairs
         let added = Int(info["entries-added"]?.int ?? 0)
         guard added - read <= Self.countLimit else { return }
         let after = try await redis.send(
-            "EVAL", RedisArgument(Self.countAfterScript), "1", RedisArgument(stream.stream),
-            RedisArgument(group.lastDelivered.description), RedisArgument(Self.countLimit)
+            [
+                "EVAL", RedisArgument(Self.countAfterScript), "1", key, RedisArgument(group.lastDelivered.description),
+                RedisArgument(Self.countLimit),
+            ],
+            key: key
         )
         guard let unread = after.int.map({ Int($0) }), unread <= Self.countLimit else { return }
         let lost = added - read - unread
@@ -104,7 +107,7 @@ struct StreamMaintenance {
 
     /// Trims entries that every group has acknowledged: below the oldest pending entry of each
     /// group, and never past any group's last-delivered ID.
-    func trim(_ redis: RedisConnection, groups: [GroupInfo]) async throws {
+    func trim(_ redis: some RoutedRedis, groups: [GroupInfo]) async throws {
         var keepFrom: StreamID?
         for group in groups {
             var needed = StreamID(milliseconds: group.lastDelivered.milliseconds, sequence: group.lastDelivered.sequence &+ 1)
@@ -112,7 +115,7 @@ struct StreamMaintenance {
                 needed = StreamID(milliseconds: group.lastDelivered.milliseconds + 1, sequence: 0)
             }
             if group.pending > 0 {
-                let summary = try await redis.send("XPENDING", RedisArgument(stream.stream), RedisArgument(group.name))
+                let summary = try await redis.send(["XPENDING", key, RedisArgument(group.name)], key: key)
                 if let oldest = summary.array?.dropFirst().first?.string.flatMap({ StreamID($0) }) {
                     needed = min(needed, oldest)
                 }
@@ -123,8 +126,8 @@ struct StreamMaintenance {
         var total = 0
         while true {
             let trimmed = try await redis.send(
-                "XTRIM", RedisArgument(stream.stream), "MINID", "~", RedisArgument(keepFrom.description),
-                "LIMIT", RedisArgument(Self.trimPerCall)
+                ["XTRIM", key, "MINID", "~", RedisArgument(keepFrom.description), "LIMIT", RedisArgument(Self.trimPerCall)],
+                key: key
             )
             guard let count = trimmed.int, count > 0 else { break }
             total += Int(count)
@@ -143,15 +146,18 @@ struct StreamMaintenance {
     /// its own round trip, so no single call holds Redis for long.
     static let trimPerCall = 10_000
 
+    /// The stream's key, where its commands are routed.
+    private var key: RedisArgument { RedisArgument(stream.stream) }
+
     /// Removes consumers that have nothing pending and have been idle for a long time.
-    func forgetIdleConsumers(_ redis: RedisConnection) async throws {
-        let reply = try await redis.send("XINFO", "CONSUMERS", RedisArgument(stream.stream), RedisArgument(stream.group))
+    func forgetIdleConsumers(_ redis: some RoutedRedis) async throws {
+        let reply = try await redis.send(["XINFO", "CONSUMERS", key, RedisArgument(stream.group)], key: key)
         let limit = forgetConsumersAfter.components.seconds * 1000
         for consumer in (reply.array ?? []).map(\.fieldPairs) {
             guard let name = consumer["name"]?.string, !ownConsumers.contains(name),
                 consumer["pending"]?.int == 0, let idle = consumer["idle"]?.int, idle > limit
             else { continue }
-            _ = try await redis.send("XGROUP", "DELCONSUMER", RedisArgument(stream.stream), RedisArgument(stream.group), RedisArgument(name))
+            _ = try await redis.send(["XGROUP", "DELCONSUMER", key, RedisArgument(stream.group), RedisArgument(name)], key: key)
             logger.info("removed an idle consumer with nothing pending", metadata: ["consumer": "\(name)"])
         }
     }

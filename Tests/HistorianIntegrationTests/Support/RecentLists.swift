@@ -4,7 +4,15 @@ import RedisClient
 /// What each conversation's recent list should hold (contract §3): its latest `size` messages
 /// in PostgreSQL, oldest first, as the contract's JSON elements, by conversation ID.
 func expectedRecentLists(_ environment: TestEnvironment, size: Int = 10) async throws -> [String: [NSDictionary]] {
-    let rows = try await environment.rows(
+    try await expectedRecentLists(rows: environment.rows, size: size)
+}
+
+/// ``expectedRecentLists(_:size:)`` from whatever runs the query.
+func expectedRecentLists(
+    rows query: (String) async throws -> [[String?]],
+    size: Int = 10
+) async throws -> [String: [NSDictionary]] {
+    let rows = try await query(
         """
         SELECT conversation_id::text, json_build_object('id', id, 'conversation_id', conversation_id, 'role', role,
             'created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
