@@ -313,19 +313,14 @@ struct HistorianBenchmark: AsyncParsableCommand {
     static func counts(_ text: String, option: String) throws -> [Int] {
         try text.split(separator: ",").map { item in
             guard let count = Int(item.trimmingCharacters(in: .whitespaces)), count >= 1 else {
-                throw ValidationError("\(option) takes counts like 1,4,16, not \(text)")
+                throw ValidationError("\(option) takes counts like 1,2,4, not \(text)")
             }
             return count
         }
     }
 
     private func parsedWorkersSweep() throws -> [Int] {
-        try workersSweep.split(separator: ",").map { item in
-            guard let count = Int(item.trimmingCharacters(in: .whitespaces)), count >= 1 else {
-                throw ValidationError("--workers-sweep takes worker counts like 1,2,4, not \(workersSweep)")
-            }
-            return count
-        }
+        try Self.counts(workersSweep, option: "--workers-sweep")
     }
 
     private func historianExecutable() throws -> String {

@@ -200,6 +200,24 @@ struct ClusterIngestTests {
                 let producer = ClusterProducer(client: environment.client)
                 try await producer.append(messages)
                 try await Self.expectAllStoredOnce(messages, environment)
+                // A bad entry on every shard: one dead letter each, naming its shard, and
+                // acknowledged (on a cluster the two are separate steps).
+                for index in 0..<Self.shards {
+                    let key = RedisArgument(environment.shardKey(index))
+                    var bad = messages[index]
+                    bad.id = UUID().uuidString.lowercased()
+                    bad.role = "wizard"
+                    _ = try await environment.client.send(xadd(bad.fields, to: environment.shardKey(index)), key: key)
+                }
+                try await eventually("the bad entries dead-lettered and acknowledged", timeout: .seconds(60)) {
+                    guard try await environment.deadLetters() == Self.shards else { return false }
+                    return try await environment.pending() == 0
+                }
+                let letters = try await environment.client.send(["XRANGE", "chat:messages:dlq", "-", "+"], key: "chat:messages:dlq")
+                let sources = (letters.array ?? []).compactMap { $0.array?.last?.fieldPairs }.map {
+                    "\($0["dlq_reason"]?.string ?? "") \($0["dlq_source_stream"]?.string ?? "")"
+                }
+                #expect(Set(sources) == Set((0..<Self.shards).map { "invalid_role \(environment.shardKey($0))" }), "\(sources)")
                 let check = try await HistorianProcess.run(["check"], environment: variables)
                 #expect(check.status == 0, "\(check.output)\(check.errors)")
                 #expect(check.output.contains("ok: Redis Cluster reachable") && check.output.contains("3 masters"), "\(check.output)")

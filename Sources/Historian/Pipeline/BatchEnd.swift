@@ -85,8 +85,17 @@ final class BatchEnd {
                 machine.cacheRefreshed(acknowledged: applied.acknowledged, stale: applied.stale)
             case .finish(let rest):
                 cached = cached ?? .now
-                try await attempt(.acknowledge) {
-                    try await batch.stream.finish(try await connections.routed(), rest, at: Timestamp.now)
+                if parts.endpoints.redisCluster != nil {
+                    // Two steps, each retried alone: a failed acknowledgement does not add the
+                    // dead letters again.
+                    try await attempt(.acknowledge) {
+                        try await batch.stream.addDeadLetters(try await connections.routed(), rest.deadLetters, at: Timestamp.now)
+                    }
+                    try await attempt(.acknowledge) { try await batch.stream.acknowledge(try await connections.routed(), rest) }
+                } else {
+                    try await attempt(.acknowledge) {
+                        try await batch.stream.finish(try await connections.routed(), rest, at: Timestamp.now)
+                    }
                 }
                 machine.finished()
             case .done(let acknowledgement):

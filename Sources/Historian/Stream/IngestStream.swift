@@ -229,13 +229,11 @@ public struct IngestStream: Sendable {
     /// MULTI/EXEC that adds it to the dead-letter stream and acknowledges it together.
     ///
     /// On a cluster the dead-letter stream and this stream are in different slots, where no
-    /// transaction spans them: the dead letters are added first and acknowledged after, so a
-    /// crash in between leaves them pending, and their redelivery adds them to the dead-letter
-    /// stream a second time (the same `dlq_source_id`), which is never a loss.
+    /// transaction spans them: there the caller adds the dead letters (`addDeadLetters`) and
+    /// then acknowledges everything (`acknowledge`), each retried on its own.
     public func finish(_ redis: some RoutedRedis, _ acknowledgement: Acknowledgement, at time: Timestamp) async throws {
-        if redis.isCluster {
-            try await finishOnCluster(redis, acknowledgement, at: time)
-            return
+        guard !redis.isCluster else {
+            throw HistorianError(.invalidConfiguration, "a dead letter and its acknowledgement span two slots on a cluster")
         }
         var commands: [[RedisArgument]] = []
         if !acknowledgement.acknowledge.isEmpty {
@@ -254,11 +252,19 @@ public struct IngestStream: Sendable {
         try Self.check(try await redis.pipeline(commands.map { (key: key, command: $0) }))
     }
 
-    private func finishOnCluster(_ redis: some RoutedRedis, _ acknowledgement: Acknowledgement, at time: Timestamp) async throws {
-        if !acknowledgement.deadLetters.isEmpty {
-            let dlq = RedisArgument(dlqStream)
-            try Self.check(try await redis.pipeline(acknowledgement.deadLetters.map { (key: dlq, command: deadLetterCommand($0, at: time)) }))
-        }
+    /// A batch's dead letters added to the dead-letter stream, without acknowledging them: the
+    /// first step of `finish` on a cluster. Until the second, a crash leaves the entries
+    /// pending, and their redelivery adds them a second time (the same `dlq_source_id`): never
+    /// a loss.
+    public func addDeadLetters(_ redis: some RoutedRedis, _ letters: [DeadLetter], at time: Timestamp) async throws {
+        guard !letters.isEmpty else { return }
+        let dlq = RedisArgument(dlqStream)
+        try Self.check(try await redis.pipeline(letters.map { (key: dlq, command: deadLetterCommand($0, at: time)) }))
+    }
+
+    /// One XACK of every entry the acknowledgement names, dead letters included: the second
+    /// step of `finish` on a cluster, once the dead letters are in their stream.
+    public func acknowledge(_ redis: some RoutedRedis, _ acknowledgement: Acknowledgement) async throws {
         let ids = acknowledgement.acknowledge + acknowledgement.deadLetters.map(\.entry.id)
         guard !ids.isEmpty else { return }
         _ = try await redis.send(
