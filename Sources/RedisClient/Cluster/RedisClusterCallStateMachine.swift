@@ -36,7 +36,7 @@ struct RedisClusterCallStateMachine {
     enum Action: Hashable {
         /// Relearn the slot map (`CLUSTER SLOTS`), then ask again.
         case learnSlotMap
-        /// Send each node its share, all nodes at once, then hand every reply back.
+        /// Send each node its share, one pipeline per node, then hand every reply back.
         case send([Dispatch])
         /// Nothing to send before this instant (commands backing off): sleep, then ask again.
         case wait(until: ContinuousClock.Instant)

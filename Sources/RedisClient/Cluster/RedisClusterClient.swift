@@ -68,7 +68,7 @@ public final class RedisClusterClient: Sendable {
     /// Sends the commands, each to the master serving its key's slot, and returns the replies in the caller's
     /// order; error replies come back as `.error` values, as ``RedisConnection/pipeline(_:timeout:)`` returns them.
     ///
-    /// Each node's share goes out as one pipeline on its connection, all nodes at once; commands of one node keep
+    /// Each node's share goes out as one pipeline on its connection, node after node; commands of one node keep
     /// their order among themselves, but not across nodes, nor when some are redirected. Only connection-level
     /// failures throw (some commands may then have run), and they mark the slot map stale. A command redirected
     /// more than ``RedisClusterConfiguration/maxRedirects`` times gets its last `MOVED`/`ASK` reply as its result;
@@ -89,7 +89,7 @@ public final class RedisClusterClient: Sendable {
         try await execute(commands.map(\.command), slots: commands.map(\.slot), timeout: timeout)
     }
 
-    /// Sends one command to every master (e.g. `SCRIPT LOAD`, `WAIT`, `DBSIZE`), all at once, and returns each
+    /// Sends one command to every master (e.g. `SCRIPT LOAD`, `WAIT`, `DBSIZE`), node after node, and returns each
     /// master's reply, error replies as `.error` values; no redirect is followed.
     ///
     /// A connection failure throws (the command may have run on some masters) and marks the slot map stale.
@@ -193,33 +193,29 @@ public final class RedisClusterClient: Sendable {
         }
     }
 
-    /// Sends each node its share, all nodes at once, and returns each share's replies (without the `ASKING`
-    /// ones). Waits for every node, then throws the first failure, if any.
+    /// Sends each node its share, one node after the other, and returns each share's replies (without the
+    /// `ASKING` ones). Every node is tried, then the first failure, if any, is thrown.
+    ///
+    /// One after the other: a node's connection blocks while its pipeline is out, and on a worker's thread (see
+    /// `BlockingThreadExecutor`) the shares would run one at a time anyway.
     private func send(
         _ dispatches: [RedisClusterCallStateMachine.Dispatch],
         commands: [[RedisArgument]],
         timeout: Duration?
     ) async throws -> [[RESPValue]] {
-        if dispatches.count == 1 {
-            return [try await send(dispatches[0], commands: commands, timeout: timeout)]
-        }
-        let results = await withTaskGroup(of: (Int, Result<[RESPValue], any Error>).self) { group in
-            for (position, dispatch) in dispatches.enumerated() {
-                group.addTask {
-                    do {
-                        return (position, .success(try await self.send(dispatch, commands: commands, timeout: timeout)))
-                    } catch {
-                        return (position, .failure(error))
-                    }
-                }
+        var results: [[RESPValue]] = []
+        results.reserveCapacity(dispatches.count)
+        var failure: (any Error)?
+        for dispatch in dispatches {
+            do {
+                results.append(try await send(dispatch, commands: commands, timeout: timeout))
+            } catch {
+                failure = failure ?? error
+                results.append([])
             }
-            var results = [Result<[RESPValue], any Error>?](repeating: nil, count: dispatches.count)
-            for await (position, result) in group {
-                results[position] = result
-            }
-            return results
         }
-        return try results.map { try $0!.get() }
+        if let failure { throw failure }
+        return results
     }
 
     /// Sends one node its share as one pipeline, `ASKING` before the commands that need it.
