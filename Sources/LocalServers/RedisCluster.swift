@@ -39,10 +39,34 @@ public final class RedisCluster: Sendable {
     }
 
     /// Starts the nodes, creates the cluster and waits until every node sees all slots served.
+    ///
+    /// A free port can be taken between the moment it is found and the node's bind (by a server
+    /// another test starts at the same time), and then `redis-cli --cluster create` meets a node
+    /// that is not this cluster's: such a start is undone and tried again on other ports.
     public static func start(
         masters: Int = 3,
         replicasPerMaster: Int = 1,
         nodeTimeoutMilliseconds: Int = 1_000
+    ) async throws -> RedisCluster {
+        var attempt = 1
+        while true {
+            do {
+                return try await startOnce(
+                    masters: masters,
+                    replicasPerMaster: replicasPerMaster,
+                    nodeTimeoutMilliseconds: nodeTimeoutMilliseconds
+                )
+            } catch let error as LocalServerError where attempt < 3 {
+                FileHandle.standardError.write(Data("RedisCluster: start failed, trying other ports: \(error)\n".utf8))
+                attempt += 1
+            }
+        }
+    }
+
+    private static func startOnce(
+        masters: Int,
+        replicasPerMaster: Int,
+        nodeTimeoutMilliseconds: Int
     ) async throws -> RedisCluster {
         guard let executable = LocalProcess.find("redis-server") else {
             throw LocalServerError("redis-server is not installed: run `apt-get install -y redis-server` (or scripts/test)")

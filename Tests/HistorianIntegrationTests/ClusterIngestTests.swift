@@ -13,6 +13,8 @@ import Glibc
 
 /// Historian on a real local Redis Cluster (contract §9): a stream in 16 shards over 3 masters,
 /// read by two processes of two workers; a master killed under load; slots migrated under load.
+/// One at a time: three clusters of six nodes beside the other suites starve a 2-core machine
+/// enough for nodes to miss the 1 s node timeout.
 @Suite(.serialized)
 struct ClusterIngestTests {
     static let shards = 16
