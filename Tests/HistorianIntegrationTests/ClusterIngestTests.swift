@@ -68,6 +68,12 @@ struct ClusterIngestTests {
             ])
         }
 
+        /// `historian migrate` with these variables, expected to succeed.
+        func migrate(_ variables: [String: String]) async throws {
+            let migrate = try await HistorianProcess.run(["migrate"], environment: variables)
+            #expect(migrate.status == 0, "\(migrate.errors)")
+        }
+
         func rows(_ sql: String) async throws -> [[String?]] {
             let postgres = try await PostgresConnection.connect(conninfo: postgresServer.url(database: "historian"), logger: Logger(label: "test"))
             defer { postgres.close() }
@@ -185,8 +191,7 @@ struct ClusterIngestTests {
     func shardedIngest() async throws {
         try await ClusterEnvironment.with { environment in
             let variables = environment.variables()
-            let migrate = try await HistorianProcess.run(["migrate"], environment: variables)
-            #expect(migrate.status == 0, "\(migrate.errors)")
+            try await environment.migrate(variables)
             let messages = Producer.workload(count: 50_000, conversations: 2_000)
             try await Daemons.with { daemons in
                 // The first process serves /readyz: ready once every shard's group answers
@@ -267,8 +272,7 @@ struct ClusterIngestTests {
         try await ClusterEnvironment.with { environment in
             // Entries whose acknowledgement the dead master took with it are claimed soon.
             let variables = environment.variables(claimIdle: "3s")
-            let migrate = try await HistorianProcess.run(["migrate"], environment: variables)
-            #expect(migrate.status == 0, "\(migrate.errors)")
+            try await environment.migrate(variables)
             let messages = Producer.workload(count: 12_000, conversations: 1_000, seed: 1)
             try await Daemons.with { daemons in
                 let first = try daemons.start(["run", "--consumer", "one"], variables: variables)
@@ -304,8 +308,7 @@ struct ClusterIngestTests {
     func reshardUnderLoad() async throws {
         try await ClusterEnvironment.with { environment in
             let variables = environment.variables()
-            let migrate = try await HistorianProcess.run(["migrate"], environment: variables)
-            #expect(migrate.status == 0, "\(migrate.errors)")
+            try await environment.migrate(variables)
             let messages = Producer.workload(count: 12_000, conversations: 1_000, seed: 2)
             // redis-cli moves a source's lowest slots first: the shard nearest the start of its
             // master's range moves with the fewest slots.

@@ -59,7 +59,7 @@ public struct HealthCheck: Sendable {
                 report("ok: Redis reachable at \(endpoints.redis.endpoint)")
             }
             let base = IngestStream(stream: configuration.stream, group: configuration.group, dlqStream: configuration.dlqStream)
-            for ingest in IngestSettings.shards(of: base, count: configuration.streamShards) {
+            for ingest in StreamShard.streams(of: base, count: configuration.streamShards) {
                 try await checkStream(ingest, redis: redis, report: report, problem: problem)
             }
             let dlq = RedisArgument(configuration.dlqStream)

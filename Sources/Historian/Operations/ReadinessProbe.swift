@@ -41,7 +41,7 @@ public struct ReadinessProbe: Service, CustomStringConvertible {
         }
         self.endpoints = endpoints
         self.stream = IngestStream(stream: configuration.stream, group: configuration.group, dlqStream: configuration.dlqStream)
-        self.shards = IngestSettings.shards(of: stream, count: configuration.streamShards)
+        self.shards = StreamShard.streams(of: stream, count: configuration.streamShards)
         self.health = health
         self.metrics = metrics
         self.logger = logger

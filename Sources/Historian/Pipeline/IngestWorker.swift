@@ -35,7 +35,7 @@ public struct IngestSettings: Sendable {
 
     public init(_ configuration: HistorianConfiguration, once: Bool) {
         stream = IngestStream(stream: configuration.stream, group: configuration.group, dlqStream: configuration.dlqStream)
-        shards = Self.shards(of: stream, count: configuration.streamShards)
+        shards = StreamShard.streams(of: stream, count: configuration.streamShards)
         consumer = configuration.consumer
         workers = configuration.workers
         batchSize = configuration.batchSize
@@ -52,13 +52,6 @@ public struct IngestSettings: Sendable {
     /// restarted worker finds its own pending entries.
     public func consumerName(worker index: Int) -> String {
         "\(consumer)-\(index)"
-    }
-
-    /// `stream` alone for one shard; `<stream>:{0}` … `<stream>:{count-1}` for more, each with
-    /// the same group and dead-letter stream.
-    public static func shards(of stream: IngestStream, count: Int) -> [IngestStream] {
-        guard count > 1 else { return [stream] }
-        return (0..<count).map { IngestStream(stream: StreamShard.key(stream.stream, index: $0), group: stream.group, dlqStream: stream.dlqStream) }
     }
 
     /// The shards worker `index` reads: every `workers`-th from its index, so that the

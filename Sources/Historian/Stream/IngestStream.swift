@@ -249,6 +249,7 @@ public struct IngestStream: Sendable {
             commands.append(["EXEC"])
         }
         guard !commands.isEmpty else { return }
+        let key = self.key
         try Self.check(try await redis.pipeline(commands.map { (key: key, command: $0) }))
     }
 

@@ -14,4 +14,13 @@ public enum StreamShard {
     public static func key(_ stream: String, index: Int) -> String {
         "\(stream):{\(index)}"
     }
+
+    /// `stream` alone for one shard; `<stream>:{0}` … `<stream>:{count-1}` for more, each with
+    /// the same group and dead-letter stream.
+    public static func streams(of stream: IngestStream, count: Int) -> [IngestStream] {
+        guard count > 1 else { return [stream] }
+        return (0..<count).map {
+            IngestStream(stream: key(stream.stream, index: $0), group: stream.group, dlqStream: stream.dlqStream)
+        }
+    }
 }
