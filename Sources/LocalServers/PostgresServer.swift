@@ -47,7 +47,8 @@ public final class PostgresServer: Sendable {
         "postgresql://\(Self.superuser)@127.0.0.1:\(port)/\(database)"
     }
 
-    /// Creates a cluster with `initdb` and starts it; `settings` are extra `-c name=value` options.
+    /// Creates a cluster (a copy of one `initdb` made, see `template`) and starts it; `settings`
+    /// are extra `-c name=value` options.
     public static func start(settings: [String: String] = [:]) async throws -> PostgresServer {
         guard let initdb = LocalProcess.find("initdb", extraDirectories: LocalProcess.postgresBinDirectories)
         else {
@@ -61,11 +62,9 @@ public final class PostgresServer: Sendable {
         if let runAs {
             try await LocalProcess.run(LocalProcess.find("chown") ?? "/bin/chown", [runAs, directory])
         }
-        try await LocalProcess.run(
-            binDirectory + "/initdb",
-            ["-D", directory + "/data", "-A", "trust", "-U", superuser, "-E", "UTF8", "--locale=C", "-N"],
-            asUser: runAs
-        )
+        let template = try await templateDataDirectory(binDirectory: binDirectory, runAs: runAs)
+        // -a keeps the owner (the service user) and the 0700 mode PostgreSQL insists on.
+        try await LocalProcess.run(LocalProcess.find("cp") ?? "/bin/cp", ["-a", template, directory + "/data"])
         var options = [
             "listen_addresses": "127.0.0.1",
             "unix_socket_directories": directory,
@@ -140,6 +139,39 @@ public final class PostgresServer: Sendable {
     public func destroy() async throws {
         try? await stop(immediate: true)
         try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// The data directory `initdb` made for this process's first cluster, left unstarted; later
+    /// clusters are copies of it, which costs a file copy instead of initdb's bootstrap runs of
+    /// the server (tests start a cluster each). Removed when the process exits.
+    private static let template = Mutex<(task: Task<String, Error>, directory: String)?>(nil)
+
+    private static func templateDataDirectory(binDirectory: String, runAs: String?) async throws -> String {
+        let task = try template.withLock { current in
+            if let current { return current.task }
+            let directory = try LocalProcess.makeTemporaryDirectory(prefix: "historian-pg-template")
+            let made = Task {
+                if let runAs {
+                    try await LocalProcess.run(LocalProcess.find("chown") ?? "/bin/chown", [runAs, directory])
+                }
+                try await LocalProcess.run(
+                    binDirectory + "/initdb",
+                    ["-D", directory + "/data", "-A", "trust", "-U", superuser, "-E", "UTF8", "--locale=C", "-N"],
+                    asUser: runAs
+                )
+                return directory + "/data"
+            }
+            current = (made, directory)
+            atexit { PostgresServer.removeTemplate() }
+            return made
+        }
+        return try await task.value
+    }
+
+    private static func removeTemplate() {
+        if let directory = template.withLock({ $0?.directory }) {
+            try? FileManager.default.removeItem(atPath: directory)
+        }
     }
 
     private static let userLock = Mutex(false)

@@ -24,13 +24,23 @@ public final class RedisCluster: Sendable {
     public var url: String { "redis://" + nodes.map(\.address).joined(separator: ",") }
     /// The milliseconds after which an unreachable master counts as failed.
     public let nodeTimeoutMilliseconds: Int
+    /// The replicas each master was given at the start.
+    public let replicasPerMaster: Int
 
     private let executable: String
     private let client: String
     private let processes: Mutex<[Int: ChildProcess]>
 
-    private init(executable: String, client: String, nodes: [Node], directory: String, nodeTimeoutMilliseconds: Int) {
+    private init(
+        executable: String,
+        client: String,
+        nodes: [Node],
+        directory: String,
+        nodeTimeoutMilliseconds: Int,
+        replicasPerMaster: Int
+    ) {
         self.executable = executable
+        self.replicasPerMaster = replicasPerMaster
         self.client = client
         self.nodes = nodes
         self.directory = directory
@@ -91,7 +101,8 @@ public final class RedisCluster: Sendable {
             client: client,
             nodes: nodes,
             directory: directory,
-            nodeTimeoutMilliseconds: nodeTimeoutMilliseconds
+            nodeTimeoutMilliseconds: nodeTimeoutMilliseconds,
+            replicasPerMaster: replicasPerMaster
         )
         do {
             for node in nodes { try await cluster.launch(node) }

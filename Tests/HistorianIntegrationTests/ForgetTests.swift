@@ -528,6 +528,7 @@ struct ForgetTests {
                 // Before, during and after the erasure, the user writes five messages every 2 ms:
                 // two to their old conversations, three opening new ones (the store calls that
                 // create conversations are the ones a delete without the locks would miss).
+                let progress = TrafficProgress()
                 let racing = Task { () async throws -> [TestMessage] in
                     let redis = try await environment.redis()
                     defer { redis.close() }
@@ -549,17 +550,26 @@ struct ForgetTests {
                         try await Producer.append(batch, redis: redis)
                         sent += batch
                         number += batch.count
+                        progress.add(batch.count)
                         try? await Task.sleep(for: .milliseconds(2))
                     }
                     return sent
                 }
-                try await Task.sleep(for: .seconds(1))
+                // The erasure starts once the daemon has stored some of the racing messages, and
+                // the racing stops only after more followed the erasure, however slowly a loaded
+                // machine schedules either.
+                try await eventually("the racing messages being stored") {
+                    try await environment.scalar(
+                        "SELECT count(*) FROM messages AS m JOIN conversations AS c ON c.id = m.conversation_id WHERE c.user_id = '\(racer)'"
+                    ) >= early.count + 20
+                }
                 let forget = try await HistorianProcess.run(
                     ["forget", "--user", racer, "--json"],
                     environment: variables
                 )
                 #expect(forget.status == 0, "\(forget.output)\(forget.errors)")
-                try await Task.sleep(for: .seconds(1))
+                let sentByTheEnd = progress.sent
+                try await eventually("racing messages after the erasure") { progress.sent >= sentByTheEnd + 50 }
                 racing.cancel()
                 let sent = try await racing.value
                 try await eventually("every entry consumed") {
