@@ -223,7 +223,42 @@ final class LibpqConnection {
     }
 
     private func connectFailure() -> PostgresError {
-        PostgresError(code: .connectionFailed, message: connectionErrorMessage(fallback: "could not connect"))
+        let message = connectionErrorMessage(fallback: "could not connect")
+        guard let problem = PostgresError.tlsProblem(inConnectMessage: message) else {
+            return PostgresError(code: .connectionFailed, message: message)
+        }
+        // libpq's text names the problem but not the settings behind it, which may have come from PG*
+        // variables or defaults (~/.postgresql/root.crt): name them, paths only.
+        let names = ["sslmode", "sslrootcert", "sslcert", "sslkey"]
+        let settings = connectionOptions(Set(names))
+        let used = names.compactMap { name in settings[name].map { "\(name)=\($0)" } }
+        // One line for the log: libpq puts each host's failure, and some advice, on lines of their own.
+        let lines = message.split(whereSeparator: \.isNewline).map { String($0).trimmedWhitespace() }
+        var text = lines.joined(separator: "; ")
+        if !used.isEmpty {
+            text += " (\(used.joined(separator: ", ")))"
+        }
+        if let hint = problem.hint {
+            text += ": \(hint)"
+        }
+        return PostgresError(code: .tlsFailed, message: PostgresError.redact(text, secrets: secrets))
+    }
+
+    /// The values libpq uses for `names` on this connection, from the conninfo, PG* variables or defaults;
+    /// options left unset are absent. Never asked for a password.
+    private func connectionOptions(_ names: Set<String>) -> [String: String] {
+        guard let conn, let options = PQconninfo(conn) else { return [:] }
+        defer { PQconninfoFree(options) }
+        var found: [String: String] = [:]
+        var option = options
+        while let keyword = option.pointee.keyword {
+            let name = String(cString: keyword)
+            if names.contains(name), let value = option.pointee.val, value.pointee != 0 {
+                found[name] = String(cString: value)
+            }
+            option += 1
+        }
+        return found
     }
 
     /// Passwords written inside the conninfo, so that they can be redacted from messages as well.
@@ -246,7 +281,8 @@ final class LibpqConnection {
         var found: [String] = []
         var option = options
         while let keyword = option.pointee.keyword {
-            if String(cString: keyword) == "password", let value = option.pointee.val {
+            // sslpassword unlocks an encrypted client key (sslkey).
+            if ["password", "sslpassword"].contains(String(cString: keyword)), let value = option.pointee.val {
                 found.append(String(cString: value))
             }
             option += 1

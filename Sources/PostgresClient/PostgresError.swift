@@ -9,6 +9,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
             case server
             case protocolError
             case closed
+            case tlsFailed
         }
 
         private let base: Base
@@ -29,6 +30,11 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         public static let protocolError = Code(.protocolError)
         /// The connection was closed by `close()`, or a session was used outside `withSession`.
         public static let closed = Code(.closed)
+        /// The connection could not be established because TLS could not be set up as asked: the server's
+        /// certificate did not verify or does not name the host, a certificate or key file is missing or
+        /// unusable, or the server refused the connection for want of TLS or of a valid client certificate.
+        /// Permanent: only an operator can fix it (see ``PostgresError/tlsProblem(inConnectMessage:)``).
+        public static let tlsFailed = Code(.tlsFailed)
 
         /// The code's name, e.g. `server`.
         public var description: String { base.rawValue }
@@ -69,7 +75,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
             guard let sqlState else { return false }
             return Self.isTransient(sqlState: sqlState)
         default:
-            // protocolError and closed: retrying the same call will not help.
+            // protocolError, closed and tlsFailed: retrying the same call will not help.
             return false
         }
     }

@@ -45,6 +45,7 @@ struct PostgresErrorTests {
             (.timeout, true),
             (.protocolError, false),
             (.closed, false),
+            (.tlsFailed, false),  // a certificate or a setting is wrong: only an operator can fix it
             (.server, false),  // without a SQLSTATE nothing says a retry would help
         ]
     )
@@ -74,6 +75,36 @@ struct PostgresErrorTests {
         #expect(!redacted.contains("hunter2"))
         #expect(!redacted.contains("postgresql://"))
         #expect(redacted == "failed for ********; password ******** and again ********")
+    }
+
+    @Test(
+        "libpq's messages for a TLS failure at connect are told apart from outages",
+        arguments: [
+            // PostgreSQL 15's libpq, as it reports each (tested for real in PostgresTLSTests), after
+            // "connection to server at "db" (10.0.0.1), port 5432 failed: ".
+            ("SSL error: certificate verify failed", true),
+            ("server certificate for \"localhost\" (and 1 other name) does not match host name \"db.example\"", true),
+            ("root certificate file \"/etc/ca.crt\" does not exist", true),
+            ("could not read root certificate file \"/etc/ca.crt\": no such file", true),
+            ("server does not support SSL, but SSL was required", true),
+            ("certificate present, but not private key file \"/k\"", true),
+            ("private key file \"/k\" has group or world access; file must have permissions u=rw (0600) or less", true),
+            ("SSL error: tlsv1 alert unknown ca", true),
+            ("SSL error: tlsv13 alert certificate required", true),
+            ("FATAL:  connection requires a valid client certificate", true),
+            ("FATAL:  certificate authentication failed for user \"x\"", true),
+            ("invalid sslmode value: \"verify\"", true),
+            // Outages, and failures that are not TLS's.
+            ("Connection refused", false),
+            ("SSL SYSCALL error: EOF detected", false),
+            ("FATAL:  the database system is starting up", false),
+            ("FATAL:  password authentication failed for user \"x\"", false),
+            ("could not translate host name \"db\" to address: Name or service not known", false),
+        ]
+    )
+    func tlsProblems(message: String, isTLS: Bool) {
+        let full = "connection to server at \"db\" (10.0.0.1), port 5432 failed: " + message
+        #expect((PostgresError.tlsProblem(inConnectMessage: full) != nil) == isTLS)
     }
 
     @Test("quoted fragments of an unparsable conninfo are dropped")
