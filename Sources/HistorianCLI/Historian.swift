@@ -164,6 +164,18 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         let (configuration, logger) = try await options.load()
+        do {
+            try await run(configuration, logger: logger)
+        } catch {
+            // No restart can fix these (a schema newer than this build, TLS to PostgreSQL that
+            // fails, a rediss:// URL): the units do not restart on this status.
+            guard let reason = StartFailure.reason(error) else { throw error }
+            logger.critical("cannot start: \(reason)")
+            throw ExitCode(Self.cannotStart)
+        }
+    }
+
+    private func run(_ configuration: HistorianConfiguration, logger: Logger) async throws {
         if dryRun {
             try await DryRun(configuration: configuration, logger: logger).run(follow: !once) { print($0) }
             return
@@ -229,15 +241,9 @@ struct Run: AsyncParsableCommand {
         )
         // Past the grace period the workers are cancelled; their batch stays pending.
         groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownGrace
-        do {
-            try await ServiceGroup(configuration: groupConfiguration).run()
-            if let metricsFile, let registry {
-                try MetricsFile.write(registry, to: metricsFile)
-            }
-        } catch let error as HistorianError where error.code == .schemaTooNew {
-            // No restart can fix this one: the units do not restart on this status.
-            logger.critical("cannot start: \(error.message); upgrade Historian")
-            throw ExitCode(Self.cannotStart)
+        try await ServiceGroup(configuration: groupConfiguration).run()
+        if let metricsFile, let registry {
+            try MetricsFile.write(registry, to: metricsFile)
         }
     }
 

@@ -19,6 +19,8 @@ public final class PostgresServer: Sendable {
     public let port: Int
     /// The directory holding the cluster, its socket and its log.
     public let directory: String
+    /// How the cluster takes TLS connections, if at all.
+    public let tls: TLS?
 
     private let binDirectory: String
     private let runAs: String?
@@ -26,9 +28,10 @@ public final class PostgresServer: Sendable {
 
     private var dataDirectory: String { directory + "/data" }
 
-    private init(port: Int, directory: String, binDirectory: String, runAs: String?) {
+    private init(port: Int, directory: String, tls: TLS?, binDirectory: String, runAs: String?) {
         self.port = port
         self.directory = directory
+        self.tls = tls
         self.binDirectory = binDirectory
         self.runAs = runAs
         self.running = Mutex(false)
@@ -42,14 +45,38 @@ public final class PostgresServer: Sendable {
         return pid_t(line)
     }
 
-    /// A libpq URI for `database` as the cluster's superuser.
-    public func url(database: String = "postgres") -> String {
-        "postgresql://\(Self.superuser)@127.0.0.1:\(port)/\(database)"
+    /// A libpq URI for `database` as the cluster's superuser. With ``tls`` and `tlsSettings`, it
+    /// connects with `sslmode=verify-full` and the test CA, and the client certificate when the
+    /// cluster asks for one.
+    public func url(database: String = "postgres", tlsSettings: Bool = true) -> String {
+        let base = "postgresql://\(Self.superuser)@127.0.0.1:\(port)/\(database)"
+        guard tlsSettings, let tls else { return base }
+        var parameters = ["sslmode=verify-full", "sslrootcert=\(tls.certificates.authority)"]
+        if tls.clientCertificates {
+            parameters += ["sslcert=\(tls.certificates.clientCertificate)", "sslkey=\(tls.certificates.clientKey)"]
+        }
+        return base + "?" + parameters.joined(separator: "&")
+    }
+
+    /// How a cluster takes TLS connections: with the server certificate of `certificates`, and only
+    /// those (pg_hba.conf rejects every connection over TCP without TLS).
+    public struct TLS: Sendable {
+        /// Where the server's certificate and key, and the CA it trusts for client certificates, come from.
+        public var certificates: TestCertificates
+        /// Whether connections over TCP must present a client certificate issued by the test CA, for
+        /// the user its common name names (`cert` authentication); otherwise they are trusted.
+        public var clientCertificates: Bool
+
+        public init(_ certificates: TestCertificates, clientCertificates: Bool = false) {
+            self.certificates = certificates
+            self.clientCertificates = clientCertificates
+        }
     }
 
     /// Creates a cluster (a copy of one `initdb` made, see `template`) and starts it; `settings`
-    /// are extra `-c name=value` options.
-    public static func start(settings: [String: String] = [:]) async throws -> PostgresServer {
+    /// are extra `-c name=value` options. With `tls`, the cluster takes TCP connections over TLS
+    /// only, with copies of the certificates in its directory.
+    public static func start(settings: [String: String] = [:], tls: TLS? = nil) async throws -> PostgresServer {
         guard let initdb = LocalProcess.find("initdb", extraDirectories: LocalProcess.postgresBinDirectories)
         else {
             throw LocalServerError(
@@ -72,6 +99,9 @@ public final class PostgresServer: Sendable {
             "full_page_writes": "off",
             "max_connections": "200",
         ]
+        if let tls {
+            options.merge(try await installTLS(tls, directory: directory, runAs: runAs)) { _, new in new }
+        }
         options.merge(settings) { _, new in new }
         let config = options.sorted { $0.key < $1.key }.map { "\($0.key) = '\($0.value)'" }.joined(separator: "\n")
         let configPath = directory + "/data/postgresql.auto.conf"
@@ -83,6 +113,7 @@ public final class PostgresServer: Sendable {
             let server = PostgresServer(
                 port: try Loopback.freePort(),
                 directory: directory,
+                tls: tls,
                 binDirectory: binDirectory,
                 runAs: runAs
             )
@@ -119,10 +150,8 @@ public final class PostgresServer: Sendable {
 
     /// Creates a database owned by the superuser.
     public func createDatabase(_ name: String) async throws {
-        try await LocalProcess.run(
-            binDirectory + "/createdb",
-            ["-h", "127.0.0.1", "-p", "\(port)", "-U", Self.superuser, name]
-        )
+        // The maintenance database as a URI: host, port, user and any TLS settings in one.
+        try await LocalProcess.run(binDirectory + "/createdb", ["--maintenance-db", url(database: "postgres"), name])
     }
 
     /// Runs SQL through `psql` and returns its unaligned, tuples-only output.
@@ -139,6 +168,39 @@ public final class PostgresServer: Sendable {
     public func destroy() async throws {
         try? await stop(immediate: true)
         try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// Copies the server's certificate, key and CA into `directory/tls` for the server's user (PostgreSQL
+    /// refuses a key others can read), lets TCP connections in over TLS only, and returns the settings
+    /// that turn TLS on.
+    private static func installTLS(_ tls: TLS, directory: String, runAs: String?) async throws -> [String: String] {
+        let tlsDirectory = directory + "/tls"
+        try FileManager.default.createDirectory(atPath: tlsDirectory, withIntermediateDirectories: false)
+        let certificates = tls.certificates
+        let files = [
+            (certificates.serverCertificate, "server.crt", 0o644),
+            (certificates.serverKey, "server.key", 0o600),
+            (certificates.authority, "ca.crt", 0o644),
+        ]
+        for (source, name, mode) in files {
+            try FileManager.default.copyItem(atPath: source, toPath: "\(tlsDirectory)/\(name)")
+            chmod("\(tlsDirectory)/\(name)", mode_t(mode))
+        }
+        if let runAs {
+            try await LocalProcess.run(LocalProcess.find("chown") ?? "/bin/chown", ["-R", runAs, tlsDirectory])
+        }
+        // Over the Unix socket, trust: the test support's own psql and createdb may use it. Over TCP,
+        // TLS or nothing, so a connection that works was encrypted.
+        let method = tls.clientCertificates ? "cert" : "trust"
+        let hba = "local all all trust\nhostnossl all all all reject\nhostssl all all all \(method)\n"
+        // Written in place: the file keeps the owner that the copy of the template gave it.
+        try hba.write(toFile: directory + "/data/pg_hba.conf", atomically: false, encoding: .utf8)
+        return [
+            "ssl": "on",
+            "ssl_cert_file": tlsDirectory + "/server.crt",
+            "ssl_key_file": tlsDirectory + "/server.key",
+            "ssl_ca_file": tlsDirectory + "/ca.crt",
+        ]
     }
 
     /// The data directory `initdb` made for this process's first cluster, left unstarted; later

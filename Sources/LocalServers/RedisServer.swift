@@ -11,8 +11,11 @@ public final class RedisServer: Sendable {
     public let port: Int
     /// The directory holding its data and log.
     public let directory: String
-    /// `redis://127.0.0.1:PORT`.
-    public var url: String { "redis://127.0.0.1:\(port)" }
+    /// `redis://127.0.0.1:PORT`, or `rediss://127.0.0.1:PORT` with ``tls``.
+    public var url: String { "\(tls == nil ? "redis" : "rediss")://127.0.0.1:\(port)" }
+    /// The certificates of a server that takes TLS connections only, on ``port``, and only from
+    /// clients with a certificate the test CA issued (Redis's default, `tls-auth-clients yes`).
+    public let tls: TestCertificates?
     /// The server's process ID while it runs.
     public var pid: pid_t? { process.withLock { $0?.pid } }
 
@@ -20,16 +23,18 @@ public final class RedisServer: Sendable {
     private let appendOnly: Bool
     private let process: Mutex<ChildProcess?>
 
-    private init(executable: String, port: Int, directory: String, appendOnly: Bool) {
+    private init(executable: String, port: Int, directory: String, appendOnly: Bool, tls: TestCertificates?) {
         self.executable = executable
         self.port = port
         self.directory = directory
         self.appendOnly = appendOnly
+        self.tls = tls
         self.process = Mutex(nil)
     }
 
-    /// Starts a new server; `appendOnly` keeps its data across `restart()`.
-    public static func start(appendOnly: Bool = false) async throws -> RedisServer {
+    /// Starts a new server; `appendOnly` keeps its data across `restart()`; with `tls`, it speaks TLS
+    /// only, with the server certificate of `tls`.
+    public static func start(appendOnly: Bool = false, tls: TestCertificates? = nil) async throws -> RedisServer {
         guard let executable = LocalProcess.find("redis-server") else {
             throw LocalServerError(
                 "redis-server is not installed: run `apt-get install -y redis-server` (or scripts/test)"
@@ -42,7 +47,8 @@ public final class RedisServer: Sendable {
                 executable: executable,
                 port: try Loopback.freePort(),
                 directory: directory,
-                appendOnly: appendOnly
+                appendOnly: appendOnly,
+                tls: tls
             )
             do {
                 try await server.launch()
@@ -84,23 +90,35 @@ public final class RedisServer: Sendable {
     }
 
     private func launch() async throws {
+        var listening = ["--port", "\(port)"]
+        if let tls {
+            listening = [
+                "--port", "0", "--tls-port", "\(port)",
+                "--tls-cert-file", tls.serverCertificate, "--tls-key-file", tls.serverKey,
+                "--tls-ca-cert-file", tls.authority, "--tls-auth-clients", "yes",
+            ]
+        }
+        let logFile = directory + "/redis.log"
+        // A restart appends to the log: only the lines after these say how this start went.
+        let earlierReadyLines = Self.readyLines(logFile)
         let child = try ChildProcess(
             executable: executable,
-            arguments: [
-                "--port", "\(port)",
+            arguments: listening + [
                 "--bind", "127.0.0.1",
                 "--dir", directory,
                 "--save", "",
                 "--appendonly", appendOnly ? "yes" : "no",
                 "--appendfsync", "everysec",
                 "--daemonize", "no",
-                "--logfile", directory + "/redis.log",
+                "--logfile", logFile,
             ]
         )
         process.withLock { $0 = child }
         do {
             try await LocalProcess.wait(for: .seconds(20), "redis-server on port \(port)") {
                 guard child.isRunning else { return true }
+                // A plain PING cannot cross TLS; the server says in its log when it listens.
+                guard tls == nil else { return Self.readyLines(logFile) > earlierReadyLines }
                 return LocalProcess.redisInline(port: port, "PING") == "+PONG"
             }
         } catch {
@@ -112,6 +130,12 @@ public final class RedisServer: Sendable {
             let log = (try? String(contentsOfFile: directory + "/redis.log", encoding: .utf8)) ?? ""
             throw LocalServerError("redis-server exited on start: \(log.suffix(1000))")
         }
+    }
+
+    /// How many times the log says the server was ready to accept connections.
+    private static func readyLines(_ logFile: String) -> Int {
+        let log = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
+        return log.components(separatedBy: "Ready to accept connections").count - 1
     }
 
     deinit {

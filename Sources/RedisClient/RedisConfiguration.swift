@@ -52,7 +52,8 @@ public struct RedisConfiguration: Sendable {
     ///
     /// User and password are percent-decoded; the host defaults to 127.0.0.1 and the port to 6379. Timeouts take
     /// their defaults. Throws ``RedisError`` with code ``RedisError/Code/invalidURL``; its message names what is
-    /// wrong but never quotes any part of the URL, so a password cannot leak through it.
+    /// wrong but never quotes any part of the URL, so a password cannot leak through it. A `rediss://` URL throws
+    /// ``RedisError/Code/invalidConfiguration``: this client has no TLS.
     public init(url: String) throws {
         self = try URLParser.parse(url)
     }
@@ -88,6 +89,15 @@ extension RedisConfiguration: CustomStringConvertible, CustomDebugStringConverti
     }
 }
 
+extension RedisError {
+    /// A `rediss://` URL: this client, over hiredis 0.14, has no TLS.
+    static let tlsNotSupported = RedisError(
+        code: .invalidConfiguration,
+        message: "TLS (rediss://) is not supported by this build: its hiredis (0.14) has no TLS; connect through "
+            + "a local TLS tunnel such as stunnel and use redis://127.0.0.1:<tunnel port> (see docs/tls.md)"
+    )
+}
+
 /// Parses Redis URLs by hand (no Foundation); every error message is generic about the offending text.
 private enum URLParser {
     static func parse(_ url: String) throws(RedisError) -> RedisConfiguration {
@@ -105,7 +115,7 @@ private enum URLParser {
         case "unix":
             return try parseUnix(rest)
         case "rediss":
-            throw invalid("TLS (rediss://) is not supported")
+            throw RedisError.tlsNotSupported
         default:
             throw invalid("unsupported scheme; expected redis:// or unix://")
         }

@@ -143,6 +143,12 @@ struct ConfigurationTests {
         ("host=db password=pa55 user=app", "host=db password=*** user=app"),
         ("postgresql://db/historian?user=app&password=pa55", "postgresql://db/historian?user=app&password=***"),
         ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+        // sslpassword unlocks an encrypted client key; paths and sslmode are no secrets.
+        (
+            "postgresql://app:pa55@db/h?sslmode=verify-full&sslkey=/k.key&sslpassword=k3y&password=pa55",
+            "postgresql://app:***@db/h?sslmode=verify-full&sslkey=/k.key&sslpassword=***&password=***"
+        ),
+        ("host=db sslpassword=k3y sslrootcert=/ca.crt", "host=db sslpassword=*** sslrootcert=/ca.crt"),
     ])
     func redactsURLs(_ url: String, _ redacted: String) {
         #expect(HistorianConfiguration.redactURL(url) == redacted)

@@ -64,7 +64,6 @@ struct RedisConfigurationTests {
             "",
             "127.0.0.1:6379",
             "http://:topsecret@host:6379",
-            "rediss://:topsecret@host:6379",
             "redis://:topsecret@host:0",
             "redis://:topsecret@host:65536",
             "redis://:topsecret@host:port",
@@ -91,6 +90,25 @@ struct RedisConfigurationTests {
         #expect(error?.isTransient == false)
         #expect(error?.description.contains("secret") == false)
         #expect(error?.message.contains("secret") == false)
+    }
+
+    @Test(
+        "rediss:// URLs, single or cluster, are refused as TLS this build lacks, pointing at a tunnel",
+        arguments: ["rediss://:topsecret@host:6379", "REDISS://host", "rediss://:topsecret@h1:1,h2:2"]
+    )
+    func refusesTLS(_ url: String) {
+        let errors = [
+            #expect(throws: RedisError.self) { try RedisConfiguration(url: url) },
+            #expect(throws: RedisError.self) { try RedisClusterConfiguration(url: url) },
+        ]
+        for error in errors {
+            #expect(error?.code == .invalidConfiguration)
+            #expect(error?.isTransient == false)
+            #expect(error?.message.contains("TLS (rediss://) is not supported by this build") == true)
+            #expect(error?.message.contains("hiredis (0.14)") == true)
+            #expect(error?.message.contains("stunnel") == true && error?.message.contains("docs/tls.md") == true)
+            #expect(error?.description.contains("secret") == false)
+        }
     }
 
     @Test("description, debugDescription and dump redact the password")

@@ -23,16 +23,16 @@ public struct HealthCheck: Sendable {
         report("configuration:")
         for line in configuration.redactedLines { report("  \(line)") }
 
-        let endpoints: ServerEndpoints
+        // A Redis URL the client cannot use (rediss://) leaves PostgreSQL to check all the same.
+        var endpoints: ServerEndpoints?
         do {
             endpoints = try ServerEndpoints(configuration)
         } catch {
-            problem("redis_url: \(error)")
-            return problems
+            problem(StartFailure.reason(error) ?? "redis_url: \(error)")
         }
 
         do {
-            let postgres = try await endpoints.connectPostgres(logger: logger, applicationName: "historian-check")
+            let postgres = try await connectPostgres(endpoints)
             defer { postgres.close() }
             report("ok: PostgreSQL reachable (server version \(postgres.serverVersion))")
             let schema = Readiness.Schema(recorded: try await postgres.withSession { try Schema.recordedVersion($0) })
@@ -45,33 +45,40 @@ public struct HealthCheck: Sendable {
                 problem("schema: \(Readiness.describe(schema)); upgrade Historian")
             }
         } catch {
-            problem("PostgreSQL unreachable: \(error)")
+            // TLS that fails names its problem: the server is up, the certificates or settings are wrong.
+            problem(StartFailure.reason(error) ?? "PostgreSQL unreachable: \(error)")
         }
 
-        do {
-            let redis = try await endpoints.connectRouted(logger: logger)
-            defer { redis.close() }
-            _ = try await redis.send(["PING"], key: "")
-            if let cluster = redis as? RedisClusterClient {
-                let masters = try await cluster.masters()
-                report("ok: Redis Cluster reachable through \(endpoints.redis.endpoint): \(masters.count) masters")
-            } else {
-                report("ok: Redis reachable at \(endpoints.redis.endpoint)")
+        if let endpoints {
+            do {
+                let redis = try await endpoints.connectRouted(logger: logger)
+                defer { redis.close() }
+                _ = try await redis.send(["PING"], key: "")
+                if let cluster = redis as? RedisClusterClient {
+                    let masters = try await cluster.masters()
+                    report("ok: Redis Cluster reachable through \(endpoints.redis.endpoint): \(masters.count) masters")
+                } else {
+                    report("ok: Redis reachable at \(endpoints.redis.endpoint)")
+                }
+                let base = IngestStream(
+                    stream: configuration.stream,
+                    group: configuration.group,
+                    dlqStream: configuration.dlqStream
+                )
+                for ingest in StreamShard.streams(of: base, count: configuration.streamShards) {
+                    try await checkStream(ingest, redis: redis, report: report, problem: problem)
+                }
+                let dlq = RedisArgument(configuration.dlqStream)
+                let dlqType = try await redis.send(["TYPE", dlq], key: dlq)
+                if dlqType.string == "stream" {
+                    let length = try await redis.send(["XLEN", dlq], key: dlq)
+                    report("note: dead-letter stream \(configuration.dlqStream): \(length.int ?? 0) entries")
+                } else if dlqType.string != "none" {
+                    problem("dead-letter stream \(configuration.dlqStream) is a \(dlqType.string ?? "?"), not a stream")
+                }
+            } catch {
+                problem("Redis unreachable: \(error)")
             }
-            let base = IngestStream(stream: configuration.stream, group: configuration.group, dlqStream: configuration.dlqStream)
-            for ingest in StreamShard.streams(of: base, count: configuration.streamShards) {
-                try await checkStream(ingest, redis: redis, report: report, problem: problem)
-            }
-            let dlq = RedisArgument(configuration.dlqStream)
-            let dlqType = try await redis.send(["TYPE", dlq], key: dlq)
-            if dlqType.string == "stream" {
-                let length = try await redis.send(["XLEN", dlq], key: dlq)
-                report("note: dead-letter stream \(configuration.dlqStream): \(length.int ?? 0) entries")
-            } else if dlqType.string != "none" {
-                problem("dead-letter stream \(configuration.dlqStream) is a \(dlqType.string ?? "?"), not a stream")
-            }
-        } catch {
-            problem("Redis unreachable: \(error)")
         }
         if let trouble = Self.archiveDirectoryProblem(configuration.archiveDir) {
             problem("archive_dir \(configuration.archiveDir): \(trouble)")
@@ -80,6 +87,18 @@ public struct HealthCheck: Sendable {
         }
         report(problems.isEmpty ? "healthy" : "\(problems.count) problem(s)")
         return problems
+    }
+
+    private func connectPostgres(_ endpoints: ServerEndpoints?) async throws -> PostgresConnection {
+        if let endpoints {
+            return try await endpoints.connectPostgres(logger: logger, applicationName: "historian-check")
+        }
+        return try await PostgresConnection.connect(
+            conninfo: configuration.postgresURL,
+            password: configuration.postgresPassword,
+            applicationName: "historian-check",
+            logger: logger
+        )
     }
 
     /// One stream (or shard): its length and its group's state.

@@ -307,23 +307,28 @@ public struct HistorianConfiguration: Sendable {
         return shown.map { "\($0.0) = \($0.1)" }
     }
 
-    /// A URL with any password replaced by `***`; conninfo `password=` values likewise.
+    /// A URL with any password replaced by `***`: in the user information, and the values of
+    /// `password` and `sslpassword` (which unlocks a client key) in a URI's query or a conninfo.
     public static func redactURL(_ url: String) -> String {
-        if let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].firstIndex(of: "@") {
-            let userInfo = url[scheme.upperBound..<at]
-            if let colon = userInfo.firstIndex(of: ":") {
-                return String(url[..<colon]) + ":***" + String(url[at...])
-            }
+        func redacted(_ pair: Substring) -> String {
+            guard let equals = pair.firstIndex(of: "="),
+                ["password", "sslpassword"].contains(pair[..<equals].lowercased())
+            else { return String(pair) }
+            return pair[...equals] + "***"
         }
-        var words = url.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
-        for index in words.indices where words[index].lowercased().hasPrefix("password=") {
-            words[index] = "password=***"
+        guard let scheme = url.range(of: "://") else {
+            return url.split(separator: " ", omittingEmptySubsequences: false).map(redacted).joined(separator: " ")
         }
-        var redacted = words.joined(separator: " ")
-        if let range = redacted.range(of: "password=", options: .caseInsensitive), redacted.contains("?") {
-            let end = redacted[range.upperBound...].firstIndex(of: "&") ?? redacted.endIndex
-            redacted.replaceSubrange(range.upperBound..<end, with: "***")
+        let queryStart = url[scheme.upperBound...].firstIndex(of: "?") ?? url.endIndex
+        var head = String(url[..<queryStart])
+        if let at = url[scheme.upperBound..<queryStart].firstIndex(of: "@"),
+            let colon = url[scheme.upperBound..<at].firstIndex(of: ":")
+        {
+            head = String(url[..<colon]) + ":***" + String(url[at..<queryStart])
         }
-        return redacted
+        guard queryStart < url.endIndex else { return head }
+        let query = url[url.index(after: queryStart)...]
+        let pairs = query.split(separator: "&", omittingEmptySubsequences: false)
+        return head + "?" + pairs.map(redacted).joined(separator: "&")
     }
 }

@@ -137,9 +137,9 @@ public struct IngestService: Service, CustomStringConvertible {
     /// Waits for both servers, brings the schema up to date and makes sure the group exists.
     /// Readiness is this returning, not `run()` being called.
     private func prepare() async throws {
-        // A schema newer than this build is no outage: waiting cannot fix it, so the start fails.
-        let schemaTooNew = { (error: any Error) in (error as? HistorianError)?.code == .schemaTooNew }
-        try await retrying(.migrate, logger: logger, metrics: metrics, rethrowing: schemaTooNew) {
+        // A schema newer than this build, or TLS to PostgreSQL that fails, is no outage: waiting
+        // cannot fix it, so the start fails.
+        try await retrying(.migrate, logger: logger, metrics: metrics, rethrowing: FailureKind.endsStart) {
             let postgres = try await endpoints.connectPostgres(logger: logger)
             defer { postgres.close() }
             let applied = try await Schema.migrate(postgres, logger: logger)
@@ -147,7 +147,7 @@ public struct IngestService: Service, CustomStringConvertible {
                 logger.info("schema migrated", metadata: ["schema.versions": "\(applied)"])
             }
         }
-        try await retrying(.createGroup, logger: logger, metrics: metrics) {
+        try await retrying(.createGroup, logger: logger, metrics: metrics, rethrowing: FailureKind.endsStart) {
             let redis = try await endpoints.connectRouted(logger: logger)
             defer { redis.close() }
             for shard in settings.shards where try await shard.ensureGroup(redis) {

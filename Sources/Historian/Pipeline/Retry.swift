@@ -52,6 +52,21 @@ enum FailureKind {
 }
 
 extension FailureKind {
+    /// Whether `error`, met while the daemon starts, ends the start instead of being retried: no
+    /// wait can fix it, and the operator should hear of it at once rather than from a log of
+    /// retries. A schema newer than this build; TLS to PostgreSQL that cannot be set up (a
+    /// certificate that does not verify or does not name the host, a missing file); a Redis URL
+    /// the client cannot use (`rediss://`). Met later, in a running daemon, the same failures
+    /// are `needsOperator`: retried with backoff.
+    static func endsStart(_ error: any Error) -> Bool {
+        switch error {
+        case let error as HistorianError: error.code == .schemaTooNew
+        case let error as PostgresError: error.code == .tlsFailed
+        case let error as RedisError: error.code == .invalidURL || error.code == .invalidConfiguration
+        default: false
+        }
+    }
+
     /// Whether `error` means the server gave no answer at all: a call or a connection attempt
     /// that timed out. Any other failure, a refusal included, is an answer (see `LoopWatch`).
     static func isUnanswered(_ error: any Error) -> Bool {
@@ -59,6 +74,25 @@ extension FailureKind {
         case let error as PostgresError: error.code == .timeout
         case let error as RedisError: error.code == .timeout
         default: false
+        }
+    }
+}
+
+/// The failures that end a daemon's start (`FailureKind.endsStart`), in words for its last log line.
+public enum StartFailure {
+    /// Why `error` ends the start, naming the problem and what to do; `nil` when it does not end it.
+    /// Never holds a password: the errors' messages leave them out.
+    public static func reason(_ error: any Error) -> String? {
+        guard FailureKind.endsStart(error) else { return nil }
+        switch error {
+        case let error as PostgresError:
+            return "PostgreSQL TLS: \(error.message) (see docs/tls.md)"
+        case let error as RedisError:
+            return "redis_url: \(error.message)"
+        case let error as HistorianError where error.code == .schemaTooNew:
+            return "\(error.message); upgrade Historian"
+        default:
+            return "\(error)"
         }
     }
 }

@@ -70,7 +70,11 @@ public struct RedisClusterConfiguration: Sendable, CustomStringConvertible {
         guard let schemeEnd = url.firstRange(of: "://") else {
             throw invalid("expected redis://host:port,host:port[/0]")
         }
-        guard url[..<schemeEnd.lowerBound].lowercased() == "redis" else {
+        let scheme = url[..<schemeEnd.lowerBound].lowercased()
+        if scheme == "rediss" {
+            throw RedisError.tlsNotSupported
+        }
+        guard scheme == "redis" else {
             throw invalid("a Redis Cluster URL must use redis://")
         }
         let rest = url[schemeEnd.upperBound...]

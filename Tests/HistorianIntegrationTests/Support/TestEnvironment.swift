@@ -25,17 +25,33 @@ final class TestEnvironment: Sendable {
         self.database = database
     }
 
-    static func start(redisAppendOnly: Bool = false) async throws -> TestEnvironment {
-        async let redis = RedisServer.start(appendOnly: redisAppendOnly)
-        async let postgres = PostgresServer.start()
+    /// With `redisTLS`, Redis speaks TLS only (``redisURL`` is `rediss://`, which Historian cannot use:
+    /// tests reach it through a tunnel); with `postgresTLS`, PostgreSQL takes TLS connections only, and
+    /// ``postgresURL`` connects with `sslmode=verify-full`.
+    static func start(
+        redisAppendOnly: Bool = false,
+        redisTLS: TestCertificates? = nil,
+        postgresTLS: PostgresServer.TLS? = nil
+    ) async throws -> TestEnvironment {
+        async let redis = RedisServer.start(appendOnly: redisAppendOnly, tls: redisTLS)
+        async let postgres = PostgresServer.start(tls: postgresTLS)
         let environment = TestEnvironment(redis: try await redis, postgres: try await postgres, database: "historian")
         try await environment.postgresServer.createDatabase(environment.database)
         return environment
     }
 
     /// Runs `body` with a fresh environment and tears it down afterwards, whatever happens.
-    static func with<T>(redisAppendOnly: Bool = false, _ body: (TestEnvironment) async throws -> T) async throws -> T {
-        let environment = try await start(redisAppendOnly: redisAppendOnly)
+    static func with<T>(
+        redisAppendOnly: Bool = false,
+        redisTLS: TestCertificates? = nil,
+        postgresTLS: PostgresServer.TLS? = nil,
+        _ body: (TestEnvironment) async throws -> T
+    ) async throws -> T {
+        let environment = try await start(
+            redisAppendOnly: redisAppendOnly,
+            redisTLS: redisTLS,
+            postgresTLS: postgresTLS
+        )
         do {
             let result = try await body(environment)
             await environment.destroy()
