@@ -6,6 +6,7 @@ public struct HistorianError: Error, Sendable, Hashable, CustomStringConvertible
         private enum Base: String, Sendable, Hashable {
             case invalidConfiguration = "invalid_configuration"
             case schemaTooNew = "schema_too_new"
+            case cannotMigrate = "cannot_migrate"
             case unexpectedReply = "unexpected_reply"
             case archiveUnreadable = "archive_unreadable"
             case cannotListen = "cannot_listen"
@@ -15,6 +16,8 @@ public struct HistorianError: Error, Sendable, Hashable, CustomStringConvertible
 
         public static let invalidConfiguration = Code(.invalidConfiguration)
         public static let schemaTooNew = Code(.schemaTooNew)
+        /// The schema is behind and the role connected may not change it.
+        public static let cannotMigrate = Code(.cannotMigrate)
         public static let unexpectedReply = Code(.unexpectedReply)
         public static let archiveUnreadable = Code(.archiveUnreadable)
         /// A server socket could not be opened, such as the metrics endpoint's on a taken port.

@@ -164,6 +164,17 @@ public final class PostgresServer: Sendable {
         )
     }
 
+    /// Runs a file of SQL through `psql` (with `ON_ERROR_STOP`, psql's variables such as
+    /// `:DBNAME` set) and returns its output.
+    @discardableResult
+    public func psql(file: String, database: String = "postgres") async throws -> String {
+        let psql = LocalProcess.find("psql", extraDirectories: [binDirectory]) ?? binDirectory + "/psql"
+        return try await LocalProcess.run(
+            psql,
+            ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url(database: database), "-f", file]
+        )
+    }
+
     /// Stops the cluster and removes its directory.
     public func destroy() async throws {
         try? await stop(immediate: true)

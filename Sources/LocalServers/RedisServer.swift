@@ -21,10 +21,19 @@ public final class RedisServer: Sendable {
 
     private let executable: String
     private let appendOnly: Bool
+    private let usersFile: String?
     private let process: Mutex<ChildProcess?>
 
-    private init(executable: String, port: Int, directory: String, appendOnly: Bool, tls: TestCertificates?) {
+    private init(
+        executable: String,
+        port: Int,
+        directory: String,
+        appendOnly: Bool,
+        tls: TestCertificates?,
+        usersFile: String?
+    ) {
         self.executable = executable
+        self.usersFile = usersFile
         self.port = port
         self.directory = directory
         self.appendOnly = appendOnly
@@ -33,14 +42,24 @@ public final class RedisServer: Sendable {
     }
 
     /// Starts a new server; `appendOnly` keeps its data across `restart()`; with `tls`, it speaks TLS
-    /// only, with the server certificate of `tls`.
-    public static func start(appendOnly: Bool = false, tls: TestCertificates? = nil) async throws -> RedisServer {
+    /// only, with the server certificate of `tls`; `users`, configuration text with `user …`
+    /// directives (and comments), gives it those users (`include`).
+    public static func start(
+        appendOnly: Bool = false,
+        tls: TestCertificates? = nil,
+        users: String? = nil
+    ) async throws -> RedisServer {
         guard let executable = LocalProcess.find("redis-server") else {
             throw LocalServerError(
                 "redis-server is not installed: run `apt-get install -y redis-server` (or scripts/test)"
             )
         }
         let directory = try LocalProcess.makeTemporaryDirectory(prefix: "historian-redis")
+        var usersFile: String?
+        if let users {
+            usersFile = directory + "/users.conf"
+            try users.write(toFile: directory + "/users.conf", atomically: false, encoding: .utf8)
+        }
         var lastError: Error?
         for _ in 0..<5 {
             let server = RedisServer(
@@ -48,7 +67,8 @@ public final class RedisServer: Sendable {
                 port: try Loopback.freePort(),
                 directory: directory,
                 appendOnly: appendOnly,
-                tls: tls
+                tls: tls,
+                usersFile: usersFile
             )
             do {
                 try await server.launch()
@@ -111,7 +131,7 @@ public final class RedisServer: Sendable {
                 "--appendfsync", "everysec",
                 "--daemonize", "no",
                 "--logfile", logFile,
-            ]
+            ] + (usersFile.map { ["--include", $0] } ?? [])
         )
         process.withLock { $0 = child }
         do {

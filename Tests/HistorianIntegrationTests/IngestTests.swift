@@ -1,5 +1,6 @@
 import Foundation
 import Historian
+import PostgresClient
 import RedisClient
 import Testing
 
@@ -25,14 +26,30 @@ struct IngestTests {
         return batchesDone(run.errors)
     }
 
-    @Test("20,000 messages, 200 conversations, 2 processes × 2 workers: each stored once, byte-identical")
+    @Test(
+        "20,000 messages, 200 conversations, 2 processes × 2 workers, as deploy/'s Redis user and PostgreSQL runtime role: each stored once, byte-identical; FLUSHALL, CONFIG, DROP TABLE refused"
+    )
     func twoProcessesTwoWorkers() async throws {
-        try await TestEnvironment.with { environment in
+        // Least privilege: Redis under deploy/redis-acl.conf (the frontend user writes, the
+        // historian user runs), PostgreSQL under deploy/postgres-roles.sql (the owner role
+        // migrates, the runtime role runs).
+        try await TestEnvironment.with(leastPrivilege: true) { environment in
             try await environment.migrate()
             let messages = Producer.workload(count: 20_000, conversations: 200)
             let redis = try await environment.redis()
             defer { redis.close() }
-            try await Producer.append(messages, redis: redis)
+            let frontend = try await RedisConnection.connect(
+                RedisConfiguration(
+                    url: LeastPrivilege.redisURL(
+                        environment.redisServer,
+                        user: "frontend",
+                        password: LeastPrivilege.frontendPassword
+                    )
+                ),
+                logger: environment.logger
+            )
+            defer { frontend.close() }
+            try await Producer.append(messages, redis: frontend)
 
             let started = ContinuousClock.now
             let processes = try ["a", "b"].map { name in
@@ -61,7 +78,73 @@ struct IngestTests {
             // Both processes did share the work.
             let consumers = try await redis.send("XINFO", "CONSUMERS", "chat:messages", "historian")
             #expect((consumers.array ?? []).count == 4)
+
+            try await Self.expectLeastPrivilege(environment, frontend: frontend, sample: messages[0])
         }
+    }
+
+    /// The first word of an error reply.
+    static func refusal(_ reply: RESPValue) -> String? {
+        guard case .error(let text) = reply else { return nil }
+        return RedisError(serverReply: text).serverErrorPrefix
+    }
+
+    /// What the users and roles of deploy/ may not do, and what `historian check` says of them.
+    static func expectLeastPrivilege(
+        _ environment: TestEnvironment,
+        frontend: RedisConnection,
+        sample: TestMessage
+    ) async throws {
+        let historian = try await RedisConnection.connect(
+            RedisConfiguration(url: environment.historianRedisURL),
+            logger: environment.logger
+        )
+        defer { historian.close() }
+        for command: [RedisArgument] in [["FLUSHALL"], ["CONFIG", "GET", "maxmemory"], ["KEYS", "*"], ["SET", "other", "1"]] {
+            let reply = try await historian.pipeline([command])[0]
+            #expect(refusal(reply) == "NOPERM", "historian user: \(command.first!) answered \(reply)")
+        }
+        // The frontend reads the recent lists, and neither deletes them nor touches dead letters.
+        let recent = "history:\(sample.conversationID):recent"
+        #expect((try await frontend.send("LRANGE", RedisArgument(recent), "0", "-1").array ?? []).count == 10)
+        for command: [RedisArgument] in [["DEL", RedisArgument(recent)], ["XRANGE", "chat:messages:dlq", "-", "+"], ["FLUSHALL"]] {
+            let reply = try await frontend.pipeline([command])[0]
+            #expect(refusal(reply) == "NOPERM", "frontend user: \(command.first!) answered \(reply)")
+        }
+
+        let runtime = try await PostgresConnection.connect(conninfo: environment.historianPostgresURL, logger: environment.logger)
+        defer { runtime.close() }
+        for statement in [
+            "DROP TABLE messages", "TRUNCATE messages", "ALTER TABLE messages ADD COLUMN x int",
+            "CREATE TABLE intruder (x int)",
+        ] {
+            do {
+                try await runtime.execute(statement)
+                Issue.record("the runtime role ran \(statement)")
+            } catch let error as PostgresError {
+                #expect(error.sqlState == "42501", "\(statement): \(error)")
+            }
+        }
+        #expect(try await environment.scalar("SELECT count(*) FROM messages") == 20_000)
+
+        // check: healthy and quiet under the runtime role; a warning as the superuser or the owner.
+        let quiet = try await HistorianProcess.run(["check"], environment: environment.historianEnvironment)
+        #expect(quiet.status == 0, "\(quiet.output)\(quiet.errors)")
+        #expect(quiet.output.contains("healthy") && !quiet.output.contains("warning:"), "\(quiet.output)")
+        var asOwner = environment.historianEnvironment
+        asOwner["HISTORIAN_POSTGRES_URL"] = LeastPrivilege.postgresURL(
+            environment.postgresServer,
+            role: LeastPrivilege.ownerRole,
+            database: environment.database
+        )
+        let owner = try await HistorianProcess.run(["check"], environment: asOwner)
+        #expect(owner.status == 0)
+        #expect(owner.output.contains("warning: PostgreSQL role historian_owner owns archived_conversations, conversations,"))
+        var asSuperuser = environment.historianEnvironment
+        asSuperuser["HISTORIAN_POSTGRES_URL"] = environment.postgresURL
+        let superuser = try await HistorianProcess.run(["check"], environment: asSuperuser)
+        #expect(superuser.status == 0)
+        #expect(superuser.output.contains("is a superuser"), "\(superuser.output)")
     }
 
     @Test("the same entries delivered twice: nothing duplicated, nothing changed")

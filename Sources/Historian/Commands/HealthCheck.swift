@@ -44,6 +44,10 @@ public struct HealthCheck: Sendable {
             case .ahead:
                 problem("schema: \(Readiness.describe(schema)); upgrade Historian")
             }
+            // More rights than the runtime needs is a warning, not a problem: it works.
+            for warning in try await postgres.withSession({ try RolePrivileges.read($0) }).warnings {
+                report("warning: \(warning)")
+            }
         } catch {
             // TLS that fails names its problem: the server is up, the certificates or settings are wrong.
             problem(StartFailure.reason(error) ?? "PostgreSQL unreachable: \(error)")

@@ -112,15 +112,8 @@ public enum Schema {
         try await connection.withSession { session in
             _ = try session.query("SELECT pg_advisory_lock($1)", [String(migrationLockKey)])
             defer { _ = try? session.query("SELECT pg_advisory_unlock($1)", [String(migrationLockKey)]) }
-            try session.execute(
-                """
-                CREATE TABLE IF NOT EXISTS historian_schema_migrations (
-                    version integer PRIMARY KEY,
-                    name text NOT NULL,
-                    applied_at timestamptz NOT NULL DEFAULT now()
-                )
-                """
-            )
+            // A current schema is only read: a runtime role without DDL rights
+            // (deploy/postgres-roles.sql) starts as well as the owner does.
             let recorded = try recordedVersion(session) ?? 0
             if recorded > currentVersion {
                 throw HistorianError(
@@ -128,18 +121,39 @@ public enum Schema {
                     "the database schema is version \(recorded), newer than this build's \(currentVersion)"
                 )
             }
-            var applied: [Int] = []
-            for migration in migrations where migration.version > recorded {
-                try session.transaction { _ in
-                    try session.execute(migration.sql)
-                    _ = try session.query(
-                        "INSERT INTO historian_schema_migrations (version, name) VALUES ($1, $2)",
-                        [String(migration.version), migration.name]
+            guard recorded < currentVersion else { return [] }
+            do {
+                try session.execute(
+                    """
+                    CREATE TABLE IF NOT EXISTS historian_schema_migrations (
+                        version integer PRIMARY KEY,
+                        name text NOT NULL,
+                        applied_at timestamptz NOT NULL DEFAULT now()
                     )
+                    """
+                )
+                var applied: [Int] = []
+                for migration in migrations where migration.version > recorded {
+                    try session.transaction { _ in
+                        try session.execute(migration.sql)
+                        _ = try session.query(
+                            "INSERT INTO historian_schema_migrations (version, name) VALUES ($1, $2)",
+                            [String(migration.version), migration.name]
+                        )
+                    }
+                    applied.append(migration.version)
                 }
-                applied.append(migration.version)
+                return applied
+            } catch let error as PostgresError where error.sqlState == insufficientPrivilege {
+                throw HistorianError(
+                    .cannotMigrate,
+                    "the schema is version \(recorded) of \(currentVersion) and this role may not migrate it "
+                        + "(\(error.message)): run `historian migrate` as the schema's owner (deploy/postgres-roles.sql)"
+                )
             }
-            return applied
         }
     }
+
+    /// SQLSTATE `insufficient_privilege`.
+    static let insufficientPrivilege = "42501"
 }

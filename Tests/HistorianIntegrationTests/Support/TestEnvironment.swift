@@ -11,18 +11,35 @@ final class TestEnvironment: Sendable {
     let redisServer: RedisServer
     let postgresServer: PostgresServer
     let database: String
+    /// Whether `historian` runs as deploy/'s Redis user and PostgreSQL runtime role (and
+    /// `migrate` as the owner role), not as the servers' superusers.
+    let leastPrivilege: Bool
     let logger = Logger(label: "test")
 
     /// Where `historian` writes archives in this environment (created on first use).
     let archiveDir = FileManager.default.temporaryDirectory.appendingPathComponent("historian-archive-\(UUID().uuidString)").path
 
+    /// The servers as the tests see them: Redis' default user, PostgreSQL's superuser.
     var redisURL: String { redisServer.url }
     var postgresURL: String { postgresServer.url(database: database) }
 
-    private init(redis: RedisServer, postgres: PostgresServer, database: String) {
+    /// The servers as `historian` sees them.
+    var historianRedisURL: String {
+        leastPrivilege
+            ? LeastPrivilege.redisURL(redisServer, user: "historian", password: LeastPrivilege.historianPassword)
+            : redisURL
+    }
+    var historianPostgresURL: String {
+        leastPrivilege
+            ? LeastPrivilege.postgresURL(postgresServer, role: LeastPrivilege.runtimeRole, database: database)
+            : postgresURL
+    }
+
+    private init(redis: RedisServer, postgres: PostgresServer, database: String, leastPrivilege: Bool) {
         self.redisServer = redis
         self.postgresServer = postgres
         self.database = database
+        self.leastPrivilege = leastPrivilege
     }
 
     /// With `redisTLS`, Redis speaks TLS only (``redisURL`` is `rediss://`, which Historian cannot use:
@@ -31,12 +48,25 @@ final class TestEnvironment: Sendable {
     static func start(
         redisAppendOnly: Bool = false,
         redisTLS: TestCertificates? = nil,
-        postgresTLS: PostgresServer.TLS? = nil
+        postgresTLS: PostgresServer.TLS? = nil,
+        leastPrivilege: Bool = false
     ) async throws -> TestEnvironment {
-        async let redis = RedisServer.start(appendOnly: redisAppendOnly, tls: redisTLS)
+        async let redis = RedisServer.start(
+            appendOnly: redisAppendOnly,
+            tls: redisTLS,
+            users: leastPrivilege ? try LeastPrivilege.redisUsers() : nil
+        )
         async let postgres = PostgresServer.start(tls: postgresTLS)
-        let environment = TestEnvironment(redis: try await redis, postgres: try await postgres, database: "historian")
+        let environment = TestEnvironment(
+            redis: try await redis,
+            postgres: try await postgres,
+            database: "historian",
+            leastPrivilege: leastPrivilege
+        )
         try await environment.postgresServer.createDatabase(environment.database)
+        if leastPrivilege {
+            try await LeastPrivilege.createRoles(environment.postgresServer, database: environment.database)
+        }
         return environment
     }
 
@@ -45,12 +75,14 @@ final class TestEnvironment: Sendable {
         redisAppendOnly: Bool = false,
         redisTLS: TestCertificates? = nil,
         postgresTLS: PostgresServer.TLS? = nil,
+        leastPrivilege: Bool = false,
         _ body: (TestEnvironment) async throws -> T
     ) async throws -> T {
         let environment = try await start(
             redisAppendOnly: redisAppendOnly,
             redisTLS: redisTLS,
-            postgresTLS: postgresTLS
+            postgresTLS: postgresTLS,
+            leastPrivilege: leastPrivilege
         )
         do {
             let result = try await body(environment)
@@ -72,8 +104,8 @@ final class TestEnvironment: Sendable {
     /// test runner passes on (``ChildEnvironment``).
     var historianEnvironment: [String: String] {
         ChildEnvironment.clean([
-            "HISTORIAN_REDIS_URL": redisURL,
-            "HISTORIAN_POSTGRES_URL": postgresURL,
+            "HISTORIAN_REDIS_URL": historianRedisURL,
+            "HISTORIAN_POSTGRES_URL": historianPostgresURL,
             "HISTORIAN_ARCHIVE_DIR": archiveDir,
             "HISTORIAN_LOG_LEVEL": "notice",
             // No metrics endpoint unless a test asks for one: daemons of tests that run at the
@@ -82,9 +114,18 @@ final class TestEnvironment: Sendable {
         ])
     }
 
-    /// Runs `historian migrate` against these servers and expects it to succeed.
+    /// Runs `historian migrate` against these servers (as the owner role under least
+    /// privilege) and expects it to succeed.
     func migrate() async throws {
-        let result = try await HistorianProcess.run(["migrate"], environment: historianEnvironment)
+        var variables = historianEnvironment
+        if leastPrivilege {
+            variables["HISTORIAN_POSTGRES_URL"] = LeastPrivilege.postgresURL(
+                postgresServer,
+                role: LeastPrivilege.ownerRole,
+                database: database
+            )
+        }
+        let result = try await HistorianProcess.run(["migrate"], environment: variables)
         #expect(result.status == 0, "\(result.errors)")
     }
 
