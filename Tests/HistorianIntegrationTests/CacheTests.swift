@@ -441,8 +441,10 @@ struct CacheTests {
                 print("cache: \(messagesCount) messages in \(conversations) conversations: \(batches) batches, \(cacheCalls) cache calls")
                 #expect(batches >= messagesCount / 250)
                 // A batch of 250 and its sessions are two script calls at most (RecentCache.workPerCall),
-                // plus at most one NOSCRIPT fallback in the run.
-                #expect(cacheCalls <= 2 * batches + 1)
+                // plus at most one NOSCRIPT fallback per worker (each has its own connection, and
+                // both workers' first calls may find the script not loaded yet).
+                let workers = 2
+                #expect(cacheCalls <= 2 * batches + workers)
                 #expect(cacheCalls * 50 < messagesCount)
             }
         }
