@@ -60,8 +60,17 @@ final class BatchEnd {
                         group: batch.stream.group,
                         ids: refresh.acknowledge
                     )
-                    // On a cluster each conversation's keys are a call of their own, in their slot.
-                    if let cluster = try await connections.routed() as? RedisClusterClient {
+                    switch try await connections.route() {
+                    case .single(let redis):
+                        return try await RecentCache.apply(
+                            refresh.writes,
+                            sessions: refresh.sessions,
+                            acknowledge: acknowledge,
+                            settings: settings.cache,
+                            redis: redis
+                        )
+                    case .cluster(let cluster):
+                        // Each conversation's keys are a call of their own, in their slot.
                         return try await ClusterCache.apply(
                             refresh.writes,
                             sessions: refresh.sessions,
@@ -70,13 +79,6 @@ final class BatchEnd {
                             cluster: cluster
                         )
                     }
-                    return try await RecentCache.apply(
-                        refresh.writes,
-                        sessions: refresh.sessions,
-                        acknowledge: acknowledge,
-                        settings: settings.cache,
-                        redis: try await connections.redis()
-                    )
                 }
                 reportRepaired(applied.repaired)
                 if !applied.stale.isEmpty {
@@ -85,16 +87,20 @@ final class BatchEnd {
                 machine.cacheRefreshed(acknowledged: applied.acknowledged, stale: applied.stale)
             case .finish(let rest):
                 cached = cached ?? .now
-                if parts.endpoints.redisCluster != nil {
-                    // Two steps, each retried alone: a failed acknowledgement does not add the
-                    // dead letters again.
-                    try await attempt(.acknowledge) {
-                        try await batch.stream.addDeadLetters(try await connections.routed(), rest.deadLetters, at: Timestamp.now)
-                    }
-                    try await attempt(.acknowledge) { try await batch.stream.acknowledge(try await connections.routed(), rest) }
-                } else {
-                    try await attempt(.acknowledge) {
-                        try await batch.stream.finish(try await connections.routed(), rest, at: Timestamp.now)
+                var lettersAdded = false
+                try await attempt(.acknowledge) {
+                    switch try await connections.route() {
+                    case .single(let redis):
+                        // Dead letters and acknowledgement in one transaction.
+                        try await batch.stream.finish(redis, rest, at: Timestamp.now)
+                    case .cluster(let cluster):
+                        // Their keys lie in different slots: two steps, and a retry of the
+                        // acknowledgement does not add the dead letters again.
+                        if !lettersAdded {
+                            try await batch.stream.addDeadLetters(cluster, rest.deadLetters, at: Timestamp.now)
+                            lettersAdded = true
+                        }
+                        try await batch.stream.acknowledge(cluster, rest)
                     }
                 }
                 machine.finished()

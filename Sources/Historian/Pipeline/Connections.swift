@@ -8,7 +8,7 @@ final class WorkerConnections {
     let endpoints: ServerEndpoints
     let logger: Logger
     private var redisConnection: RedisConnection?
-    private var routedRedis: (any RoutedRedis)?
+    private var clusterClient: RedisClusterClient?
     private var postgresConnection: PostgresConnection?
 
     init(endpoints: ServerEndpoints, logger: Logger) {
@@ -25,15 +25,30 @@ final class WorkerConnections {
         return connection
     }
 
-    /// Where the stream's and the cache's keyed commands go: the connection of `redis()` on a
-    /// single Redis, a cluster client with `redis_cluster`.
+    /// Where the stream's and the cache's keyed commands go, as the deployment has it.
+    enum Route {
+        /// The connection of `redis()`: one Redis.
+        case single(RedisConnection)
+        /// A cluster client (`redis_cluster`), which connects to the nodes as calls need them.
+        case cluster(RedisClusterClient)
+    }
+
+    /// The one place a worker's stages learn whether Redis is a cluster.
+    func route() async throws -> Route {
+        guard let configuration = endpoints.redisCluster else { return .single(try await redis()) }
+        if let client = clusterClient, !client.isBroken { return .cluster(client) }
+        clusterClient?.close()
+        let client = try RedisClusterClient(configuration, logger: logger, traffic: endpoints.redisTraffic)
+        clusterClient = client
+        return .cluster(client)
+    }
+
+    /// `route()` for commands that are the same either way.
     func routed() async throws -> any RoutedRedis {
-        guard endpoints.redisCluster != nil else { return try await redis() }
-        if let client = routedRedis, !client.isBroken { return client }
-        routedRedis?.close()
-        let client = try await endpoints.connectRouted(logger: logger)
-        routedRedis = client
-        return client
+        switch try await route() {
+        case .single(let connection): connection
+        case .cluster(let client): client
+        }
     }
 
     func postgres() async throws -> PostgresConnection {
@@ -48,10 +63,10 @@ final class WorkerConnections {
 
     func close() {
         redisConnection?.close()
-        routedRedis?.close()
+        clusterClient?.close()
         postgresConnection?.close()
         redisConnection = nil
-        routedRedis = nil
+        clusterClient = nil
         postgresConnection = nil
     }
 }
