@@ -167,18 +167,31 @@ let package = Package(
         // Starts throwaway redis-server and PostgreSQL instances for tests and benchmarks.
         .target(name: "LocalServers"),
 
+        // Fuzz targets over what reads outside input (docs/fuzzing.md): the tests replay their
+        // corpus; scripts/fuzz builds the executable with libFuzzer (`-D FUZZING`), which is
+        // otherwise a replayer of inputs.
+        .target(
+            name: "HistorianFuzzing",
+            dependencies: [
+                "Historian", "RedisClient", "PostgresClient", "Gzip",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .executableTarget(name: "HistorianFuzz", dependencies: ["HistorianFuzzing"]),
+
         .testTarget(name: "BlockingThreadTests", dependencies: ["BlockingThread"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "LocalServers", "BlockingThread"]),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "LocalServers", "BlockingThread"]),
         .testTarget(
             name: "HistorianTests",
             dependencies: [
-                "Historian", "Gzip", "RedisClient", "PostgresClient", "SQLiteReader",
+                "Historian", "Gzip", "RedisClient", "PostgresClient", "SQLiteReader", "HistorianFuzzing",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
         .testTarget(name: "SQLiteReaderTests", dependencies: ["SQLiteReader"]),
+        .testTarget(name: "HistorianFuzzingTests", dependencies: ["HistorianFuzzing"]),
         .testTarget(name: "SystemdNotifyTests", dependencies: ["SystemdNotify", "Historian"]),
         .testTarget(name: "HistorianBenchmarkTests", dependencies: ["HistorianBenchmark"]),
         .testTarget(

@@ -267,27 +267,15 @@ final class LibpqConnection {
         let looksLikeConninfo =
             conninfo.contains("=") || conninfo.hasPrefix("postgresql://") || conninfo.hasPrefix("postgres://")
         guard looksLikeConninfo else { return [] }
-        var errorMessage: UnsafeMutablePointer<CChar>?
-        guard let options = PQconninfoParse(conninfo, &errorMessage) else {
-            var message = "invalid connection string"
-            if let errorMessage {
-                // libpq quotes pieces of the string it could not parse, which may be a password.
-                message = withoutQuotedText(String(cString: errorMessage)).trimmedWhitespace()
-                PQfreemem(errorMessage)
-            }
+        switch ConninfoOptions.parse(conninfo) {
+        case .success(let options):
+            // sslpassword unlocks an encrypted client key (sslkey).
+            return ["password", "sslpassword"].compactMap { options[$0] }
+        case .failure(let error):
+            // libpq quotes pieces of the string it could not parse, which may be a password.
+            let message = withoutQuotedText(error.message).trimmedWhitespace()
             throw PostgresError(code: .connectionFailed, message: PostgresError.redact(message, secrets: secrets))
         }
-        defer { PQconninfoFree(options) }
-        var found: [String] = []
-        var option = options
-        while let keyword = option.pointee.keyword {
-            // sslpassword unlocks an encrypted client key (sslkey).
-            if ["password", "sslpassword"].contains(String(cString: keyword)), let value = option.pointee.val {
-                found.append(String(cString: value))
-            }
-            option += 1
-        }
-        return found
     }
 
     /// Replaces every `"..."` with `"…"`.

@@ -42,6 +42,16 @@ struct StreamUpkeepTests {
         }
     }
 
+    /// Upkeep of `chat:messages` for group `historian`, called directly.
+    static func maintenance() -> StreamMaintenance {
+        StreamMaintenance(
+            stream: IngestStream(stream: "chat:messages", group: "historian", dlqStream: "chat:messages:dlq"),
+            ownConsumers: [],
+            forgetConsumersAfter: .seconds(3600),
+            logger: Logger(label: "test")
+        )
+    }
+
     @Test("entries pending with a dead consumer are claimed and stored; one delivered too often is poison")
     func deadConsumersAndPoison() async throws {
         try await TestEnvironment.with { environment in
@@ -131,16 +141,47 @@ struct StreamUpkeepTests {
             try await Self.appendInRedis(redis, count: 35_000, conversations: 50)
             // A group created at the end of the stream has read and acknowledged everything in it.
             _ = try await redis.send("XGROUP", "CREATE", "chat:messages", "historian", "$")
-            let maintenance = StreamMaintenance(
-                stream: IngestStream(stream: "chat:messages", group: "historian", dlqStream: "chat:messages:dlq"),
-                ownConsumers: [],
-                forgetConsumersAfter: .seconds(3600),
-                logger: Logger(label: "test")
-            )
+            let maintenance = Self.maintenance()
             try await maintenance.trim(redis, groups: try await StreamMaintenance.groups(redis, stream: "chat:messages"))
             let length = try #require(try await redis.send("XLEN", "chat:messages").int)
             // Approximate trimming removes whole nodes of up to 100 entries.
             #expect(length < 200, "\(length) of 35,000 entries left after one pass")
+        }
+    }
+
+    /// fuzz/regressions/entry/entry-id-after-year-9999: such an entry without `created_at` made
+    /// the daemon trap at every delivery; and the trim computed the successor of the last
+    /// possible ID, which has none.
+    @Test("an entry ID after the year 9999 without created_at is an invalid_timestamp dead letter; the last possible ID is trimmed around")
+    func entryIDsAfterTheYear9999() async throws {
+        try await TestEnvironment.with { environment in
+            let redis = try await environment.redis()
+            defer { redis.close() }
+            _ = try await redis.send("XGROUP", "CREATE", "chat:messages", "historian", "0", "MKSTREAM")
+            let messages = Producer.workload(count: 20, conversations: 2, seed: 40)
+            try await Producer.append(messages, redis: redis)
+            var late = Producer.workload(count: 1, conversations: 1, seed: 41)[0]
+            late.createdAt = nil
+            let lastID = "18446744073709551615-18446744073709551615"
+            _ = try await Producer.send(
+                [["XADD", "chat:messages", RedisArgument(lastID)] + late.fields.flatMap { [RedisArgument($0.0), RedisArgument($0.1)] }],
+                redis: redis
+            )
+
+            let run = try await HistorianProcess.run(["run", "--once"], environment: environment.historianEnvironment)
+            #expect(run.status == 0, "\(run.errors)")
+            try await expectStored(messages, in: environment)
+            let letters = try await streamRecords(redis, "chat:messages:dlq")
+            #expect(letters.count == 1)
+            #expect(letters.first?.strings["dlq_reason"] == "invalid_timestamp")
+            #expect(letters.first?.strings["dlq_source_id"] == lastID)
+            #expect(try await environment.pendingCount() == 0)
+
+            // The group has delivered the last possible ID: the trim keeps it and what follows
+            // it (nothing can).
+            let maintenance = Self.maintenance()
+            try await maintenance.trim(redis, groups: try await StreamMaintenance.groups(redis, stream: "chat:messages"))
+            #expect(try await streamRecords(redis, "chat:messages", from: lastID).count == 1)
         }
     }
 

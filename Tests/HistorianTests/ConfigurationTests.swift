@@ -153,6 +153,56 @@ struct ConfigurationTests {
     func redactsURLs(_ url: String, _ redacted: String) {
         #expect(HistorianConfiguration.redactURL(url) == redacted)
     }
+
+    /// fuzz/regressions/configuration/redis-password-with-at-sign: Redis' parsers end the user
+    /// information at the authority's last `@`, so a password may hold one; the redaction ended
+    /// at the first, and `historian check` printed the rest of the password.
+    @Test(arguments: [
+        ("redis://app:pa@ss@127.0.0.1:6379/0", "redis://app:***@127.0.0.1:6379/0"),
+        ("redis://app:p@s@10.0.0.1:7000,10.0.0.2:7000", "redis://app:***@10.0.0.1:7000,10.0.0.2:7000"),
+        ("unix://:p@ss@/run/redis.sock?db=1", "unix://:***@/run/redis.sock?db=1"),
+    ])
+    func redactsAPasswordHoldingAnAtSign(_ url: String, _ redacted: String) async throws {
+        #expect(HistorianConfiguration.redactURL(url) == redacted)
+        let configuration = try await HistorianConfiguration.load(
+            flags: ["redis_url": url, "redis_cluster": url.contains(",") ? "true" : "false"],
+            configFile: nil,
+            environment: [:]
+        )
+        #expect(configuration.redactedLines.contains("redis_url = \(redacted)"))
+    }
+
+    /// fuzz/regressions/configuration/conninfo-with-a-nul-byte: libpq reads a conninfo as a C
+    /// string, up to its first NUL; what came after (here the rest of an `sslpassword` line)
+    /// was redacted as text libpq never read, so the redacted line and libpq disagreed.
+    @Test(arguments: ["postgres_url", "redis_url", "archive_dir", "api_token"])
+    func aValueHoldingANULByteIsRefused(_ key: String) async throws {
+        let secret = "sslpassword = 1\u{0}'k3y pass'"
+        do {
+            _ = try await HistorianConfiguration.load(flags: [key: "host=db " + secret], configFile: nil, environment: [:])
+            Issue.record("accepted")
+        } catch let error as HistorianError {
+            #expect(error.code == .invalidConfiguration)
+            #expect(error.message == "\(key) holds a NUL byte")
+        }
+    }
+
+    /// fuzz/regressions/configuration/postgres-password-after-a-blank: libpq allows blanks around
+    /// `=` and reads a value in single quotes whole; the redaction took `password=` and the word
+    /// after it only, and printed a password written `password= secret` as it was.
+    @Test(arguments: [
+        ("host=db password= secret user=app", "host=db password= *** user=app"),
+        ("host=db password = 'pa ss' user=app", "host=db password = *** user=app"),
+        (#"host=db password=pa\ ss dbname=h"#, "host=db password=*** dbname=h"),
+        ("host=db password='unterminated", "host=db password=***"),
+        ("host=db password secret", "host=db password ***"),
+        ("historian", "historian"),
+        ("postgresql://app:pa?ss@db/historian", "postgresql://app:***@db/historian"),
+        ("postgresql://db/h?password=a&passw%6Frd=b", "postgresql://db/h?password=***&passw%6Frd=***"),
+    ])
+    func redactsConninfoPasswordsAsLibpqReadsThem(_ url: String, _ redacted: String) {
+        #expect(HistorianConfiguration.redactURL(url) == redacted)
+    }
 }
 
 struct ServiceDescriptionTests {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import Historian
+import HistorianFuzzing
 
 /// The single-pass JSON checks: the grammar corner by corner, the verdicts of `metadata` and
 /// `contexts` with their details, and a differential run against the Foundation parsers they
@@ -545,7 +546,7 @@ enum FoundationValidation {
             return "contexts contains \\u0000, which PostgreSQL cannot store"
         }
         do {
-            _ = try JSONDecoder().decode([ContextShape].self, from: Data(raw))
+            _ = try JSONDecoder().decode([ReferenceJSON.Context].self, from: Data(raw))
             return nil
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
             guard !context.codingPath.isEmpty else { return "contexts is not a JSON array" }
@@ -553,26 +554,6 @@ enum FoundationValidation {
             return "contexts\(path) has the wrong type"
         } catch {
             return "contexts is not an array of {doc_id, content, score, metadata} objects"
-        }
-    }
-
-    private struct ContextShape: Decodable {
-        var doc_id: String?
-        var content: String?
-        var score: Double?
-        var metadata: JSONObjectShape?
-    }
-
-    private struct JSONObjectShape: Decodable {
-        private struct AnyKey: CodingKey {
-            var stringValue: String
-            var intValue: Int? { nil }
-            init?(stringValue: String) { self.stringValue = stringValue }
-            init?(intValue: Int) { nil }
-        }
-
-        init(from decoder: any Decoder) throws {
-            _ = try decoder.container(keyedBy: AnyKey.self)
         }
     }
 }

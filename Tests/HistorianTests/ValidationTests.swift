@@ -166,6 +166,44 @@ struct ValidationTests {
         let message = try EntryValidator().validate(Self.entry(Self.good, replacing: ["created_at": "1700000000000"])).get()
         #expect(message.createdAt.rfc3339 == "2023-11-14T22:13:20.000000Z")
     }
+
+    /// fuzz/regressions/entry/entry-id-after-year-9999: a producer may XADD any ID; without a
+    /// `created_at`, the ID's time became the message's, and one past the year 9999 overflowed
+    /// the microseconds (a trap: the daemon stopped at the entry, every time it was delivered).
+    @Test(arguments: [
+        StreamID(milliseconds: 1_700_000_000_120_000_123, sequence: 7),
+        StreamID(milliseconds: .max, sequence: .max),
+        StreamID(milliseconds: 253_402_300_800_000, sequence: 0),
+    ])
+    func anEntryIDAfterTheYear9999IsAnInvalidTimestampWithoutCreatedAt(_ id: StreamID) throws {
+        let fields = Self.entry(Self.good).fields
+        guard case .failure(let rejection) = EntryValidator().validate(StreamEntry(id: id, fields: fields)) else {
+            Issue.record("accepted")
+            return
+        }
+        #expect(rejection.reason == .invalidTimestamp)
+        // With a created_at the ID's time is not used.
+        let dated = fields + [StreamEntry.Field(name: Array("created_at".utf8), value: Array("1700000000000".utf8))]
+        let message = try EntryValidator().validate(StreamEntry(id: id, fields: dated)).get()
+        #expect(message.createdAt == Timestamp(milliseconds: 1_700_000_000_000))
+    }
+
+    /// fuzz/regressions/entry/created-at-sixteen-digit-milliseconds: a created_at of up to 16
+    /// digits was read as milliseconds and multiplied before its range was checked, which
+    /// overflowed past about 9.2 × 10^15.
+    @Test(arguments: ["9999999999999999", "9223372036854776", "253402300800000"])
+    func createdAtMillisecondsAfterTheYear9999AreRefused(_ value: String) {
+        guard case .failure(let rejection) = EntryValidator().validate(Self.entry(Self.good, replacing: ["created_at": value])) else {
+            Issue.record("accepted")
+            return
+        }
+        #expect(rejection.reason == .invalidTimestamp)
+    }
+
+    @Test func createdAtMillisecondsUpToTheLastOfTheYear9999AreAccepted() throws {
+        let message = try EntryValidator().validate(Self.entry(Self.good, replacing: ["created_at": "253402300799999"])).get()
+        #expect(message.createdAt.rfc3339 == "9999-12-31T23:59:59.999000Z")
+    }
 }
 
 struct TimestampTests {

@@ -142,30 +142,8 @@ enum ArchiveReader {
     static func read(descriptor: Int32, path: String, line: (String) throws -> Void) throws
         -> (sha256: String, contentSHA256: String, lines: Int)
     {
-        let decompressor: GzipDecompressor
-        do { decompressor = try GzipDecompressor() } catch { throw ArchiveFileError(path: path, problem: "\(error)") }
-        var fileHash = SHA256()
-        var contentHash = SHA256()
+        var reader = try ArchiveLineReader(path: path)
         var buffer = [UInt8](repeating: 0, count: 256 * 1024)
-        var text: [UInt8] = []
-        var lines = 0
-        var consumed = 0
-        func emitLines() throws {
-            var start = consumed
-            while let newline = text[start...].firstIndex(of: 0x0A) {
-                guard let decoded = String(validating: text[start..<newline], as: UTF8.self) else {
-                    throw ArchiveFileError(path: path, problem: "line \(lines + 1) is not UTF-8")
-                }
-                lines += 1
-                try line(decoded)
-                start = newline + 1
-            }
-            consumed = start
-            if consumed > 1 << 20 || consumed == text.count {
-                text.removeFirst(consumed)
-                consumed = 0
-            }
-        }
         while true {
             let count = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
             if count < 0 {
@@ -173,27 +151,9 @@ enum ArchiveReader {
                 throw Durable.failure(path, "cannot read")
             }
             if count == 0 { break }
-            fileHash.update(data: buffer[0..<count])
-            do {
-                // Lines go out as each piece comes, so the text held stays near one line long.
-                try decompressor.decompress(buffer[0..<count]) { piece in
-                    contentHash.update(data: piece)
-                    text.append(contentsOf: piece)
-                    try emitLines()
-                }
-            } catch let error as GzipError {
-                throw ArchiveFileError(path: path, problem: "not valid gzip: \(error.message)")
-            }
+            try reader.read(buffer[0..<count], line: line)
         }
-        do {
-            try decompressor.finish()
-        } catch let error as GzipError {
-            throw ArchiveFileError(path: path, problem: error.message)
-        }
-        guard consumed == text.count else {
-            throw ArchiveFileError(path: path, problem: "the last line has no newline")
-        }
-        return (ArchiveWriter.hex(fileHash.finalize()), ArchiveWriter.hex(contentHash.finalize()), lines)
+        return try reader.finish()
     }
 
     /// Reads the file back and checks it against what was written: the same bytes on disk (by
@@ -213,6 +173,75 @@ enum ArchiveReader {
         let recorded = try String(contentsOfFile: "\(written.path).sha256", encoding: .utf8)
         guard recorded == "\(written.sha256)  \((written.path as NSString).lastPathComponent)\n" else {
             throw ArchiveFileError(path: "\(written.path).sha256", problem: "does not hold the file's SHA-256")
+        }
+    }
+}
+
+/// The bytes of an archive file as they are read, piece by piece: their SHA-256 taken, the gzip
+/// stream inside decompressed, and its JSON lines handed out as each is complete, so that the text
+/// held stays near one line long.
+package struct ArchiveLineReader {
+    private let path: String
+    private let decompressor: GzipDecompressor
+    private var fileHash = SHA256()
+    private var contentHash = SHA256()
+    /// Decompressed text; lines before `consumed` have been handed out.
+    private var text: [UInt8] = []
+    private var consumed = 0
+    private var lines = 0
+
+    /// - Parameter path: the file's name in errors.
+    package init(path: String) throws {
+        self.path = path
+        do { decompressor = try GzipDecompressor() } catch { throw ArchiveFileError(path: path, problem: "\(error)") }
+    }
+
+    /// Reads the next bytes of the file, calling `line` with each JSON line they complete, in order
+    /// (without its newline).
+    /// - Throws: `ArchiveFileError` when the bytes are not gzip or a line is not UTF-8; or what
+    ///   `line` throws.
+    package mutating func read(_ bytes: ArraySlice<UInt8>, line: (String) throws -> Void) throws {
+        fileHash.update(data: bytes)
+        do {
+            try decompressor.decompress(bytes) { piece in
+                contentHash.update(data: piece)
+                text.append(contentsOf: piece)
+                try emitLines(line)
+            }
+        } catch let error as GzipError {
+            throw ArchiveFileError(path: path, problem: "not valid gzip: \(error.message)")
+        }
+    }
+
+    /// Ends the reading.
+    /// - Returns: the SHA-256 of the file's bytes and of the JSON lines inside, and the line count.
+    /// - Throws: `ArchiveFileError` when the gzip stream or the last line is cut short.
+    package func finish() throws -> (sha256: String, contentSHA256: String, lines: Int) {
+        do {
+            try decompressor.finish()
+        } catch let error as GzipError {
+            throw ArchiveFileError(path: path, problem: error.message)
+        }
+        guard consumed == text.count else {
+            throw ArchiveFileError(path: path, problem: "the last line has no newline")
+        }
+        return (ArchiveWriter.hex(fileHash.finalize()), ArchiveWriter.hex(contentHash.finalize()), lines)
+    }
+
+    private mutating func emitLines(_ line: (String) throws -> Void) throws {
+        var start = consumed
+        while let newline = text[start...].firstIndex(of: 0x0A) {
+            guard let decoded = String(validating: text[start..<newline], as: UTF8.self) else {
+                throw ArchiveFileError(path: path, problem: "line \(lines + 1) is not UTF-8")
+            }
+            lines += 1
+            try line(decoded)
+            start = newline + 1
+        }
+        consumed = start
+        if consumed > 1 << 20 || consumed == text.count {
+            text.removeFirst(consumed)
+            consumed = 0
         }
     }
 }

@@ -170,7 +170,7 @@ private enum Found {
     case notFound
 }
 
-struct ExportEncoder {
+package struct ExportEncoder {
     let format: ConversationExport.Format
     let output: ([UInt8]) throws -> Void
     private var pending: [UInt8] = []
@@ -182,14 +182,14 @@ struct ExportEncoder {
         "session_id", "contexts",
     ]
 
-    init(format: ConversationExport.Format, output: @escaping ([UInt8]) throws -> Void) {
+    package init(format: ConversationExport.Format, output: @escaping ([UInt8]) throws -> Void) {
         self.format = format
         self.output = output
         pending.reserveCapacity(ConversationExport.chunkBytes)
     }
 
     /// The conversation's line, which comes first.
-    mutating func conversation(_ line: String) throws {
+    package mutating func conversation(_ line: String) throws {
         started = true
         switch format {
         case .jsonl:
@@ -210,7 +210,7 @@ struct ExportEncoder {
     }
 
     /// One message's line, in the conversation's order.
-    mutating func message(_ line: String) throws {
+    package mutating func message(_ line: String) throws {
         messages += 1
         switch format {
         case .jsonl:
@@ -226,7 +226,7 @@ struct ExportEncoder {
     }
 
     /// Closes the document and hands out what is left.
-    mutating func finish() throws {
+    package mutating func finish() throws {
         if format == .json { pending.append(contentsOf: "]}\n".utf8) }
         try flush(whenFull: false)
     }

@@ -142,7 +142,14 @@ public struct HistorianConfiguration: Sendable {
         return try HistorianConfiguration(value: value, environment: environment)
     }
 
-    init(value: (String) -> String, environment: [String: String]) throws {
+    /// Resolves the configuration from each key's value (`value("archive_dir")`), as `load` does
+    /// once it has read its sources.
+    package init(value: (String) -> String, environment: [String: String]) throws {
+        // Values reach C (libpq, hiredis, the file system) as C strings, which end at a NUL: one
+        // holding a NUL would be read as something other than what was written (and redacted).
+        for key in Self.keys where value(key.name).utf8.contains(0) {
+            throw HistorianError(.invalidConfiguration, "\(key.name) holds a NUL byte")
+        }
         func parsed<T>(_ name: String, _ parse: (String) -> T?, _ expected: String) throws -> T {
             let raw = value(name)
             guard let result = parse(raw.trimmingCharacters(in: .whitespaces)) else {
@@ -305,30 +312,5 @@ public struct HistorianConfiguration: Sendable {
             ("postgres_password", postgresPassword == nil ? "(none)" : "(from credentials)"),
         ]
         return shown.map { "\($0.0) = \($0.1)" }
-    }
-
-    /// A URL with any password replaced by `***`: in the user information, and the values of
-    /// `password` and `sslpassword` (which unlocks a client key) in a URI's query or a conninfo.
-    public static func redactURL(_ url: String) -> String {
-        func redacted(_ pair: Substring) -> String {
-            guard let equals = pair.firstIndex(of: "="),
-                ["password", "sslpassword"].contains(pair[..<equals].lowercased())
-            else { return String(pair) }
-            return pair[...equals] + "***"
-        }
-        guard let scheme = url.range(of: "://") else {
-            return url.split(separator: " ", omittingEmptySubsequences: false).map(redacted).joined(separator: " ")
-        }
-        let queryStart = url[scheme.upperBound...].firstIndex(of: "?") ?? url.endIndex
-        var head = String(url[..<queryStart])
-        if let at = url[scheme.upperBound..<queryStart].firstIndex(of: "@"),
-            let colon = url[scheme.upperBound..<at].firstIndex(of: ":")
-        {
-            head = String(url[..<colon]) + ":***" + String(url[at..<queryStart])
-        }
-        guard queryStart < url.endIndex else { return head }
-        let query = url[url.index(after: queryStart)...]
-        let pairs = query.split(separator: "&", omittingEmptySubsequences: false)
-        return head + "?" + pairs.map(redacted).joined(separator: "&")
     }
 }

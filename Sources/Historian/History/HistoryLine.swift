@@ -18,7 +18,7 @@ public struct HistoryLine: Sendable, Hashable {
     /// The line with its keys read from it.
     /// - Throws: `HistorianError` (`archive_unreadable`) when it is not a message line: the
     ///   archive files are the only source of lines that PostgreSQL did not just print.
-    init(line: String, in path: String) throws {
+    package init(line: String, in path: String) throws {
         let fields = try MessageLineFields.read(line, in: path)
         guard let arrival = fields.arrival else {
             throw HistorianError(.archiveUnreadable, "archive \(path): a message line has no arrival number")

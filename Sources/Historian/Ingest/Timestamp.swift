@@ -14,8 +14,18 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         self.microseconds = microseconds
     }
 
+    /// For times known to be in range (years 1 to 9999); outside input goes through
+    /// `init?(unixMilliseconds:)`.
     public init(milliseconds: Int64) {
         self.microseconds = milliseconds * 1000
+    }
+
+    /// Unix milliseconds from outside (a stream entry's ID, a `created_at` number); `nil` after the
+    /// year 9999, which neither PostgreSQL nor RFC 3339 can hold (and whose microseconds could
+    /// overflow).
+    public init?(unixMilliseconds milliseconds: UInt64) {
+        guard milliseconds <= UInt64(Self.latest.microseconds / 1000) else { return nil }
+        self.microseconds = Int64(milliseconds) * 1000
     }
 
     public static func < (lhs: Timestamp, rhs: Timestamp) -> Bool {

@@ -272,9 +272,14 @@ public struct EntryValidator: Sendable {
         }
         let content = try text(contentBytes, "content")
 
-        var createdAt = Timestamp(milliseconds: Int64(entry.id.milliseconds))
+        let createdAt: Timestamp
         if let raw = entry["created_at"] {
             createdAt = try Self.timestamp(raw)
+        } else if let idTime = Timestamp(unixMilliseconds: entry.id.milliseconds) {
+            createdAt = idTime
+        } else {
+            // A producer may give XADD any ID; one past the year 9999 is no time to store.
+            throw Rejection(.invalidTimestamp, "no created_at, and the entry ID's time is after the year 9999")
         }
         let sessionID = try bounded("session_id", 1...255, required: false)
         let deptID = try bounded("dept_id", 1...100, required: false)
@@ -327,9 +332,10 @@ public struct EntryValidator: Sendable {
     /// RFC 3339 with an offset, or integer Unix milliseconds.
     static func timestamp(_ raw: [UInt8]) throws(Rejection) -> Timestamp {
         let text = String(decoding: raw, as: UTF8.self)
-        if !raw.isEmpty, raw.count <= 16, raw.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let ms = Int64(text) {
-            let value = Timestamp(milliseconds: ms)
-            if value <= Timestamp.latest { return value }
+        if !raw.isEmpty, raw.count <= 16, raw.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let ms = UInt64(text),
+            let value = Timestamp(unixMilliseconds: ms)
+        {
+            return value
         }
         guard let value = Timestamp(rfc3339: text) else {
             throw Rejection(

@@ -105,7 +105,7 @@ public struct IngestStream: Sendable {
     }
 
     /// Decodes `[[stream, [[id, [field, value, …] | nil], …]]]` (XREADGROUP, XREAD) in place.
-    static func decodeDelivery(_ reply: RedisReplyView) throws -> Delivery {
+    package static func decodeDelivery(_ reply: RedisReplyView) throws -> Delivery {
         var delivery = Delivery()
         switch reply.kind {
         case .null: return delivery
@@ -128,7 +128,7 @@ public struct IngestStream: Sendable {
     }
 
     /// Decodes the entries of an XRANGE or XCLAIM reply, `[[id, [field, value, …] | nil], …]`.
-    static func decodeEntries(_ reply: RedisReplyView) throws -> [(StreamID, StreamEntry?)] {
+    package static func decodeEntries(_ reply: RedisReplyView) throws -> [(StreamID, StreamEntry?)] {
         try (0..<reply.count).map { try decodeEntry(reply[$0]) }
     }
 
@@ -170,7 +170,7 @@ public struct IngestStream: Sendable {
     }
 
     /// `[[id, consumer, idle, deliveries], …]` as deliveries by ID.
-    static func decodePendingCounts(_ reply: RESPValue) -> [StreamID: Int] {
+    package static func decodePendingCounts(_ reply: RESPValue) -> [StreamID: Int] {
         var counts: [StreamID: Int] = [:]
         for item in reply.array ?? [] {
             guard let fields = item.array, fields.count >= 4, let id = fields[0].string.flatMap({ StreamID($0) }),

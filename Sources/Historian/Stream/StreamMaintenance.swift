@@ -112,7 +112,10 @@ struct StreamMaintenance {
         for group in groups {
             var needed = StreamID(milliseconds: group.lastDelivered.milliseconds, sequence: group.lastDelivered.sequence &+ 1)
             if group.lastDelivered.sequence == .max {
-                needed = StreamID(milliseconds: group.lastDelivered.milliseconds + 1, sequence: 0)
+                // The last possible ID has no successor: it is kept.
+                needed =
+                    group.lastDelivered.milliseconds == .max
+                    ? group.lastDelivered : StreamID(milliseconds: group.lastDelivered.milliseconds + 1, sequence: 0)
             }
             if group.pending > 0 {
                 let summary = try await redis.send(["XPENDING", key, RedisArgument(group.name)], key: key)
