@@ -388,9 +388,14 @@ private struct TimeValue {
 
 /// The text in `ctx->errstr`.
 private func errorText(_ pointer: UnsafeMutablePointer<redisContext>) -> String {
-    withUnsafeBytes(of: pointer.pointee.errstr) { buffer in
-        let bytes = buffer.prefix { $0 != 0 }
-        return String(decoding: bytes, as: UTF8.self)
+    errorText(inField: pointer.pointee.errstr)
+}
+
+/// The C string in a hiredis `errstr` field (a fixed array of chars, imported as a tuple), as a
+/// context or a reader holds it.
+func errorText<Field>(inField errstr: Field) -> String {
+    withUnsafeBytes(of: errstr) { buffer in
+        String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self)
     }
 }
 

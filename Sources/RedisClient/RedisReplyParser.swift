@@ -38,9 +38,7 @@ package final class RedisReplyParser {
     }
 
     private func readerError() -> RedisError {
-        let message = withUnsafeBytes(of: reader.pointee.errstr) { bytes in
-            String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
-        }
+        let message = errorText(inField: reader.pointee.errstr)
         return RedisError(code: .protocolError, message: message.isEmpty ? "unreadable reply" : message)
     }
 }
