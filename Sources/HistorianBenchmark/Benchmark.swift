@@ -14,7 +14,8 @@ import UnixSignals
 /// 1. the ceiling: `COPY` of the same rows straight into the same tables;
 /// 2. the Redis floor: the least Redis work the contract asks for, as plain commands;
 /// 3. the drain: a prefilled stream consumed by the release `historian run --once`;
-/// 4. latency: a producer at a fixed rate against a running `historian run`;
+/// 4. latency: a producer at a fixed rate against a running `historian run`; then the steady
+///    floor: the least work of both servers at that rate, in batches of the same size;
 /// 5. the sweep: more drains, with the daemon's default settings and with other `--workers`;
 /// 6. langchain: pairs of drains without and with `--langchain-cache true`;
 /// 7. api: the history API under `wrk` while the pipeline stores new messages;
@@ -41,6 +42,17 @@ struct HistorianBenchmark: AsyncParsableCommand {
 
     @Option(help: "Length of the latency run in seconds (default 60; 20 with --quick).")
     var latencySeconds: Int?
+
+    @Option(
+        help: """
+            Messages per batch of the steady floor (default: the latency run's messages per \
+            batch when it ran, else 10).
+            """
+    )
+    var steadyBatch: Int?
+
+    @Option(help: "Length of the steady floor in seconds.")
+    var steadySeconds = 10
 
     @Option(help: "Make every message's content this many bytes (default: 20 to 2,000, about 300 on average).")
     var contentBytes: Int?
@@ -94,7 +106,7 @@ struct HistorianBenchmark: AsyncParsableCommand {
     var phases = HistorianBenchmark.allPhases.filter { $0 != "cluster" }.joined(separator: ",")
 
     /// Every phase, in the order a run measures them.
-    static let allPhases = ["ceiling", "floor", "drain", "latency", "sweep", "langchain", "api", "cluster"]
+    static let allPhases = ["ceiling", "floor", "drain", "latency", "steady", "sweep", "langchain", "api", "cluster"]
 
     @Option(help: "Where the figures go as JSON.")
     var json = "benchmark-results.json"
@@ -199,6 +211,24 @@ struct HistorianBenchmark: AsyncParsableCommand {
                     samplesPath: latencySamples
                 )
                 results.latency = try await phase.run()
+            }
+            if selected.contains("steady") {
+                // The batches the latency run made, so that both spend per batch alike.
+                let latencyBatch = results.latency.flatMap { latency in
+                    latency.traffic.map { Int((Double(latency.count) / Double(max(1, $0.batches))).rounded()) }
+                }
+                let steadyBatch = self.steadyBatch ?? latencyBatch ?? 10
+                guard steadyBatch >= 1, steadySeconds >= 1 else {
+                    throw ValidationError("--steady-batch and --steady-seconds must be at least 1")
+                }
+                let phase = SteadyFloorPhase(
+                    servers: servers,
+                    workload: workload,
+                    messages: Array(batch.prefix(rate * steadySeconds)),
+                    rate: rate,
+                    batch: steadyBatch
+                )
+                results.steadyFloor = try await phase.run()
             }
             if selected.contains("sweep") {
                 // After the latency run, which works on the main drain's tables and cache.

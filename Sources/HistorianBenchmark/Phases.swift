@@ -114,7 +114,7 @@ struct CeilingPhase {
 
     /// Each conversation as Historian would store it: owner, department, and the explicit title
     /// or the one derived from its first user message.
-    private func encodeConversations() -> [UInt8] {
+    func encodeConversations() -> [UInt8] {
         var first: [Int: WorkloadMessage] = [:]
         var firstUser: [Int: WorkloadMessage] = [:]
         for message in messages {
@@ -139,7 +139,7 @@ struct CeilingPhase {
         return out
     }
 
-    private func encodeChunk(_ range: Range<Int>) -> EncodedChunk {
+    func encodeChunk(_ range: Range<Int>) -> EncodedChunk {
         var chunk = EncodedChunk()
         for index in range {
             let message = messages[index]
@@ -255,7 +255,7 @@ struct RedisFloorPhase {
 
     /// The batch's cache writes: each conversation's messages in one `RPUSH`, each session's
     /// latest message in one `HSET`.
-    private func commands(for batch: ArraySlice<WorkloadMessage>) throws -> [[RedisArgument]] {
+    func commands(for batch: ArraySlice<WorkloadMessage>) throws -> [[RedisArgument]] {
         var order: [Int] = []
         var elements: [Int: [RedisArgument]] = [:]
         var latest: [Int: WorkloadMessage] = [:]

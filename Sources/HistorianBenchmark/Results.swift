@@ -44,6 +44,8 @@ struct BenchmarkResults: Encodable {
     var averageContentBytes = 0
     var ceiling: CeilingResult?
     var redisFloor: RedisFloorResult?
+    /// PostgreSQL's and Redis's least work at the latency run's rate.
+    var steadyFloor: SteadyFloorResult?
     var drain: DrainResult?
     var latency: LatencyResult?
     /// The extra drains: with the default settings, and with each `--workers` of the sweep.
@@ -115,6 +117,17 @@ struct BenchmarkResults: Encodable {
                 (
                     "Redis floor: Redis CPU",
                     String(format: "%.1f µs per message (plain commands, batches of %d)", perMessage(redisFloor.redisCPUSeconds), redisFloor.batchSize)
+                )
+            )
+        }
+        if let steadyFloor {
+            rows.append(
+                (
+                    "steady floor: COPY + plain commands, \(steadyFloor.rate) messages/s in batches of \(steadyFloor.batch)",
+                    String(
+                        format: "%.1f µs per message: PostgreSQL %.1f, Redis %.1f (the latency run's producer and poller included)",
+                        steadyFloor.cpuPerMessage, steadyFloor.postgresCPUPerMessage, steadyFloor.redisCPUPerMessage
+                    )
                 )
             )
         }
@@ -270,6 +283,7 @@ struct BenchmarkResults: Encodable {
         case machine, messages, conversations, workers, ceiling, drain, latency, sweep, langchain, api, cluster, targets, bound
         case boundCPUPerMessage = "bound_cpu_us_per_message"
         case redisFloor = "redis_floor"
+        case steadyFloor = "steady_floor"
         case daemonOptions = "historian_options"
         case postgresSettings = "postgres_settings"
         case averageContentBytes = "average_content_bytes"
@@ -286,6 +300,7 @@ struct BenchmarkResults: Encodable {
         try container.encode(averageContentBytes, forKey: .averageContentBytes)
         try container.encodeIfPresent(ceiling, forKey: .ceiling)
         try container.encodeIfPresent(redisFloor, forKey: .redisFloor)
+        try container.encodeIfPresent(steadyFloor, forKey: .steadyFloor)
         try container.encodeIfPresent(bound, forKey: .bound)
         try container.encodeIfPresent(boundCPUPerMessage, forKey: .boundCPUPerMessage)
         try container.encodeIfPresent(drain, forKey: .drain)

@@ -105,11 +105,11 @@ enum Targets {
     static let langchainCPUOverWithout = 1.15
 
     static func evaluate(_ results: BenchmarkResults) -> [Target] {
-        steady(results.latency) + drain(results)
+        steady(results.latency, floor: results.steadyFloor) + drain(results)
             + [fastByDefault(results), memory(results.drain), langchain(results.langchain)]
     }
 
-    private static func steady(_ latency: LatencyResult?) -> [Target] {
+    private static func steady(_ latency: LatencyResult?, floor: SteadyFloorResult?) -> [Target] {
         var cpu = Target(
             name: "steady rate: CPU per message",
             comparison: .atMost, limit: steadyCPUPerMessage, limitText: "100 µs", format: "%.1f µs"
@@ -128,6 +128,10 @@ enum Targets {
         if let perMessage = latency.cpuPerMessage {
             cpu.measured = perMessage.total
             cpu.detail = "the sum of " + perMessage.parts
+            if let floor, floor.rate == latency.rate {
+                // What PostgreSQL and Redis alone spend at this rate: how much of the limit is left.
+                cpu.detail! += String(format: "; the steady floor, PostgreSQL and Redis alone: %.1f µs", floor.cpuPerMessage)
+            }
         }
         p99.measured = latency.p99
         return [cpu, p99]

@@ -170,6 +170,22 @@ struct TargetsTests {
         #expect(p99.summary == "not measured  (≤ 10 ms; the latency run's rate was 1000 messages/s, not 5000)")
     }
 
+    @Test("with the steady floor measured at the latency run's rate, the CPU target names it beside its figure")
+    func steadyFloorBesideTheSteadyCPU() throws {
+        var results = TargetsTests.results()
+        results.steadyFloor = SteadyFloorResult(
+            rate: 5_000, batch: 10, messages: 50_000, seconds: 10, postgresCPUSeconds: 2, redisCPUSeconds: 1.5
+        )
+        let cpu = try target("steady rate: CPU per message", in: Targets.evaluate(results))
+        // 2 s and 1.5 s over 50,000 messages: 40 + 30 µs.
+        #expect(try #require(cpu.detail).hasSuffix("; the steady floor, PostgreSQL and Redis alone: 70.0 µs"))
+        #expect(approximately(cpu.measured, 99))
+
+        results.steadyFloor?.rate = 1_000
+        let elsewhere = try target("steady rate: CPU per message", in: Targets.evaluate(results))
+        #expect(elsewhere.detail?.contains("steady floor") == false)
+    }
+
     @Test("the default settings are slow when the best --workers drains over a quarter faster")
     func slowByDefault() throws {
         var results = TargetsTests.results()
