@@ -106,16 +106,18 @@ struct StreamUpkeepTests {
 
             let process = try HistorianProcess(["run"], environment: environment.historianEnvironment)
             defer { process.signal(SIGKILL) }
-            try await eventually("all stored", timeout: .seconds(120)) {
+            // The waits are long for a 5 s upkeep period: a CI run on a loaded machine once took
+            // 98 s to store the 5,000 entries and then over 30 s to trim.
+            try await eventually("all stored", timeout: .seconds(240)) {
                 try await environment.scalar("SELECT count(*) FROM messages") == 5_000
             }
             // Upkeep (every 5 s) trims the 1,000 entries both groups acknowledged; then one more
             // pass, which must not trim further. Every pass makes at least one XTRIM.
-            try await eventually("the entries both groups acknowledged trimmed", timeout: .seconds(30)) {
+            try await eventually("the entries both groups acknowledged trimmed", timeout: .seconds(90)) {
                 try await redis.send("XLEN", "chat:messages").int ?? 0 < 5_000 - 500
             }
             let trims = try await commandCalls(redis)["xtrim"] ?? 0
-            try await eventually("another upkeep pass", timeout: .seconds(30)) {
+            try await eventually("another upkeep pass", timeout: .seconds(90)) {
                 try await commandCalls(redis)["xtrim"] ?? 0 > trims
             }
             let remaining = try await redis.send("XRANGE", "chat:messages", RedisArgument(needed[0]), "+").array?.count ?? 0
@@ -125,7 +127,7 @@ struct StreamUpkeepTests {
             let rest = try await redis.send("XREADGROUP", "GROUP", "laggard", "l1", "COUNT", "10000", "STREAMS", "chat:messages", ">")
             let restIDs = (rest.array?.first?.array?[1].array ?? []).compactMap { $0.array?.first?.string }
             _ = try await redis.send(["XACK", "chat:messages", "laggard"] + (needed + restIDs).map { RedisArgument($0) })
-            try await eventually("the stream trimmed", timeout: .seconds(20)) {
+            try await eventually("the stream trimmed", timeout: .seconds(90)) {
                 (try await redis.send("XLEN", "chat:messages").int ?? 0) < 200
             }
             process.signal(SIGTERM)
