@@ -41,10 +41,7 @@ struct CeilingPhase {
             defer { machine.cancel() }
             let start = monotonicNanoseconds()
             try await connections[0].withSession { session in
-                _ = try session.copyIn(
-                    "COPY conversations (id, user_id, dept_id, title, title_derived_from, created_at, updated_at) FROM STDIN",
-                    data: conversationRows
-                )
+                _ = try session.copyIn(Self.copyConversations, data: conversationRows)
             }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for (index, connection) in connections.enumerated() {
@@ -87,21 +84,26 @@ struct CeilingPhase {
         }
     }
 
-    private static func copy(_ chunk: EncodedChunk, into connection: PostgresConnection) async throws {
+    static let copyConversations =
+        "COPY conversations (id, user_id, dept_id, title, title_derived_from, created_at, updated_at) FROM STDIN"
+    static let copyMessages = """
+        COPY messages (id, conversation_id, role, content, tokens_used, latency_ms, created_at, metadata,
+            session_id, stream_entry) FROM STDIN
+        """
+    static let copyContexts = "COPY message_contexts (id, message_id, position, doc_id, content, score, metadata) FROM STDIN"
+
+    /// A chunk's rows in one transaction; with `alone`, a chunk without contexts is a lone `COPY`,
+    /// which commits by itself in one round trip.
+    static func copy(_ chunk: EncodedChunk, into connection: PostgresConnection, alone: Bool = false) async throws {
         try await connection.withSession { session in
+            if alone, chunk.contexts.isEmpty {
+                _ = try session.copyIn(copyMessages, data: chunk.messages)
+                return
+            }
             try session.execute("BEGIN")
-            _ = try session.copyIn(
-                """
-                COPY messages (id, conversation_id, role, content, tokens_used, latency_ms, created_at, metadata,
-                    session_id, stream_entry) FROM STDIN
-                """,
-                data: chunk.messages
-            )
+            _ = try session.copyIn(copyMessages, data: chunk.messages)
             if !chunk.contexts.isEmpty {
-                _ = try session.copyIn(
-                    "COPY message_contexts (id, message_id, position, doc_id, content, score, metadata) FROM STDIN",
-                    data: chunk.contexts
-                )
+                _ = try session.copyIn(copyContexts, data: chunk.contexts)
             }
             try session.execute("COMMIT")
         }
@@ -227,21 +229,9 @@ struct RedisFloorPhase {
         let start = monotonicNanoseconds()
         var next = 0
         while true {
-            let reply = try await redis.send(
-                ["XREADGROUP", "GROUP", "floor", "floor", "COUNT", RedisArgument(Self.batchSize), "STREAMS", "chat:messages", ">"]
-            )
-            let ids = (reply.array?.first?.array?.last?.array ?? []).compactMap { $0.array?.first?.string }
-            guard !ids.isEmpty else { break }
-            guard next + ids.count <= messages.count else {
-                throw BenchmarkError("Redis floor: read more entries than were written")
-            }
-            // One consumer reads the stream in order: the entries are the next messages.
-            let batch = messages[next..<(next + ids.count)]
-            next += ids.count
-            let replies = try await redis.pipeline(try commands(for: batch) + [["XACK", "chat:messages", "floor"] + ids.map { RedisArgument($0) }])
-            if let failed = replies.first(where: { if case .error = $0 { true } else { false } }) {
-                throw BenchmarkError("Redis floor: a command failed: \(failed)")
-            }
+            let read = try await serveBatch(redis, stream: "chat:messages", group: "floor", count: Self.batchSize, from: next)
+            guard read > 0 else { break }
+            next += read
         }
         let seconds = Double(monotonicNanoseconds() - start) / 1e9
         let cpu = ServerCPU(servers).redis - before.redis
@@ -253,9 +243,29 @@ struct RedisFloorPhase {
         return RedisFloorResult(redisCPUSeconds: cpu, batchSize: Self.batchSize)
     }
 
+    /// Reads up to `count` new entries of `stream` as the group's only consumer, and sends their
+    /// cache writes and the `XACK` in one pipeline; returns how many it read. One consumer reads
+    /// the stream in order, so the entries are the messages from `next` on.
+    func serveBatch(_ redis: RedisConnection, stream: String, group: String, count: Int, from next: Int) async throws -> Int {
+        let reply = try await redis.send(
+            ["XREADGROUP", "GROUP", RedisArgument(group), "floor", "COUNT", RedisArgument(count), "STREAMS", RedisArgument(stream), ">"]
+        )
+        let ids = (reply.array?.first?.array?.last?.array ?? []).compactMap { $0.array?.first?.string }
+        guard !ids.isEmpty else { return 0 }
+        guard next + ids.count <= messages.count else {
+            throw BenchmarkError("Redis floor: read more entries than were written")
+        }
+        let acknowledge: [RedisArgument] = ["XACK", RedisArgument(stream), RedisArgument(group)] + ids.map { RedisArgument($0) }
+        let replies = try await redis.pipeline(try commands(for: messages[next..<(next + ids.count)]) + [acknowledge])
+        if let failed = replies.first(where: { if case .error = $0 { true } else { false } }) {
+            throw BenchmarkError("Redis floor: a command failed: \(failed)")
+        }
+        return ids.count
+    }
+
     /// The batch's cache writes: each conversation's messages in one `RPUSH`, each session's
     /// latest message in one `HSET`.
-    func commands(for batch: ArraySlice<WorkloadMessage>) throws -> [[RedisArgument]] {
+    private func commands(for batch: ArraySlice<WorkloadMessage>) throws -> [[RedisArgument]] {
         var order: [Int] = []
         var elements: [Int: [RedisArgument]] = [:]
         var latest: [Int: WorkloadMessage] = [:]
@@ -671,6 +681,12 @@ struct LatencyPhase {
     /// The producer and the poller share the two cores with what they measure, so they wake as
     /// rarely as the 1 ms resolution allows. The messages due in a millisecond go out together,
     /// and each one's latency counts from the moment its pipeline is sent.
+    /// What the poller asks every millisecond besides the due `XADD`s: the group's last-delivered
+    /// ID and its pending entries (which show when each entry is acknowledged).
+    static func pollCommands(stream: String, group: String) -> [[RedisArgument]] {
+        [["XINFO", "GROUPS", RedisArgument(stream)], ["XPENDING", RedisArgument(stream), RedisArgument(group), "-", "+", "10000"]]
+    }
+
     private func produceAndWatch(_ redis: RedisConnection) async throws -> (samples: [LatencySample], achievedRate: Double) {
         var samples: [LatencySample] = []
         samples.reserveCapacity(messages.count)
@@ -689,8 +705,7 @@ struct LatencyPhase {
                 ["XADD", RedisArgument(Self.stream), "*"] + fields.flatMap { [RedisArgument($0.0), RedisArgument($0.1)] }
             }
             let appending = commands.count
-            commands.append(["XINFO", "GROUPS", RedisArgument(Self.stream)])
-            commands.append(["XPENDING", RedisArgument(Self.stream), RedisArgument(Self.group), "-", "+", "10000"])
+            commands += Self.pollCommands(stream: Self.stream, group: Self.group)
             let time = monotonicNanoseconds()
             let replies = try await redis.pipeline(commands)
             let now = monotonicNanoseconds()

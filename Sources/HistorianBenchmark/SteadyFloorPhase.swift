@@ -40,10 +40,7 @@ struct SteadyFloorPhase {
         let postgres = try await servers.freshDatabase(Self.database)
         defer { postgres.close() }
         try await postgres.withSession { session in
-            _ = try session.copyIn(
-                "COPY conversations (id, user_id, dept_id, title, title_derived_from, created_at, updated_at) FROM STDIN",
-                data: ceiling.encodeConversations()
-            )
+            _ = try session.copyIn(CeilingPhase.copyConversations, data: ceiling.encodeConversations())
         }
         _ = try await postgres.execute("VACUUM ANALYZE")
         _ = try await postgres.execute("CHECKPOINT")
@@ -66,7 +63,7 @@ struct SteadyFloorPhase {
             group.addTask {
                 for (index, chunk) in chunks.enumerated() {
                     try await Task.sleep(until: start + interval * index, clock: .continuous)
-                    try await Self.copy(chunk, into: postgres)
+                    try await CeilingPhase.copy(chunk, into: postgres, alone: true)
                 }
             }
             try await group.waitForAll()
@@ -92,27 +89,6 @@ struct SteadyFloorPhase {
         return result
     }
 
-    /// A batch's rows in one transaction: a lone `COPY` commits by itself, one round trip.
-    private static func copy(_ chunk: CeilingPhase.EncodedChunk, into connection: PostgresConnection) async throws {
-        try await connection.withSession { session in
-            let messages = """
-                COPY messages (id, conversation_id, role, content, tokens_used, latency_ms, created_at, metadata,
-                    session_id, stream_entry) FROM STDIN
-                """
-            guard !chunk.contexts.isEmpty else {
-                _ = try session.copyIn(messages, data: chunk.messages)
-                return
-            }
-            try session.execute("BEGIN")
-            _ = try session.copyIn(messages, data: chunk.messages)
-            _ = try session.copyIn(
-                "COPY message_contexts (id, message_id, position, doc_id, content, score, metadata) FROM STDIN",
-                data: chunk.contexts
-            )
-            try session.execute("COMMIT")
-        }
-    }
-
     /// The latency run's producer and poller, without the bookkeeping: every millisecond, the
     /// `XADD`s that have fallen due, `XINFO GROUPS` and `XPENDING`.
     private func produce(_ redis: RedisConnection, from start: ContinuousClock.Instant) async throws {
@@ -125,8 +101,7 @@ struct SteadyFloorPhase {
                 ["XADD", stream, "*"] + workload.fields(of: message).flatMap { [RedisArgument($0.0), RedisArgument($0.1)] }
             }
             let appending = commands.count
-            commands.append(["XINFO", "GROUPS", stream])
-            commands.append(["XPENDING", stream, RedisArgument(Self.group), "-", "+", "10000"])
+            commands += LatencyPhase.pollCommands(stream: Self.stream, group: Self.group)
             let replies = try await redis.pipeline(commands)
             for reply in replies[..<appending] where reply.string == nil {
                 throw BenchmarkError("steady floor: XADD failed: \(reply)")
@@ -144,26 +119,12 @@ struct SteadyFloorPhase {
         from start: ContinuousClock.Instant,
         every interval: Duration
     ) async throws {
-        let stream = RedisArgument(Self.stream)
         var next = 0
         var round = 0
         while next < messages.count {
             round += 1
             try await Task.sleep(until: start + interval * round, clock: .continuous)
-            let reply = try await redis.send(
-                ["XREADGROUP", "GROUP", RedisArgument(Self.group), "steady", "COUNT", RedisArgument(batch), "STREAMS", stream, ">"]
-            )
-            let ids = (reply.array?.first?.array?.last?.array ?? []).compactMap { $0.array?.first?.string }
-            guard !ids.isEmpty else { continue }
-            guard next + ids.count <= messages.count else {
-                throw BenchmarkError("steady floor: read more entries than were written")
-            }
-            let commands = try floor.commands(for: messages[next..<(next + ids.count)])
-            next += ids.count
-            let replies = try await redis.pipeline(commands + [["XACK", stream, RedisArgument(Self.group)] + ids.map { RedisArgument($0) }])
-            if let failed = replies.first(where: { if case .error = $0 { true } else { false } }) {
-                throw BenchmarkError("steady floor: a command failed: \(failed)")
-            }
+            next += try await floor.serveBatch(redis, stream: Self.stream, group: Self.group, count: batch, from: next)
         }
     }
 }
